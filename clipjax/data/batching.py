@@ -1,0 +1,46 @@
+"""Cutting model inputs and labels out of ONE client's packed data (pure, jittable)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def example_batch(
+    kind: str,
+    x_client: jax.Array,
+    y_client: jax.Array,
+    idx: jax.Array,
+    *,
+    seq_len: int = 80,
+) -> tuple[jax.Array, jax.Array]:
+    """Model inputs and labels for example indices ``idx`` of one client.
+
+    Pure and jittable (``kind`` and ``seq_len`` are static); ``jax.vmap`` it over clients.
+    Indices are not checked against ``valid``: callers mask padded examples with it.
+
+    Args:
+      kind: "images" or "text".
+      x_client: images uint8 [N, H, W, ch]; text uint8 [L] symbol ids.
+      y_client: images int [N]; text: unused (int32 [0]).
+      idx: int32 [B] example indices (images: image slots; text: window starts).
+      seq_len: text window length.
+
+    Returns:
+      images: float32 [B, H, W, ch] = x / 255 and int32 [B] labels;
+      text: int32 [B, seq_len] windows ``x[i : i + seq_len]`` and int32 [B] labels
+      ``x[i + seq_len]``.
+
+    Raises:
+      ValueError: for an unknown ``kind``.
+    """
+    idx = jnp.asarray(idx, dtype=jnp.int32)
+    if kind == "images":
+        inputs = jnp.asarray(x_client)[idx].astype(jnp.float32) / jnp.float32(255.0)
+        return inputs, jnp.asarray(y_client)[idx].astype(jnp.int32)
+    if kind == "text":
+        text = jnp.asarray(x_client).astype(jnp.int32)
+        offsets = jnp.arange(seq_len, dtype=jnp.int32)
+        inputs = text[idx[:, None] + offsets[None, :]]
+        return inputs, text[idx + jnp.int32(seq_len)]
+    raise ValueError(f"Unknown data kind {kind!r}; expected 'images' or 'text'.")

@@ -1,0 +1,41 @@
+"""Clear errors: unknown dataset, missing data folder."""
+
+import pytest
+
+from clipjax.data import find_data_file, load_federated
+
+
+def test_unknown_dataset_lists_known():
+    with pytest.raises(ValueError, match="femnist, shakespeare, cifar10"):
+        load_federated("mnist", num_clients=None, seed=0)
+
+
+def test_unknown_partition():
+    with pytest.raises(ValueError, match="iid, dirichlet"):
+        load_federated("cifar10", num_clients=10, seed=0, partition="pathological")
+
+
+@pytest.mark.parametrize("name,file", [
+    ("femnist", "femnist_leaf_300writers_uint8.npz"),
+    ("shakespeare", "shakespeare.txt.gz"),
+])
+def test_missing_data_names_file_and_folders(tmp_path, monkeypatch, name, file):
+    monkeypatch.setenv("CLIPJAX_DATA", str(tmp_path / "env"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("clipjax.data.paths._REPO_ROOT", tmp_path / "repo")
+    with pytest.raises(FileNotFoundError) as err:
+        load_federated(name, num_clients=None, seed=0)
+    message = str(err.value)
+    assert file in message
+    for folder in (tmp_path / "env", tmp_path / "data", tmp_path.parent / "shared" / "data"):
+        assert str(folder) in message
+    assert "How to get it" in message
+
+
+def test_missing_in_given_data_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar10_jpeg.zip"):
+        load_federated("cifar10", num_clients=10, seed=0, data_dir=tmp_path)
+
+
+def test_find_data_file_finds_shared():
+    assert find_data_file("shakespeare/shakespeare.txt.gz", "shakespeare").is_file()
