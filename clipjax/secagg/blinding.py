@@ -1,0 +1,144 @@
+"""Device side of SecAgg: all clients' masked inputs, the server sum and unmasking, in uint32.
+
+Client u's message is ``y_u = q_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)`` (mod
+2^32), where ``q_u`` is its encoded update, ``b_u`` its self-blind seed and ``s_uv`` the pairwise
+seed agreed with neighbour v. PRG is the ChaCha20 keystream (:mod:`clipjax.secagg.chacha`, zero
+nonce: every seed is fresh per aggregation). Each pairwise stream is expanded once per edge and
+scattered with + to its lower endpoint and - to its upper one. The vector axis is processed in
+chunks of ``chunk_words`` (a ``fori_loop``), so the live keystream is ``[K, chunk_words]`` however
+large ``C * D`` is. These functions are pure; callers ``jax.jit`` them with the static arguments.
+
+References:
+  K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
+  CCS 2017, section 4 (masking with self and pairwise masks, unmasking).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clipjax.secagg import chacha, quantize
+
+DEFAULT_BUDGET_WORDS = 1 << 23  # live keystream words per chunk (32 MiB)
+_ZERO_NONCE = np.zeros(3, np.uint32)
+
+
+def chunk_words_for(num_streams: int, length: int, budget: int = DEFAULT_BUDGET_WORDS) -> int:
+  """Static chunk size: a multiple of 16 with ``num_streams * chunk <= budget`` (at least 16)."""
+  padded = -(-length // 16) * 16
+  by_budget = max(16, budget // max(num_streams, 1) // 16 * 16)
+  return min(padded, by_budget)
+
+
+def _nonces(count: int, nonce: np.ndarray) -> jax.Array:
+  return jnp.broadcast_to(jnp.asarray(nonce), (count, 3))
+
+
+def client_messages(updates: jax.Array, weight_ratio: jax.Array, weight_code: jax.Array,
+                    noise_keys: jax.Array, self_keys: jax.Array, edge_keys: jax.Array,
+                    edge_lo: jax.Array, edge_hi: jax.Array, *, clip: float, bits: int,
+                    chunk_words: int) -> jax.Array:
+  """Encodes and blinds the inputs of C sending clients: what the server receives.
+
+  Args:
+    updates: float32 ``[C, D]`` client updates.
+    weight_ratio: float32 ``[C]`` public scale of each update (the decoded weight code).
+    weight_code: uint32 ``[C]`` encoded weight, appended as coordinate D.
+    noise_keys: uint32 ``[C, 8]`` ChaCha20 keys of the stochastic rounding.
+    self_keys: uint32 ``[C, 8]`` self-blind seeds ``b_u``.
+    edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv``.
+    edge_lo: int32 ``[E]`` row (in 0..C-1) of the lower endpoint, or C if it sends nothing.
+    edge_hi: int32 ``[E]`` row of the upper endpoint, or C.
+    clip: clipping bound c.
+    bits: quantisation bits b.
+    chunk_words: static chunk length (multiple of 16).
+
+  Returns:
+    uint32 ``[C, D + 1]`` blinded messages.
+  """
+  num_c, dim = updates.shape
+  num_e = edge_keys.shape[0]
+  chex.assert_shape([weight_ratio, weight_code], (num_c,))
+  chex.assert_shape([noise_keys, self_keys], (num_c, 8))
+  chex.assert_shape(edge_keys, (num_e, 8))
+  chex.assert_shape([edge_lo, edge_hi], (num_e,))
+  chex.assert_type([noise_keys, self_keys, edge_keys, weight_code], jnp.uint32)
+  length = dim + 1
+  num_chunks = -(-length // chunk_words)
+  padded = jnp.pad(updates.astype(jnp.float32), ((0, 0), (0, num_chunks * chunk_words - dim)))
+  keys = jnp.concatenate([noise_keys, self_keys, edge_keys], axis=0)
+  nonces = jnp.concatenate([_nonces(num_c, quantize.NOISE_NONCE),
+                            _nonces(num_c + num_e, _ZERO_NONCE)], axis=0)
+
+  def body(j, out):
+    start = j * chunk_words
+    ks = chacha.keystream(keys, nonces, (start // 16).astype(jnp.uint32), chunk_words)
+    noise = (ks[:num_c] >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0 ** -24)
+    x = jax.lax.dynamic_slice_in_dim(padded, start, chunk_words, axis=1)
+    q = quantize.encode(x * weight_ratio[:, None], noise, clip, bits)
+    pos = start + jnp.arange(chunk_words)
+    q = jnp.where(pos == dim, weight_code[:, None], q)
+    q = jnp.where(pos > dim, np.uint32(0), q)
+    pair = ks[2 * num_c:]
+    plus = jax.ops.segment_sum(pair, edge_lo, num_segments=num_c + 1)[:num_c]
+    minus = jax.ops.segment_sum(pair, edge_hi, num_segments=num_c + 1)[:num_c]
+    y = q + ks[num_c:2 * num_c] + plus - minus
+    return jax.lax.dynamic_update_slice_in_dim(out, y, start, axis=1)
+
+  out = jnp.zeros((num_c, num_chunks * chunk_words), jnp.uint32)
+  out = jax.lax.fori_loop(0, num_chunks, body, out)
+  return out[:, :length]
+
+
+def encode_inputs(updates: jax.Array, weight_ratio: jax.Array, weight_code: jax.Array,
+                  noise_keys: jax.Array, *, clip: float, bits: int) -> jax.Array:
+  """The unblinded encoded inputs ``q_u`` (``[C, D + 1]``): the oracle for exactness tests."""
+  num_c, dim = updates.shape
+  words = -(-dim // 16) * 16
+  ks = chacha.keystream(noise_keys, _nonces(num_c, quantize.NOISE_NONCE), 0, words)
+  noise = (ks[:, :dim] >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0 ** -24)
+  q = quantize.encode(updates.astype(jnp.float32) * weight_ratio[:, None], noise, clip, bits)
+  return jnp.concatenate([q, weight_code[:, None]], axis=1)
+
+
+def server_sum(messages: jax.Array) -> jax.Array:
+  """Sum of the received ``[C, L]`` uint32 messages, mod 2^32."""
+  chex.assert_type(messages, jnp.uint32)
+  return jnp.sum(messages, axis=0, dtype=jnp.uint32)
+
+
+def unblind(total: jax.Array, self_keys: jax.Array, edge_keys: jax.Array,
+            edge_negated: jax.Array, *, chunk_words: int) -> jax.Array:
+  """Removes survivors' self blinds and the pairwise blinds shared with dropped clients.
+
+  Args:
+    total: uint32 ``[L]`` server sum of the survivors' messages.
+    self_keys: uint32 ``[S, 8]`` reconstructed self-blind seeds of all survivors.
+    edge_keys: uint32 ``[F, 8]`` reconstructed seeds of edges (survivor, dropped client).
+    edge_negated: bool ``[F]``: the survivor subtracted this stream (it is the upper endpoint).
+    chunk_words: static chunk length (multiple of 16).
+
+  Returns:
+    uint32 ``[L]``: the sum of the survivors' encoded inputs.
+  """
+  (length,) = total.shape
+  num_s, num_f = self_keys.shape[0], edge_keys.shape[0]
+  chex.assert_shape(edge_negated, (num_f,))
+  keys = jnp.concatenate([self_keys, edge_keys], axis=0)
+  nonces = _nonces(num_s + num_f, _ZERO_NONCE)
+  coef = jnp.concatenate([jnp.ones((num_s,), jnp.uint32),
+                          jnp.where(edge_negated, np.uint32(0xFFFFFFFF), np.uint32(1))])
+  num_chunks = -(-length // chunk_words)
+  padded = jnp.pad(total, (0, num_chunks * chunk_words - length))
+
+  def body(j, out):
+    start = j * chunk_words
+    ks = chacha.keystream(keys, nonces, (start // 16).astype(jnp.uint32), chunk_words)
+    blind = jnp.sum(ks * coef[:, None], axis=0, dtype=jnp.uint32)
+    chunk = jax.lax.dynamic_slice_in_dim(out, start, chunk_words) - blind
+    return jax.lax.dynamic_update_slice_in_dim(out, chunk, start, axis=0)
+
+  return jax.lax.fori_loop(0, num_chunks, body, padded)[:length]

@@ -1,0 +1,247 @@
+"""SecAgg / SecAgg+ round state on the host: drop-outs, key advertisement, peer messaging.
+
+``setup_round`` runs round 0 of Bonawitz et al. (AdvertiseKeys): every client draws two X25519
+key pairs (``c`` for encryption, ``s`` for masking) and the server forwards the public keys to
+each client's neighbours in the communication graph (complete for SecAgg, random k-regular for
+SecAgg+, Bell et al.). The returned :class:`RoundSetup` holds the simulated clients' private state
+and a :class:`ServerTranscript`, which holds only what a real server receives. Signatures and the
+consistency check of the actively secure variant are not simulated (honest-but-curious model).
+
+References:
+  K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
+  CCS 2017.
+  J. Bell, K. Bonawitz, A. Gascon, T. Lepoint, M. Raykova. Secure Single-Server Aggregation with
+  (Poly)Logarithmic Overhead. CCS 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from clipjax.secagg import graph, host_crypto
+
+STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+PUBLIC_KEY_MESSAGE_BYTES = 2 * host_crypto.KEY_BYTES + 4
+
+
+class RoundAborted(RuntimeError):
+  """Too few clients survived a stage: the round must be discarded (no model change)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropouts:
+  """Which clients drop out, and when.
+
+  Attributes:
+    advertise_keys, share_keys, masked_input, unmasking: client ids that drop *before sending*
+      their message of that stage (and never come back in this round).
+    rate: additionally, each client drops with this probability, at a stage drawn uniformly
+      among the four (so ``rate`` is the expected fraction of clients lost in the round).
+  """
+  advertise_keys: Sequence[int] = ()
+  share_keys: Sequence[int] = ()
+  masked_input: Sequence[int] = ()
+  unmasking: Sequence[int] = ()
+  rate: float = 0.0
+
+  def resolve(self, num_clients: int, seed: int | None) -> dict[str, frozenset[int]]:
+    """Per-stage sets of clients that drop at that stage (validated)."""
+    if not 0.0 <= self.rate < 1.0:
+      raise ValueError(f"dropout rate={self.rate} must be in [0, 1)")
+    out = {}
+    for stage in STAGES:
+      ids = frozenset(int(i) for i in getattr(self, stage))
+      bad = [i for i in ids if not 0 <= i < num_clients]
+      if bad:
+        raise ValueError(f"dropouts.{stage} has client ids {sorted(bad)} outside "
+                         f"[0, {num_clients})")
+      out[stage] = ids
+    if self.rate > 0:
+      rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 7]))
+      drops = rng.random(num_clients) < self.rate
+      stage_of = rng.integers(len(STAGES), size=num_clients)
+      for i in np.flatnonzero(drops):
+        out[STAGES[stage_of[i]]] |= {int(i)}
+    return out
+
+
+@dataclasses.dataclass
+class ServerTranscript:
+  """Everything the server receives in one round, and nothing else.
+
+  Attributes:
+    public_keys: client -> (encryption public key, masking public key).
+    share_ciphertexts: (sender, receiver) -> AES-GCM ciphertext of the sender's shares.
+    relayed: list of (sender, receiver, ciphertext) peer messages relayed by the server.
+    masked_ids: ids of the clients whose masked input arrived.
+    masked_inputs: uint32 ``[len(masked_ids), D + 1]`` masked inputs (numpy, host copy), or None
+      when the caller asked not to keep them.
+    revealed_shares: (holder, owner, kind) -> Shamir share revealed in the unmasking round,
+      kind in {"self_seed", "mask_key"}.
+  """
+  public_keys: dict[int, tuple[bytes, bytes]] = dataclasses.field(default_factory=dict)
+  share_ciphertexts: dict[tuple[int, int], bytes] = dataclasses.field(default_factory=dict)
+  relayed: list[tuple[int, int, bytes]] = dataclasses.field(default_factory=list)
+  masked_ids: tuple[int, ...] = ()
+  masked_inputs: np.ndarray | None = None
+  revealed_shares: dict[tuple[int, int, str], bytes] = dataclasses.field(default_factory=dict)
+
+
+class RoundSetup:
+  """Keys and graph of one round (after AdvertiseKeys). Host object; never enters jit.
+
+  Attributes:
+    num_clients, protocol, degree, threshold, round_index, seed: round parameters.
+    edges: int32 ``[E, 2]`` graph edges (lo < hi).
+    advertised: sorted ids of clients that sent their public keys (U1).
+    dropouts: resolved per-stage drop-out sets.
+    server: the :class:`ServerTranscript`.
+    seconds: host seconds spent in AdvertiseKeys.
+  """
+
+  def __init__(self, num_clients, protocol, degree, threshold, round_index, seed, edges,
+               dropouts, rng):
+    self.num_clients = num_clients
+    self.protocol = protocol
+    self.degree = degree
+    self.threshold = threshold
+    self.round_index = round_index
+    self.seed = seed
+    self.edges = edges
+    self.dropouts = dropouts
+    self.rng = rng
+    self.server = ServerTranscript()
+    self.used = False
+    self._graph_nbrs = graph.neighbour_lists(num_clients, edges)
+    self._enc_private: dict[int, bytes] = {}
+    self._mask_private: dict[int, bytes] = {}
+    self._peer_keys: dict[tuple[int, int], bytes] = {}
+    start = time.perf_counter()
+    for u in range(num_clients):
+      if u in dropouts["advertise_keys"]:
+        continue
+      c_priv, c_pub = host_crypto.x25519_keypair(rng)
+      s_priv, s_pub = host_crypto.x25519_keypair(rng)
+      self._enc_private[u], self._mask_private[u] = c_priv, s_priv
+      self.server.public_keys[u] = (c_pub, s_pub)
+    self.advertised = tuple(sorted(self.server.public_keys))
+    self.seconds = time.perf_counter() - start
+    if len(self.advertised) < threshold:
+      raise RoundAborted(
+          f"round {round_index} aborted at advertise_keys: {len(self.advertised)} clients "
+          f"advertised keys, fewer than threshold t={threshold}")
+
+  def neighbours(self, u: int) -> tuple[int, ...]:
+    """Graph neighbours of ``u`` that advertised keys (whose public keys u received)."""
+    self._check_client(u)
+    if u not in self.server.public_keys:
+      return ()
+    return tuple(v for v in self._graph_nbrs[u] if v in self.server.public_keys)
+
+  def graph_neighbours(self, u: int) -> tuple[int, ...]:
+    return self._graph_nbrs[u]
+
+  def _check_client(self, u: int) -> None:
+    if not 0 <= u < self.num_clients:
+      raise ValueError(f"client id {u} outside [0, {self.num_clients})")
+
+  def _pair(self, u: int, v: int, info: bytes, private: dict[int, bytes], which: int) -> bytes:
+    # X25519 is commutative, so u and v derive the same key: computed once per unordered pair.
+    key = (min(u, v), max(u, v), info)
+    if key not in self._peer_keys:
+      self._peer_keys[key] = host_crypto.agree(private[u], self.server.public_keys[v][which], info)
+    return self._peer_keys[key]
+
+  def peer_key(self, u: int, v: int, info: bytes = host_crypto.INFO_PEER) -> bytes:
+    """The 32-byte AES key u and v share (HKDF-SHA256 of their encryption-key agreement).
+
+    Raises:
+      ValueError: if u and v are not neighbours that both advertised keys.
+    """
+    self._check_client(u)
+    self._check_client(v)
+    if u == v or v not in self.neighbours(u):
+      raise ValueError(f"clients {u} and {v} are not neighbours in this round's "
+                       f"{self.protocol} graph (or one of them did not advertise keys)")
+    return self._pair(u, v, info, self._enc_private, 0)
+
+  def mask_seed(self, u: int, v: int) -> bytes:
+    """Pairwise masking seed s_uv (client-side agreement of the masking keys)."""
+    return self._pair(u, v, host_crypto.INFO_MASK, self._mask_private, 1)
+
+  def mask_private(self, u: int) -> bytes:
+    return self._mask_private[u]
+
+
+def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | None = None,
+                threshold: int | None = None, seed: int | None = 0, round_index: int = 0,
+                dropouts: Dropouts | None = None) -> RoundSetup:
+  """AdvertiseKeys: key pairs for every client and the communication graph of one round.
+
+  Args:
+    num_clients: n, at least 2.
+    protocol: "secagg" (complete graph) or "secagg+" (random k-regular graph).
+    degree: k for SecAgg+ (default ``min(n - 1, 2 ceil(log2 n))``); ignored for SecAgg.
+    threshold: Shamir threshold t (default ``floor((k + 1) / 2) + 1``), in [1, k + 1].
+    seed: seed of graph, keys and drop-outs (None: OS randomness, graph seed 0).
+    round_index: bound into every AES-GCM associated data.
+    dropouts: drop-out spec; only its advertise_keys part acts here.
+
+  Returns:
+    A :class:`RoundSetup`.
+
+  Raises:
+    ValueError: on an unknown protocol or impossible n, k, t.
+    RoundAborted: if fewer than t clients advertise keys.
+  """
+  graph.check_protocol(protocol)
+  if num_clients < 2:
+    raise ValueError(f"num_clients={num_clients} must be at least 2")
+  if protocol == "secagg":
+    degree = num_clients - 1
+  elif degree is None:
+    degree = graph.default_degree(num_clients)
+    if (num_clients * degree) % 2:
+      degree -= 1
+  if threshold is None:
+    threshold = graph.default_threshold(degree)
+  if not 1 <= threshold <= degree + 1:
+    raise ValueError(f"threshold={threshold} must be in [1, {degree + 1}] (a client's shares go "
+                     f"to itself and its {degree} neighbours; num_clients={num_clients})")
+  edges = (graph.complete_graph(num_clients) if protocol == "secagg"
+           else graph.random_regular_graph(num_clients, degree, 0 if seed is None else seed))
+  resolved = (dropouts or Dropouts()).resolve(num_clients, seed)
+  rng = host_crypto.Randomness(seed, label=b"round-%d" % round_index)
+  return RoundSetup(num_clients, protocol, degree, threshold, round_index, seed, edges,
+                    resolved, rng)
+
+
+def seal_for_peer(setup: RoundSetup, u: int, v: int, plaintext: bytes) -> bytes:
+  """Client u encrypts ``plaintext`` for neighbour v (AES-256-GCM; AD binds u, v, round).
+
+  The server relays the returned bytes; it is recorded in ``setup.server.relayed``.
+  """
+  key = setup.peer_key(u, v)
+  aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_PEER)
+  sealed = host_crypto.seal(key, plaintext, aad, setup.rng)
+  setup.server.relayed.append((u, v, sealed))
+  return sealed
+
+
+def open_from_peer(setup: RoundSetup, v: int, u: int, ciphertext: bytes) -> bytes:
+  """Client v decrypts a message that claims to come from u.
+
+  Raises:
+    ValueError: if the ciphertext was tampered with, or was not sealed by u for v this round.
+  """
+  key = setup.peer_key(v, u)
+  aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_PEER)
+  try:
+    return host_crypto.open_sealed(key, ciphertext, aad)
+  except ValueError as err:
+    raise ValueError(f"message from client {u} to client {v} (round {setup.round_index}) "
+                     f"failed authentication: {err}") from err

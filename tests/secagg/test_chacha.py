@@ -1,0 +1,68 @@
+"""ChaCha20 in jax.numpy against RFC 8439 and pycryptodome."""
+
+import os
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import numpy as np
+from Crypto.Cipher import ChaCha20
+
+from clipjax.secagg import chacha
+
+_keystream = jax.jit(chacha.keystream, static_argnames=("num_words", "tile"))
+
+
+def _reference(key: bytes, nonce: bytes, first_block: int, num_words: int) -> np.ndarray:
+  cipher = ChaCha20.new(key=key, nonce=nonce)
+  cipher.seek(64 * first_block)
+  return np.frombuffer(cipher.encrypt(bytes(4 * num_words)), "<u4")
+
+
+def test_rfc8439_block_vector():
+  # RFC 8439 section 2.3.2: key 00..1f, nonce 00:00:00:09:00:00:00:4a:00:00:00:00, counter 1.
+  key = bytes(range(32))
+  nonce = bytes.fromhex("000000090000004a00000000")
+  expected = bytes.fromhex(
+      "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
+      "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e")
+  out = _keystream(chacha.key_words(key)[None], chacha.nonce_words(nonce)[None], 1,
+                   num_words=16)
+  assert np.asarray(out)[0].astype("<u4").tobytes() == expected
+  assert _reference(key, nonce, 1, 16).tobytes() == expected
+
+
+def test_rfc8439_encryption_vector():
+  # RFC 8439 section 2.4.2: the "sunscreen" plaintext, counter 1.
+  key = bytes(range(32))
+  nonce = bytes.fromhex("000000000000004a00000000")
+  plain = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for "
+           b"the future, sunscreen would be it.")
+  out = np.asarray(_keystream(chacha.key_words(key)[None], chacha.nonce_words(nonce)[None], 1,
+                              num_words=32))[0].astype("<u4").tobytes()
+  cipher = bytes(a ^ b for a, b in zip(plain, out))
+  assert cipher[:16].hex() == "6e2e359a2568f98041ba0728dd0d6981"
+  assert cipher.hex().endswith("874d")
+
+
+@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.given(num_streams=st.integers(1, 5), blocks=st.integers(1, 40),
+                  first=st.integers(0, 2**32 - 41), tile=st.sampled_from([1, 7, 64, 4096]),
+                  seed=st.integers(0, 2**31))
+def test_random_keys_match_pycryptodome(num_streams, blocks, first, tile, seed):
+  rng = np.random.default_rng(seed)
+  keys = [rng.bytes(32) for _ in range(num_streams)]
+  nonces = [rng.bytes(12) for _ in range(num_streams)]
+  out = np.asarray(_keystream(np.stack([chacha.key_words(k) for k in keys]),
+                              np.stack([chacha.nonce_words(n) for n in nonces]),
+                              np.uint32(first), num_words=16 * blocks, tile=tile))
+  for i in range(num_streams):
+    np.testing.assert_array_equal(out[i], _reference(keys[i], nonces[i], first, 16 * blocks))
+
+
+def test_chunked_expansion_equals_whole_stream():
+  key, nonce = os.urandom(32), os.urandom(12)
+  kw, nw = chacha.key_words(key)[None], chacha.nonce_words(nonce)[None]
+  whole = np.asarray(_keystream(kw, nw, 0, num_words=256))
+  parts = [np.asarray(_keystream(kw, nw, np.uint32(j * 4), num_words=64)) for j in range(4)]
+  np.testing.assert_array_equal(whole, np.concatenate(parts, axis=1))
