@@ -1,0 +1,187 @@
+"""Typed, validated experiment settings: the loop's only reader of a ConfigDict.
+
+Library code never sees an `ml_collections.ConfigDict`; `ExperimentSpec.from_config`
+unpacks one into frozen dataclasses and rejects bad values with a `ValueError` that names
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+METHODS = ("fedavg", "random", "ordered", "fluid", "clip_compute", "clip_network")
+DATASETS = ("femnist", "shakespeare", "cifar10")
+MODELS = ("leaf_cnn", "vgg9", "leaf_lstm")
+AGGREGATIONS = ("padded", "participation_weighted")
+SLACK_RULES = ("lowest_score", "random")
+PROTOCOLS = ("secagg", "secagg+")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+  if value not in allowed:
+    raise ValueError(f"config.{key}={value!r} is not allowed; choose one of {allowed}.")
+  return value
+
+
+def _positive(key: str, value, *, allow_zero: bool = False):
+  if value < 0 or (value == 0 and not allow_zero):
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"config.{key}={value!r} must be {bound}.")
+  return value
+
+
+def _fraction(key: str, value: float, lo: float = 0.0, hi: float = 1.0, hi_open: bool = False):
+  if not (lo <= value <= hi) or (hi_open and value == hi):
+    right = ")" if hi_open else "]"
+    raise ValueError(f"config.{key}={value!r} must lie in [{lo}, {hi}{right}.")
+  return float(value)
+
+
+def _get(config, path: str, default=None):
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  name: str
+  data_dir: str | None
+  partition: str
+  alpha: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  name: str
+  width: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SecAggSpec:
+  enabled: bool
+  protocol: str
+  degree: int | None
+  threshold: int | None
+  bits: int | None
+  clip: float | None
+  dropout_rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  straggler_fraction: float
+  min_keep: float
+  rho_min: float | None
+  growth: float
+  slack: str
+  aggregation: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSpec:
+  compute_slow: int
+  network_slow: int
+  both_slow: int
+  jitter_sigma: float
+  fast_flops: float
+  slow_compute_ratio: float
+  server_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+  """Everything one run needs, validated."""
+
+  seed: int
+  rounds: int
+  num_clients: int
+  local_epochs: int
+  batch_size: int
+  client_lr: float
+  client_momentum: float
+  server_optimizer: str
+  server_lr: float
+  eval_every: int
+  eval_batch_size: int
+  method: str
+  checkpoint_every: int
+  client_batch: int
+  data: DataSpec
+  model: ModelSpec
+  secagg: SecAggSpec
+  clip: ClipSpec
+  devices: DeviceSpec
+
+  @classmethod
+  def from_config(cls, config) -> "ExperimentSpec":
+    c = config
+    g = lambda path, default=None: _get(c, path, default)  # noqa: E731
+    secagg = SecAggSpec(
+        enabled=bool(g("secagg.enabled", False)),
+        protocol=_choice("secagg.protocol", g("secagg.protocol", "secagg+"), PROTOCOLS),
+        degree=int(g("secagg.degree", 0)) or None,
+        threshold=int(g("secagg.threshold", 0)) or None,
+        bits=int(g("secagg.bits", 0)) or None,
+        clip=float(g("secagg.clip", 0.0)) or None,
+        dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate", 0.0), hi_open=True),
+    )
+    clip = ClipSpec(
+        straggler_fraction=_fraction("clip.straggler_fraction",
+                                     g("clip.straggler_fraction", 0.2), hi_open=True),
+        min_keep=_fraction("clip.min_keep", g("clip.min_keep", 0.5), lo=1e-3),
+        rho_min=(float(g("clip.rho_min", 0.0)) or None),
+        growth=float(g("clip.growth", 1.2)),
+        slack=_choice("clip.slack", g("clip.slack", "lowest_score"), SLACK_RULES),
+        aggregation=_choice("clip.aggregation", g("clip.aggregation", "padded"), AGGREGATIONS),
+    )
+    if clip.growth <= 1.0:
+      raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
+    if clip.rho_min is not None:
+      _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
+    num_clients = int(_positive("num_clients", int(c.num_clients)))
+    devices = DeviceSpec(
+        compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow", 0), allow_zero=True)),
+        network_slow=int(_positive("devices.network_slow", g("devices.network_slow", 0), allow_zero=True)),
+        both_slow=int(_positive("devices.both_slow", g("devices.both_slow", 0), allow_zero=True)),
+        jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma", 0.05), allow_zero=True)),
+        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops", 0.0), allow_zero=True)),
+        slow_compute_ratio=_fraction("devices.slow_compute_ratio",
+                                     g("devices.slow_compute_ratio", 2.0 / 3.0), lo=1e-3),
+        server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds", 0.0), allow_zero=True)),
+    )
+    slow = devices.compute_slow + devices.network_slow + devices.both_slow
+    if slow > num_clients:
+      raise ValueError(f"config.devices: {slow} slow clients (compute_slow + network_slow + "
+                       f"both_slow) exceed num_clients={num_clients}.")
+    spec = cls(
+        seed=int(c.seed),
+        rounds=int(_positive("rounds", int(c.rounds))),
+        num_clients=num_clients,
+        local_epochs=int(_positive("local_epochs", int(c.local_epochs))),
+        batch_size=int(_positive("batch_size", int(c.batch_size))),
+        client_lr=float(_positive("client_lr", float(c.client_lr))),
+        client_momentum=_fraction("client_momentum", g("client_momentum", 0.0), hi_open=True),
+        server_optimizer=_choice("server_optimizer", g("server_optimizer", "sgd"), ("sgd", "adam", "yogi")),
+        server_lr=float(_positive("server_lr", float(g("server_lr", 1.0)))),
+        eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
+        eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
+        method=_choice("method", c.method, METHODS),
+        checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 0)), allow_zero=True)),
+        client_batch=int(_positive("client_batch", int(g("client_batch", 0)), allow_zero=True)),
+        data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
+                      data_dir=g("data.data_dir", "") or None,
+                      partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),
+                      alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5))))),
+        model=ModelSpec(name=_choice("model.name", c.model.name, MODELS),
+                        width=float(_positive("model.width", float(g("model.width", 1.0))))),
+        secagg=secagg, clip=clip, devices=devices)
+    if spec.method == "fluid" and spec.secagg.enabled:
+      raise ValueError("config.method='fluid' reads individual client updates on the server and "
+                       "cannot run under secure aggregation; set --config.secagg.enabled=False "
+                       "(it is reported as an insecure upper reference).")
+    return spec

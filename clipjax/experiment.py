@@ -1,0 +1,225 @@
+"""`run(config, workdir)`: the one loop that owns every side effect of an experiment.
+
+Per round: (1) clients exchange sealed time reports through the server and each decides its
+keep fraction (from round 2, pruning methods only); (2) one jitted, vmapped computation
+builds every client's unit masks and trains it; (3) the deltas are summed by SecAgg(+) or
+in the clear; (4) the server optimiser steps; (5) the virtual clock charges each client for
+what it really did. The loop alone reads the clock, writes `metrics.jsonl`, evaluates,
+checkpoints and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from clipjax import broadcast, methods, report, secagg
+from clipjax import virtual_clock as clock_lib
+from clipjax.clip import devices
+from clipjax.clip import keep as keep_lib
+from clipjax.config_types import ExperimentSpec
+from clipjax.data import example_batch, load_federated
+from clipjax.fl import evaluate as evaluate_lib
+from clipjax.fl import local
+from clipjax.fl import round as round_lib
+from clipjax.fl import server as server_lib
+from clipjax.models import flops, get_model
+
+
+def _to_device(arrays) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return jnp.asarray(arrays.x), jnp.asarray(arrays.y), jnp.asarray(arrays.valid)
+
+
+def _population(spec: ExperimentSpec) -> devices.Population:
+  d = spec.devices
+  tiers = devices.Tiers()
+  if d.fast_flops:
+    tiers = devices.Tiers(compute={"fast": d.fast_flops, "slow": d.fast_flops * d.slow_compute_ratio})
+  elif d.slow_compute_ratio != 2.0 / 3.0:
+    fast = devices.FAST_FLOPS_PER_S
+    tiers = devices.Tiers(compute={"fast": fast, "slow": fast * d.slow_compute_ratio})
+  counts = {"compute": d.compute_slow, "network": d.network_slow, "both": d.both_slow}
+  if sum(counts.values()) == 0:  # default: the straggler fraction, compute-slow
+    return devices.make_population(spec.num_clients, straggler_fraction=spec.clip.straggler_fraction,
+                                   seed=spec.seed, tiers=tiers)
+  return devices.make_population(spec.num_clients, counts=counts, seed=spec.seed, tiers=tiers)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Runs one experiment; returns its summary (also printed as a table).
+
+  Args:
+    config: an `ml_collections.ConfigDict` (see `configs/base.py` for every key).
+    workdir: output folder: config.json, metrics.jsonl, checkpoint/.
+
+  Raises:
+    ValueError: for any bad config value or missing data, with what to fix.
+  """
+  spec = ExperimentSpec.from_config(config)
+  out = pathlib.Path(workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  data = load_federated(spec.data.name, num_clients=spec.num_clients, seed=spec.seed,
+                        data_dir=spec.data.data_dir, partition=spec.data.partition,
+                        alpha=spec.data.alpha)
+  num_clients = len(data.client_ids)
+  model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
+  base_key = jax.random.key(spec.seed)
+  params = model.init(jax.random.fold_in(base_key, 0x1417))
+  num_params = int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
+  batch_fn = lambda x, y, idx: example_batch(data.kind, x, y, idx, seq_len=data.seq_len or 80)  # noqa: E731
+
+  optimizer = optax.sgd(spec.client_lr, momentum=spec.client_momentum or None)
+  client_update = local.make_client_update(
+      model.apply, batch_fn, optimizer, local.LocalSpec(spec.local_epochs, spec.batch_size))
+  server_opt = server_lib.make_server_optimizer(spec.server_optimizer, spec.server_lr)
+  state = server_lib.server_init(params, server_opt)
+  participation = spec.clip.aggregation == "participation_weighted"
+  method_spec = methods.MethodSpec(spec.method, spec.clip.growth, spec.clip.slack,
+                                   want_param_masks=participation,
+                                   client_batch=spec.client_batch or None)
+  pruned_round = jax.jit(methods.make_pruned_round(method_spec, model.unit_spec, client_update))
+  plain_mean = jax.jit(server_lib.participation_mean if participation else server_lib.weighted_mean)
+  plain_weighted = jax.jit(server_lib.weighted_mean)
+  server_step = jax.jit(lambda s, d: server_lib.server_update(s, d, server_opt), donate_argnums=0)
+  evaluate = jax.jit(jax.vmap(evaluate_lib.make_evaluate(model.apply, batch_fn, spec.eval_batch_size),
+                              in_axes=(None, 0, 0, 0)))
+  _, unravel = ravel_pytree(params)
+  ravel_clients = jax.jit(jax.vmap(lambda t: ravel_pytree(t)[0]))
+
+  x, y, valid = _to_device(data.train)
+  test = _to_device(data.test)
+  weights = np.asarray(data.train.num_examples, np.float32)
+  client_ids = jnp.arange(num_clients)
+  clip_state = methods.init_clip_state(model.unit_spec, num_clients)
+  prunes = spec.method in methods.PRUNING_METHODS
+  rule = "clip_network" if spec.method == "clip_network" else "clip_compute"
+  table = keep_lib.make_flop_table(lambda p: flops.flop_fraction(model, p), p_min=spec.clip.min_keep,
+                                   layer_sizes=model.width_dict)
+  population = _population(spec)
+  clock = clock_lib.ClockModel(
+      population=population, model=model, num_params=num_params,
+      num_examples=np.asarray(data.train.num_examples), epochs=spec.local_epochs, seed=spec.seed,
+      jitter_sigma=spec.devices.jitter_sigma, server_seconds=spec.devices.server_seconds,
+      secagg=spec.secagg.enabled, upload_vectors=2 if participation else 1)
+  secagg_kwargs = dict(protocol=spec.secagg.protocol, degree=spec.secagg.degree,
+                       threshold=spec.secagg.threshold)
+
+  last_times = None
+  score_reference = state.params
+  virtual_time = 0.0
+  history = []
+  progress = report.progress(spec.rounds, desc=f"{spec.data.name}/{spec.method}")
+  with (out / "metrics.jsonl").open("w") as metrics_file:
+    for r in progress:
+      tick = time.perf_counter()
+      row: dict[str, Any] = {"round": r + 1}
+      need_keys = spec.secagg.enabled or (prunes and spec.method != "fluid")
+      round_seed = spec.seed * 1_000_003 + r
+      dropouts = secagg.Dropouts(rate=spec.secagg.dropout_rate) if spec.secagg.enabled else None
+      setup = (secagg.setup_round(num_clients, seed=round_seed, round_index=r, dropouts=dropouts,
+                                  **secagg_kwargs) if need_keys else None)
+      # (1) straggler self-identification and keep fractions.
+      is_straggler = np.zeros(num_clients, bool)
+      keep = np.ones(num_clients, np.float32)
+      if prunes and last_times is not None:
+        if setup is not None:
+          alive = np.isin(np.arange(num_clients), setup.advertised)
+          known, relay = broadcast.exchange_time_reports(setup, last_times.fit_full,
+                                                         last_times.report_net, alive)
+          row["broadcast_bytes"] = relay.bytes_relayed
+        else:  # fluid: the server sees every client's times in the clear
+          known = broadcast.KnownTimes(
+              fit=np.tile(last_times.fit_full, (num_clients, 1)),
+              net=np.tile(last_times.report_net, (num_clients, 1)),
+              valid=~np.eye(num_clients, dtype=bool))
+        is_straggler, keep = broadcast.decide_keep_fractions(
+            known, last_times.fit_full, last_times.report_net,
+            straggler_fraction=spec.clip.straggler_fraction, rule=rule, table=table,
+            rho_min=spec.clip.rho_min)
+      # (2) masks and local training for every client: one jitted computation.
+      keys = round_lib.client_keys(base_key, jnp.int32(r), client_ids)
+      reference = score_reference if spec.method == "fluid" else state.prev_params
+      trained = pruned_round(state.params, reference, clip_state, jnp.asarray(keep), keys,
+                             x, y, valid)
+      clip_state = trained.clip_state
+      # (3) aggregation.
+      survivors = np.ones(num_clients, bool)
+      prg_streams = 0
+      if spec.secagg.enabled:
+        flat = ravel_clients(trained.delta)
+        if participation:
+          flat = jnp.concatenate([flat, ravel_clients(trained.param_prune_mask)], axis=1)
+        try:
+          result = secagg.secure_sum(
+              flat, weights, setup=setup, dropouts=dropouts, round_index=r, seed=round_seed,
+              bits=spec.secagg.bits or secagg.max_safe_bits(num_clients),
+              clip=spec.secagg.clip or 1.0, keep_transcript_inputs=False, **secagg_kwargs)
+        except secagg.RoundAborted as e:  # too few survivors: the round leaves the model as is
+          row.update({"aborted": str(e), "train_loss": float("nan"), "round_time_s": 0.0,
+                      "virtual_time_s": virtual_time, "stragglers": [], "keep_fraction": [],
+                      "host_seconds": time.perf_counter() - tick})
+          metrics_file.write(json.dumps(row) + "\n")
+          history.append(row)
+          continue
+        survivors = np.asarray(result.survivors, bool)
+        total = jnp.asarray(result.total)
+        if participation:
+          num, den = total[:num_params], total[num_params:]
+          mean_flat = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+        else:
+          mean_flat = total / max(float(result.weight_total), 1e-12)
+        mean_delta = unravel(mean_flat)
+        prg_streams = np.asarray([1 + len(list(setup.neighbours(u))) for u in range(num_clients)])
+        row.update(report.secagg_row(result))
+      elif participation:
+        mean_delta = plain_mean(trained.delta, jnp.asarray(weights), trained.param_prune_mask)
+      else:
+        mean_delta = plain_mean(trained.delta, jnp.asarray(weights))
+      if spec.method == "fluid":  # server-side scores from non-stragglers' individual updates
+        ref_weights = jnp.asarray(weights * (~is_straggler))
+        ref_delta = plain_weighted(trained.delta, ref_weights)
+      state = server_step(state, mean_delta)
+      if spec.method == "fluid":
+        score_reference = jax.tree.map(jnp.add, state.params, ref_delta)
+      # (4) the virtual clock.
+      kept = {k: np.asarray(v) for k, v in jax.device_get(trained.kept_units).items()}
+      times = clock.times(r, kept, prg_streams)
+      round_s = devices.round_time(times, survivors, spec.devices.server_seconds)
+      virtual_time += round_s
+      last_times = times
+      host = jax.device_get({"loss": trained.loss_sum, "seen": trained.num_seen,
+                             "inv": trained.invariant_units, "slack": trained.slack_units})
+      row.update({
+          "train_loss": float(np.sum(host["loss"]) / max(np.sum(host["seen"]), 1.0)),
+          "round_time_s": round_s, "virtual_time_s": virtual_time,
+          "stragglers": np.flatnonzero(is_straggler).tolist(),
+          "true_stragglers": np.flatnonzero(population.straggler).tolist(),
+          "keep_fraction": [round(float(p), 4) for p in keep],
+          "invariant_units": np.asarray(host["inv"]).tolist(),
+          "slack_units": np.asarray(host["slack"]).tolist(),
+          "fit_s": np.round(times.fit, 4).tolist(), "client_time_s": np.round(times.total, 4).tolist(),
+      })
+      if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
+        row.update(evaluate(state.params, *test).summary())
+      row["host_seconds"] = time.perf_counter() - tick
+      metrics_file.write(json.dumps(row) + "\n")
+      metrics_file.flush()
+      history.append(row)
+      report.update_progress(progress, row)
+      if spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0:
+        report.save_checkpoint(out / "checkpoints" / f"round_{r + 1}", state.params)
+  report.save_checkpoint(out / "checkpoints" / "final", state.params)
+  summary = report.summarize(spec, history, num_params=num_params, clients=num_clients)
+  report.print_summary(summary, history)
+  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary

@@ -1,0 +1,92 @@
+"""Host side: progress bar, run summaries, the printed table and checkpoints.
+
+Called only by the loop in `clipjax.experiment` (and the table scripts).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Any, Iterable
+
+import numpy as np
+import tqdm
+
+
+def progress(rounds: int, desc: str):
+  return tqdm.tqdm(range(rounds), desc=desc, unit="round", file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+
+
+def update_progress(bar, row: dict[str, Any]) -> None:
+  post = {"loss": f"{row['train_loss']:.3f}", "round_s": f"{row['round_time_s']:.1f}"}
+  if "test_accuracy" in row:
+    post["acc"] = f"{row['test_accuracy']:.3f}"
+  bar.set_postfix(post, refresh=False)
+
+
+def secagg_row(result) -> dict[str, Any]:
+  """The SecAgg fields of a metrics row: survivors, drop-outs, bytes per client."""
+  stats = result.stats
+  sent = sum(np.asarray(v, np.float64) for v in stats.bytes_sent.values())
+  received = sum(np.asarray(v, np.float64) for v in stats.bytes_received.values())
+  return {"secagg_survivors": int(np.sum(result.survivors)),
+          "secagg_dropped": int(np.size(result.survivors) - np.sum(result.survivors)),
+          "secagg_bytes_sent_per_client": float(np.mean(sent)),
+          "secagg_bytes_received_per_client": float(np.mean(received)),
+          "secagg_seconds": {k: round(float(v), 4) for k, v in stats.seconds.items()}}
+
+
+def save_checkpoint(path: pathlib.Path, params) -> None:
+  import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
+
+  path = pathlib.Path(path).resolve()
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, params, force=True)
+  checkpointer.wait_until_finished()
+
+
+def summarize(spec, history: list[dict[str, Any]], *, num_params: int, clients: int) -> dict[str, Any]:
+  """Run-level numbers: mean virtual round time, final accuracy, host seconds."""
+  evals = [r for r in history if "test_accuracy" in r]
+  return {
+      "dataset": spec.data.name, "model": spec.model.name, "width": spec.model.width,
+      "method": spec.method, "secagg": spec.secagg.protocol if spec.secagg.enabled else "off",
+      "clients": clients, "rounds": len(history), "params": num_params,
+      "mean_round_time_s": float(np.mean([r["round_time_s"] for r in history])),
+      "virtual_time_s": history[-1]["virtual_time_s"] if history else 0.0,
+      "final_train_loss": history[-1]["train_loss"] if history else float("nan"),
+      "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+      "host_seconds": float(sum(r["host_seconds"] for r in history)),
+  }
+
+
+def markdown_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+  header = list(header)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in rows:
+    lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+  return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+  return str(v)
+
+
+def print_summary(summary: dict[str, Any], history: list[dict[str, Any]]) -> None:
+  rows = [(r["round"], r["train_loss"], r.get("test_accuracy", ""), r["round_time_s"],
+           r["virtual_time_s"], len(r["stragglers"]), r["host_seconds"])
+          for r in history if "test_accuracy" in r]
+  print()
+  print(markdown_table(["round", "train loss", "test acc", "round s (virtual)",
+                        "virtual s", "stragglers", "host s"], rows))
+  print()
+  acc = summary["final_test_accuracy"]
+  print(markdown_table(
+      ["dataset", "model", "method", "secagg", "clients", "rounds", "mean round s",
+       "final acc", "host s"],
+      [(summary["dataset"], f"{summary['model']} x{summary['width']}", summary["method"],
+        summary["secagg"], summary["clients"], summary["rounds"], summary["mean_round_time_s"],
+        "" if acc is None else acc, summary["host_seconds"])]))

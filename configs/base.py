@@ -1,0 +1,66 @@
+"""Defaults shared by every experiment config (each config file overrides what it needs).
+
+Every key is documented here once; `clipjax.config_types.ExperimentSpec.from_config`
+validates them and is the only reader of a ConfigDict.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.rounds = 30
+  c.num_clients = 20            # clients sampled once (by seed) and used in every round
+  c.local_epochs = 1
+  c.batch_size = 10
+  c.client_lr = 0.1             # client SGD learning rate
+  c.client_momentum = 0.0
+  c.server_optimizer = "sgd"    # sgd (FedAvg with server_lr=1) | adam | yogi
+  c.server_lr = 1.0
+  c.eval_every = 5              # evaluate every k rounds and at the last round
+  c.eval_batch_size = 256
+  c.method = "fedavg"           # fedavg | random | ordered | fluid | clip_compute | clip_network
+  c.checkpoint_every = 0        # 0: only the final checkpoint
+  c.client_batch = 4            # clients per vmapped chunk of the round; 0: vmap all at once
+                                # (vmapped convs become grouped convs, slow on XLA:CPU; on a
+                                # GPU, 0 is usually best: measure with scripts/bench_round.py)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "femnist"       # femnist | shakespeare | cifar10
+  c.data.data_dir = ""          # raw data folder; "" searches $CLIPJAX_DATA, ./data, ../shared/data
+  c.data.partition = "iid"      # cifar10 only: iid | dirichlet
+  c.data.alpha = 0.5            # cifar10 Dirichlet concentration
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "leaf_cnn"     # leaf_cnn | vgg9 | leaf_lstm
+  c.model.width = 1.0           # width multiplier of every prunable layer
+
+  c.secagg = ml_collections.ConfigDict()
+  c.secagg.enabled = False
+  c.secagg.protocol = "secagg+"  # secagg (complete graph) | secagg+ (random k-regular graph)
+  c.secagg.degree = 0            # SecAgg+ graph degree k; 0: the protocol default (about 2 log2 n)
+  c.secagg.threshold = 0         # Shamir threshold t; 0: the protocol default
+  c.secagg.bits = 0              # quantisation bits; 0: the largest safe for n clients
+  c.secagg.clip = 0.0            # clip range for quantisation; 0: the protocol default
+  c.secagg.dropout_rate = 0.0    # random client drop-out rate injected at every stage
+
+  c.clip = ml_collections.ConfigDict()
+  c.clip.straggler_fraction = 0.2   # f: a client is a straggler iff its time > quantile(T, 1 - f)
+  c.clip.min_keep = 0.5             # smallest neuron keep fraction p (rho_min = FLOPs at p)
+  c.clip.rho_min = 0.0              # 0: FLOP fraction of the model at min_keep
+  c.clip.growth = 1.2               # invariance-threshold growth when too few units are invariant
+  c.clip.slack = "lowest_score"     # lowest_score | random order of non-invariant units
+  c.clip.aggregation = "padded"     # padded (paper) | participation_weighted (FLuID's rule)
+
+  # Devices (clipjax/clip/devices.py documents every default and its source): fast CPUs at
+  # 10 GFLOP/s, slow ones at 2/3 of that (the paper's 3 GHz vs 2 GHz); 5G vs 4G links.
+  c.devices = ml_collections.ConfigDict()
+  c.devices.compute_slow = 0        # clients with a slow CPU only
+  c.devices.network_slow = 0        # clients on 4G only
+  c.devices.both_slow = 0           # slow CPU and 4G; all three 0: clip.straggler_fraction compute-slow
+  c.devices.jitter_sigma = 0.05     # per-round log-normal jitter of compute and network times
+  c.devices.fast_flops = 0.0        # 0: the default fast tier (10 GFLOP/s)
+  c.devices.slow_compute_ratio = 2.0 / 3.0
+  c.devices.server_seconds = 0.0
+  return c

@@ -1,0 +1,28 @@
+"""Quickstart: CLIP under SecAgg+ on real FEMNIST (LEAF), 10 writers, 10 rounds.
+
+Two of the ten writers have CPUs at 2/3 speed. From round 2 on every client learns its
+peers' times through sealed messages relayed by the server, the stragglers prune invariant
+units of the LEAF CNN (width x0.25 to fit a laptop CPU), and every round's update is summed
+by the real SecAgg+ protocol.
+
+Command:
+  python scripts/train.py --config configs/quickstart.py --workdir runs/quickstart
+Hardware: 2 CPU cores, no GPU. Wall time and result: see the README.
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.rounds = 10
+  c.num_clients = 10
+  c.eval_every = 2
+  c.method = "clip_compute"
+  c.data.name = "femnist"
+  c.model.name = "leaf_cnn"
+  c.model.width = 0.25
+  c.secagg.enabled = True
+  c.secagg.protocol = "secagg+"
+  c.devices.compute_slow = 2
+  return c

@@ -1,0 +1,119 @@
+"""End-to-end runs of every method on real FEMNIST, and bad input through the loop and CLI."""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from clipjax import experiment, methods
+from configs import base
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(method, **secagg):
+  c = base.get_config()
+  c.method = method
+  c.rounds = 2                 # pruning starts in round 2, after the first time reports
+  c.num_clients = 4
+  c.batch_size = 32
+  c.eval_every = 2
+  c.model.width = 0.125
+  c.devices.compute_slow = 1
+  c.secagg.enabled = method != "fluid"
+  for k, v in secagg.items():
+    c.secagg[k] = v
+  return c
+
+
+def read_rows(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["fedavg", "random", "ordered", "fluid", "clip_compute",
+                                    "clip_network"])
+def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
+  summary = experiment.run(tiny_config(method), str(tmp_path))
+  rows = read_rows(tmp_path)
+  assert [r["round"] for r in rows] == [1, 2]
+  for key in ("round_time_s", "virtual_time_s", "stragglers", "keep_fraction", "invariant_units",
+              "slack_units", "train_loss", "host_seconds"):
+    assert key in rows[1], key
+  assert all(math.isfinite(r["train_loss"]) for r in rows)
+  assert 0.0 <= rows[1]["test_accuracy"] <= 1.0
+  assert rows[1]["virtual_time_s"] == pytest.approx(rows[0]["round_time_s"] + rows[1]["round_time_s"])
+  assert rows[0]["keep_fraction"] == [1.0] * 4      # round 1: nobody knows any times yet
+  assert json.loads((tmp_path / "config.json").read_text())["method"] == method
+  assert (tmp_path / "checkpoints" / "final").exists()
+  if method == "fluid":
+    assert "secagg_survivors" not in rows[1] and summary["secagg"] == "off"
+  else:
+    assert rows[1]["secagg_survivors"] == 4 and summary["secagg"] == "secagg+"
+  if method == "fedavg":
+    assert rows[1]["keep_fraction"] == [1.0] * 4 and rows[1]["stragglers"] == []
+  else:
+    # With 4 clients and f = 0.2, exactly the slowest client is above the 80th percentile.
+    assert len(rows[1]["stragglers"]) == 1
+    straggler = rows[1]["stragglers"][0]
+    keep = rows[1]["keep_fraction"]
+    assert all(p == 1.0 for i, p in enumerate(keep) if i != straggler)
+    if method == "clip_network":  # rho = (T* - net) / fit < 1 for every straggler
+      assert keep[straggler] < 1.0
+    if method in methods.INVARIANCE_METHODS and keep[straggler] < 1.0:
+      assert rows[1]["invariant_units"][straggler] + rows[1]["slack_units"][straggler] > 0
+
+
+def test_participation_weighted_aggregation_with_dropouts(tmp_path):
+  c = tiny_config("clip_compute", dropout_rate=0.2)
+  c.clip.aggregation = "participation_weighted"
+  c.num_clients = 6
+  experiment.run(c, str(tmp_path))
+  rows = read_rows(tmp_path)
+  for r in rows:
+    if "aborted" not in r:
+      assert r["secagg_survivors"] + r["secagg_dropped"] == 6
+      assert math.isfinite(r["train_loss"])
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("method", "fedprox", "config.method='fedprox'"),
+    ("data.name", "mnist", "config.data.name='mnist'"),
+    ("model.name", "resnet", "config.model.name='resnet'"),
+    ("clip.straggler_fraction", 1.0, "straggler_fraction"),
+    ("devices.compute_slow", 9, "exceed num_clients"),
+])
+def test_bad_config_values_are_named(key, value, match, tmp_path):
+  c = tiny_config("clip_compute")
+  section, _, name = key.rpartition(".")
+  (c[section] if section else c)[name] = value
+  with pytest.raises(ValueError, match=match):
+    experiment.run(c, str(tmp_path))
+
+
+def test_fluid_under_secagg_is_refused(tmp_path):
+  c = tiny_config("fluid")
+  c.secagg.enabled = True
+  with pytest.raises(ValueError, match="cannot run under secure aggregation"):
+    experiment.run(c, str(tmp_path))
+
+
+def test_missing_data_folder_error_names_file_and_folders(tmp_path):
+  c = tiny_config("fedavg")
+  c.data.data_dir = str(tmp_path / "nowhere")
+  with pytest.raises((ValueError, FileNotFoundError)) as err:
+    experiment.run(c, str(tmp_path / "run"))
+  text = str(err.value)
+  assert "femnist" in text and "nowhere" in text
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "scripts" / "train.py"), "--config",
+       str(ROOT / "configs" / "quickstart.py"), "--workdir", str(tmp_path),
+       "--config.method=fedprox"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert proc.returncode != 0
+  assert "error: config.method='fedprox' is not allowed" in proc.stderr
+  assert "Traceback" not in proc.stderr
