@@ -4,10 +4,16 @@ Full grid (n in {10, 50, 200}, D in {1e5, 1e6}, SecAgg and SecAgg+):
   python scripts/bench_secagg.py
 Smaller grid:
   python scripts/bench_secagg.py --clients=10,50 --dims=100000 --protocols=secagg+
+Keystream line only (faster; see also scripts/bench_chacha.py, which also runs the opt-in
+chacha.FAST_XLA_FLAGS in a subprocess):
+  python scripts/bench_secagg.py --keystream_only
+  XLA_FLAGS="$(python -c 'from clipjax.secagg import chacha; print(*chacha.FAST_XLA_FLAGS)')" \
+      python scripts/bench_secagg.py --keystream_only
 Prints a table and one JSON line.
 """
 
 import json
+import os
 import time
 
 import jax
@@ -23,6 +29,7 @@ _DIMS = flags.DEFINE_list("dims", ["100000", "1000000"], "update sizes D")
 _PROTOCOLS = flags.DEFINE_list("protocols", ["secagg", "secagg+"], "protocols")
 _DROP = flags.DEFINE_float("dropout_rate", 0.1, "drop-out rate")
 _KS_WORDS = flags.DEFINE_integer("keystream_words", 1 << 24, "words for the keystream benchmark")
+_KS_ONLY = flags.DEFINE_bool("keystream_only", False, "only the keystream benchmark")
 
 
 def keystream_rates(words: int) -> tuple[float, float]:
@@ -51,7 +58,7 @@ def main(argv):
   del argv
   jax_gbs, ref_gbs = keystream_rates(_KS_WORDS.value)
   rows = []
-  for protocol in _PROTOCOLS.value:
+  for protocol in [] if _KS_ONLY.value else _PROTOCOLS.value:
     for n in map(int, _CLIENTS.value):
       for dim in map(int, _DIMS.value):
         x = np.random.default_rng(n).uniform(-0.5, 0.5, (n, dim)).astype(np.float32)
@@ -70,8 +77,12 @@ def main(argv):
               f"host={r['host_crypto_s']:8.2f}s mask={r['masking_s']:8.2f}s "
               f"sum={r['server_sum_s']:6.2f}s unmask={r['unmasking_s']:7.2f}s "
               f"total={r['total_s']:8.2f}s err={err:.1e}", flush=True)
-  print(f"keystream: jax {jax_gbs:.3f} GB/s, pycryptodome {ref_gbs:.3f} GB/s")
+  layout = "stream" if chacha.small_loops_hoisted() else "flat"
+  print(f"keystream [layout={layout}, XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}']: "
+        f"jax {jax_gbs:.3f} GB/s, pycryptodome (1 thread) {ref_gbs:.3f} GB/s, "
+        f"ratio {jax_gbs / ref_gbs:.2f}")
   print(json.dumps(dict(keystream_jax_gbps=jax_gbs, keystream_pycryptodome_gbps=ref_gbs,
+                        keystream_layout=layout,
                         rows=rows)))
 
 

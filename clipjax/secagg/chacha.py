@@ -6,9 +6,13 @@ tile of blocks (across all streams at once). ``keystream`` maps over tiles and r
 rounds as a ``fori_loop``; there is no Python loop over blocks or streams.
 
 Performance note: XLA:CPU does not fuse a whole ChaCha block into one loop (every intermediate
-word feeds two later words), so a double round becomes ~36 small fused kernels; tiles keep their
-operands in cache. On the 2-core development CPU this reaches roughly half of pycryptodome's
-single-threaded C keystream (see ``scripts/bench_secagg.py``).
+word feeds two later words, and ``optimization_barrier`` is stripped before fusion), so a double
+round becomes ~64 small fused kernels. Under default XLA flags each kernel is a separate runtime
+call, and the ``"flat"`` layout with 4096-block tiles reaches ~0.4x pycryptodome's
+single-threaded C keystream on the 2-core development CPU. With :data:`FAST_XLA_FLAGS` in
+XLA_FLAGS (set before JAX starts), XLA:CPU compiles each small tile loop into one function with
+512-bit vectors, and the ``"stream"`` layout (64-block tiles of one stream) reaches ~1.0-1.1x
+pycryptodome. ``scripts/bench_chacha.py`` measures both.
 
 Keys and nonces are uint32 words in little-endian order, exactly as RFC 8439 section 2.3 loads
 them from bytes, so ``keystream(key_words(k), nonce_words(n), 0, D)`` equals
@@ -20,6 +24,9 @@ References:
 """
 
 from __future__ import annotations
+
+import os
+import re
 
 import chex
 import jax
@@ -57,14 +64,52 @@ def _double_round(s: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
   return tuple(w)
 
 
+# Opt-in XLA:CPU flags under which ``keystream`` reaches pycryptodome's speed (see module doc).
+# They must be in the XLA_FLAGS environment variable before JAX initialises its CPU backend;
+# this module never sets them itself.
+FAST_XLA_FLAGS = (
+    "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1048576",
+    "--xla_cpu_prefer_vector_width=512",
+)
+_SMALL_LOOP_THRESHOLD = re.compile(r"xla_cpu_small_while_loop_byte_threshold=(\d+)")
+
+
+def small_loops_hoisted() -> bool:
+  """Whether XLA_FLAGS lets XLA:CPU compile small while loops as one function (>= 1 MiB)."""
+  match = _SMALL_LOOP_THRESHOLD.search(os.environ.get("XLA_FLAGS", ""))
+  return match is not None and int(match.group(1)) >= 1 << 20
+
+
+def _initial_words(kn: jax.Array, counter: jax.Array) -> tuple[jax.Array, ...]:
+  """RFC 8439 section 2.3 initial state; ``kn`` is ``[..., 11]`` key+nonce words."""
+  shape = counter.shape
+  words = tuple(jnp.full(shape, w, jnp.uint32) for w in SIGMA)
+  words += tuple(jnp.broadcast_to(kn[..., i], shape) for i in range(KEY_WORDS)) + (counter,)
+  return words + tuple(jnp.broadcast_to(kn[..., KEY_WORDS + i], shape)
+                       for i in range(NONCE_WORDS))
+
+
+def _block(init: tuple[jax.Array, ...], stack_axis: int) -> jax.Array:
+  s = jax.lax.fori_loop(0, 10, lambda _, s: _double_round(s), init)
+  return jnp.stack([x + y for x, y in zip(s, init)], axis=stack_axis)
+
+
 def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
-              num_words: int, *, tile: int = 4096) -> jax.Array:
+              num_words: int, *, tile: int | None = None,
+              layout: str | None = None) -> jax.Array:
   """ChaCha20 keystream words of K independent streams.
 
-  All ``K * num_words / 16`` blocks are laid out flat and processed in tiles of ``tile`` blocks
-  (``lax.map``); inside a tile the 10 double rounds run as a ``fori_loop`` over a tuple of 16
-  word vectors. Tiles keep the 16 working vectors in cache: XLA cannot fuse a whole ChaCha
-  block (each word feeds several later words), so unfused intermediates must stay small.
+  Two layouts, both a ``lax.map`` over tiles of ``tile`` blocks whose 10 double rounds run as a
+  ``fori_loop`` over a tuple of 16 word vectors:
+
+  * ``"flat"``: all ``K * num_words / 16`` blocks laid out flat (a tile may span streams; key
+    words are gathered per block). Large tiles (4096) amortise XLA:CPU's per-kernel cost; the
+    best choice under default XLA flags.
+  * ``"stream"``: tiles of 64 consecutive blocks of one stream (each stream padded to whole
+    tiles; key words are per-tile scalars). Small tiles stay in L1; fast only when XLA:CPU
+    compiles the tile loop as one function, i.e. with :data:`FAST_XLA_FLAGS`.
+
+  ``layout=None`` picks ``"stream"`` when :func:`small_loops_hoisted` and ``"flat"`` otherwise.
 
   Args:
     keys: uint32 ``[K, 8]`` key words.
@@ -72,41 +117,56 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
     first_block: uint32 scalar: block counter of the first output word (lets callers expand a
       long stream chunk by chunk: chunk ``j`` of ``W`` words starts at block ``j * W // 16``).
     num_words: static number of words per stream; a multiple of 16.
-    tile: static number of blocks computed together.
+    tile: static number of blocks computed together (default 4096 flat, 64 stream).
+    layout: static ``"flat"``, ``"stream"`` or None (see above).
 
   Returns:
     uint32 ``[K, num_words]``: word ``i`` of stream ``k`` is keystream word
     ``16 * first_block + i`` of ``(keys[k], nonces[k])``.
 
   Raises:
-    ValueError: if ``num_words`` is not a positive multiple of 16.
+    ValueError: if ``num_words`` is not a positive multiple of 16 or ``layout`` is unknown.
   """
   if num_words <= 0 or num_words % WORDS_PER_BLOCK:
     raise ValueError(f"num_words={num_words} must be a positive multiple of 16")
+  if layout is None:
+    layout = "stream" if small_loops_hoisted() else "flat"
+  if layout not in ("flat", "stream"):
+    raise ValueError(f"layout={layout!r} must be 'flat' or 'stream'")
   chex.assert_rank(keys, 2)
   num_streams = keys.shape[0]
   chex.assert_shape(keys, (num_streams, KEY_WORDS))
   chex.assert_shape(nonces, (num_streams, NONCE_WORDS))
   chex.assert_type([keys, nonces], jnp.uint32)
   blocks_per_stream = num_words // WORDS_PER_BLOCK
-  total = num_streams * blocks_per_stream
-  tile = max(1, min(tile, total))
-  num_tiles = -(-total // tile)
   first = jnp.asarray(first_block, jnp.uint32)
   state = jnp.concatenate([keys, nonces], axis=1)  # [K, 11]
 
-  def one_tile(j: jax.Array) -> jax.Array:
+  if layout == "stream":
+    tile = max(1, min(64 if tile is None else tile, blocks_per_stream))
+    tiles_per_stream = -(-blocks_per_stream // tile)
+
+    def stream_tile(i: jax.Array) -> jax.Array:
+      kn = jax.lax.dynamic_index_in_dim(state, i // tiles_per_stream, 0, keepdims=False)
+      start = (i % tiles_per_stream).astype(jnp.uint32) * np.uint32(tile)
+      counter = first + start + jnp.arange(tile, dtype=jnp.uint32)
+      return _block(_initial_words(kn, counter), -1)  # [tile, 16]
+
+    blocks = jax.lax.map(stream_tile, jnp.arange(num_streams * tiles_per_stream, dtype=jnp.int32))
+    out = blocks.reshape(num_streams, tiles_per_stream * tile * WORDS_PER_BLOCK)
+    return out if tiles_per_stream * tile == blocks_per_stream else out[:, :num_words]
+
+  total = num_streams * blocks_per_stream
+  tile = max(1, min(4096 if tile is None else tile, total))
+  num_tiles = -(-total // tile)
+
+  def flat_tile(j: jax.Array) -> jax.Array:
     flat = j * np.uint32(tile) + jnp.arange(tile, dtype=jnp.uint32)
     stream = jnp.minimum(flat // np.uint32(blocks_per_stream), np.uint32(num_streams - 1))
     counter = first + flat % np.uint32(blocks_per_stream)
-    kn = state[stream]  # [tile, 11]
-    init = tuple(jnp.full((tile,), w, jnp.uint32) for w in SIGMA)
-    init += tuple(kn[:, i] for i in range(KEY_WORDS)) + (counter,)
-    init += tuple(kn[:, KEY_WORDS + i] for i in range(NONCE_WORDS))
-    s = jax.lax.fori_loop(0, 10, lambda _, s: _double_round(s), init)
-    return jnp.stack([x + y for x, y in zip(s, init)], axis=-1)  # [tile, 16]
+    return _block(_initial_words(state[stream], counter), -1)  # [tile, 16]
 
-  blocks = jax.lax.map(one_tile, jnp.arange(num_tiles, dtype=jnp.uint32))
+  blocks = jax.lax.map(flat_tile, jnp.arange(num_tiles, dtype=jnp.uint32))
   return blocks.reshape(-1)[:total * WORDS_PER_BLOCK].reshape(num_streams, num_words)
 
 

@@ -6,11 +6,12 @@ import hypothesis
 import hypothesis.strategies as st
 import jax
 import numpy as np
+import pytest
 from Crypto.Cipher import ChaCha20
 
 from clipjax.secagg import chacha
 
-_keystream = jax.jit(chacha.keystream, static_argnames=("num_words", "tile"))
+_keystream = jax.jit(chacha.keystream, static_argnames=("num_words", "tile", "layout"))
 
 
 def _reference(key: bytes, nonce: bytes, first_block: int, num_words: int) -> np.ndarray:
@@ -48,21 +49,44 @@ def test_rfc8439_encryption_vector():
 @hypothesis.settings(max_examples=8, deadline=None)
 @hypothesis.given(num_streams=st.integers(1, 5), blocks=st.integers(1, 40),
                   first=st.integers(0, 2**32 - 41), tile=st.sampled_from([1, 7, 64, 4096]),
-                  seed=st.integers(0, 2**31))
-def test_random_keys_match_pycryptodome(num_streams, blocks, first, tile, seed):
+                  layout=st.sampled_from(["flat", "stream"]), seed=st.integers(0, 2**31))
+def test_random_keys_match_pycryptodome(num_streams, blocks, first, tile, layout, seed):
   rng = np.random.default_rng(seed)
   keys = [rng.bytes(32) for _ in range(num_streams)]
   nonces = [rng.bytes(12) for _ in range(num_streams)]
   out = np.asarray(_keystream(np.stack([chacha.key_words(k) for k in keys]),
                               np.stack([chacha.nonce_words(n) for n in nonces]),
-                              np.uint32(first), num_words=16 * blocks, tile=tile))
+                              np.uint32(first), num_words=16 * blocks, tile=tile,
+                              layout=layout))
   for i in range(num_streams):
     np.testing.assert_array_equal(out[i], _reference(keys[i], nonces[i], first, 16 * blocks))
 
 
-def test_chunked_expansion_equals_whole_stream():
+@pytest.mark.parametrize("layout", ["flat", "stream"])
+def test_chunked_expansion_equals_whole_stream(layout):
   key, nonce = os.urandom(32), os.urandom(12)
   kw, nw = chacha.key_words(key)[None], chacha.nonce_words(nonce)[None]
-  whole = np.asarray(_keystream(kw, nw, 0, num_words=256))
-  parts = [np.asarray(_keystream(kw, nw, np.uint32(j * 4), num_words=64)) for j in range(4)]
+  whole = np.asarray(_keystream(kw, nw, 0, num_words=256, layout=layout))
+  parts = [np.asarray(_keystream(kw, nw, np.uint32(j * 4), num_words=64, layout=layout))
+           for j in range(4)]
   np.testing.assert_array_equal(whole, np.concatenate(parts, axis=1))
+
+
+@pytest.mark.parametrize("layout", ["flat", "stream"])
+@pytest.mark.parametrize("tile", [None, 3, 64])
+def test_layouts_match_pycryptodome_many_blocks(layout, tile):
+  # Several streams, block counts not a multiple of the tile, counter near 2^32 wrap-free.
+  rng = np.random.default_rng(7)
+  keys = [rng.bytes(32) for _ in range(3)]
+  nonces = [rng.bytes(12) for _ in range(3)]
+  out = np.asarray(_keystream(np.stack([chacha.key_words(k) for k in keys]),
+                              np.stack([chacha.nonce_words(n) for n in nonces]),
+                              np.uint32(5), num_words=16 * 150, tile=tile, layout=layout))
+  for i in range(3):
+    np.testing.assert_array_equal(out[i], _reference(keys[i], nonces[i], 5, 16 * 150))
+
+
+def test_unknown_layout_raises():
+  with pytest.raises(ValueError, match="layout"):
+    chacha.keystream(np.zeros((1, 8), np.uint32), np.zeros((1, 3), np.uint32), 0, 16,
+                     layout="rows")
