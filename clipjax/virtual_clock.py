@@ -56,7 +56,7 @@ class ClockModel:
   def client_flops(self, kept_units: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(executed, full-model) training FLOPs per client from per-client kept unit counts."""
     num = len(self.num_examples)
-    full = dict(self.model.width_dict) if hasattr(self.model, "width_dict") else None
+    full = self.model.width_dict
     executed = np.array([
         self.train_flops({k: int(v[c]) for k, v in kept_units.items()}, int(self.num_examples[c]))
         for c in range(num)])

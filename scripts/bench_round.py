@@ -44,11 +44,15 @@ def main(argv):
   x, y, valid = (jnp.asarray(a) for a in (data.train.x, data.train.y, data.train.valid))
   keys = round_lib.client_keys(jax.random.key(1), jnp.int32(0), jnp.arange(x.shape[0]))
   vmapped = jax.jit(lambda p, *a: round_lib.train_clients(update, p, *a).delta)
+  chunked = jax.jit(lambda p, *a: round_lib.train_clients(update, p, *a, client_batch=4).delta)
   one = jax.jit(lambda p, *a: update(p, *a).delta)
   examples = int(np.sum(data.train.num_examples))
 
   def run_vmapped():
     jax.block_until_ready(vmapped(params, x, y, valid, keys))
+
+  def run_chunked():
+    jax.block_until_ready(chunked(params, x, y, valid, keys))
 
   def run_loop():  # each client with its own padded-to-its-size data: no padding waste
     outs = []
@@ -60,7 +64,8 @@ def main(argv):
   def run_loop_padded():  # same padded shapes as the vmapped round: compiles once
     jax.block_until_ready([one(params, x[c], y[c], valid[c], keys[c]) for c in range(x.shape[0])])
 
-  sides = {"vmapped round": run_vmapped, "python loop (padded, one compile)": run_loop_padded,
+  sides = {"vmapped round": run_vmapped, "chunked round (lax.map, 4 clients/chunk)": run_chunked,
+           "python loop (padded, one compile)": run_loop_padded,
            "python loop (unpadded, per-size compiles)": run_loop}
   compile_s, best = {}, {}
   for name, fn in sides.items():

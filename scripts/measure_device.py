@@ -1,0 +1,74 @@
+"""Measures a device's sustained training throughput (FLOP/s) for the virtual clock.
+
+Trains one real FEMNIST client with the jitted one-client update on ONE CPU thread and
+divides the analytic training FLOPs (`clipjax.models.flops.train_flops`, checked against
+XLA's cost analysis in the tests) by the measured seconds. The result is a grounded value
+for `--config.devices.fast_flops` (the paper's fast tier is a 3 GHz CPU; scale by the
+clock ratio for another CPU).
+
+  python scripts/measure_device.py --model=leaf_cnn --width=1.0 --repeats=5
+
+Prints a table and one JSON line.
+"""
+
+import os
+
+# One intra-op thread: a client device is one CPU core, as in the paper's setting.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from clipjax import report  # noqa: E402
+from clipjax.data import example_batch, load_federated  # noqa: E402
+from clipjax.fl import local  # noqa: E402
+from clipjax.models import flops, get_model  # noqa: E402
+
+_MODEL = flags.DEFINE_string("model", "leaf_cnn", "Model (FEMNIST input: leaf_cnn).")
+_WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier.")
+_BATCH = flags.DEFINE_integer("batch_size", 10, "Local batch size.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (the median is reported).")
+_CLIENT = flags.DEFINE_integer("client", 0, "Which of the seed-0 writers to train.")
+
+
+def main(argv):
+  del argv
+  data = load_federated("femnist", num_clients=20, seed=0)
+  model = get_model(_MODEL.value, num_classes=data.num_classes, width=_WIDTH.value)
+  params = model.init(jax.random.key(0))
+  n = int(data.train.num_examples[_CLIENT.value])
+  x = jnp.asarray(data.train.x[_CLIENT.value, :n])
+  y = jnp.asarray(data.train.y[_CLIENT.value, :n])
+  valid = jnp.ones((n,), bool)
+  update = jax.jit(local.make_client_update(
+      model.apply, lambda xc, yc, idx: example_batch("images", xc, yc, idx), optax.sgd(0.05),
+      local.LocalSpec(epochs=1, batch_size=_BATCH.value)))
+  key = jax.random.key(1)
+  jax.block_until_ready(update(params, x, y, valid, key))  # compile
+  seconds = []
+  for _ in range(_REPEATS.value):
+    t = time.perf_counter()
+    jax.block_until_ready(update(params, x, y, valid, key))
+    seconds.append(time.perf_counter() - t)
+  work = flops.train_flops(model, None, n, 1)
+  rate = work / float(np.median(seconds))
+  print(report.markdown_table(
+      ["model", "width", "examples", "train GFLOP", "median s", "GFLOP/s (1 thread)"],
+      [(model.name, _WIDTH.value, n, work / 1e9, float(np.median(seconds)), rate / 1e9)]))
+  print(json.dumps({"bench": "device", "model": model.name, "width": _WIDTH.value, "examples": n,
+                    "train_flops": work, "seconds": seconds, "flops_per_s": rate}))
+
+
+if __name__ == "__main__":
+  app.run(main)
