@@ -53,6 +53,7 @@ class DataSpec:
   data_dir: str | None
   partition: str
   alpha: float
+  num_partitions: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,9 @@ class ExperimentSpec:
         data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
                       data_dir=g("data.data_dir", "") or None,
                       partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),
-                      alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5))))),
+                      alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5)))),
+                      num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions", 0)),
+                                                   allow_zero=True)) or None),
         model=ModelSpec(name=_choice("model.name", c.model.name, MODELS),
                         width=float(_positive("model.width", float(g("model.width", 1.0))))),
         secagg=secagg, clip=clip, devices=devices)

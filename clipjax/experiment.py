@@ -70,7 +70,7 @@ def run(config, workdir: str) -> dict[str, Any]:
 
   data = load_federated(spec.data.name, num_clients=spec.num_clients, seed=spec.seed,
                         data_dir=spec.data.data_dir, partition=spec.data.partition,
-                        alpha=spec.data.alpha)
+                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions)
   num_clients = len(data.client_ids)
   model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
   base_key = jax.random.key(spec.seed)

@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ""          # raw data folder; "" searches $CLIPJAX_DATA, ./data, ../shared/data
   c.data.partition = "iid"      # cifar10 only: iid | dirichlet
   c.data.alpha = 0.5            # cifar10 Dirichlet concentration
+  c.data.num_partitions = 0     # cifar10: partition over this many clients, train num_clients
+                                # of them chosen by seed (0: num_clients partitions)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "leaf_cnn"     # leaf_cnn | vgg9 | leaf_lstm

@@ -1,4 +1,4 @@
-"""CIFAR-10 (JPEG re-encoded image folder), VGG-9, 20 clients Dirichlet(0.5), paper scale.
+"""CIFAR-10 (JPEG re-encoded image folder), VGG-9, 20 of 100 Dirichlet(0.5) partitions, paper scale.
 
 Accuracy on this JPEG copy can differ slightly from the original CIFAR-10.
 Command:
@@ -20,5 +20,6 @@ def get_config():
   c.data.name = "cifar10"
   c.data.partition = "dirichlet"
   c.data.alpha = 0.5
+  c.data.num_partitions = 100
   c.model.name = "vgg9"
   return c

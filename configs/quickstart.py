@@ -1,4 +1,4 @@
-"""Quickstart: CLIP under SecAgg+ on real FEMNIST (LEAF), 10 writers, 10 rounds.
+"""Quickstart: CLIP under SecAgg+ on real FEMNIST (LEAF), 10 writers, 20 rounds.
 
 Two of the ten writers have CPUs at 2/3 speed. From round 2 on every client learns its
 peers' times through sealed messages relayed by the server, the stragglers prune invariant
@@ -15,9 +15,9 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.rounds = 10
+  c.rounds = 20
   c.num_clients = 10
-  c.eval_every = 2
+  c.eval_every = 4
   c.method = "clip_compute"
   c.data.name = "femnist"
   c.model.name = "leaf_cnn"

@@ -42,6 +42,7 @@ def load_federated(
     partition: str = "iid",
     alpha: float = 0.5,
     min_examples: int = 1,
+    num_partitions: int | None = None,
 ) -> packing.FederatedData:
     """Loads a federated dataset, packed as ``[C, N_max, ...]`` with a ``valid`` mask.
 
@@ -58,6 +59,8 @@ def load_federated(
       partition: CIFAR-10 only: "iid" or "dirichlet".
       alpha: CIFAR-10 Dirichlet concentration.
       min_examples: drop clients with fewer train examples before choosing.
+      num_partitions: CIFAR-10 only: partition the data over this many clients and choose
+        ``num_clients`` of them by seed (default: ``num_clients`` partitions, all returned).
 
     Returns:
       The packed FederatedData.
@@ -72,7 +75,8 @@ def load_federated(
     if not isinstance(min_examples, (int, np.integer)) or min_examples < 0:
         raise ValueError(f"min_examples must be a non-negative integer, got {min_examples!r}.")
     if name == "cifar10":
-        return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples)
+        return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples,
+                             num_partitions)
     if name == "femnist":
         clients = femnist.load_clients(data_dir)
         kind, num_classes, seq_len = "images", femnist.NUM_CLASSES, 0
@@ -110,13 +114,18 @@ def _pack(kind, clients: tfds_store.ClientLists, chosen, seq_len):
     return train, test
 
 
-def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples):
+def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, num_partitions=None):
     """CIFAR-10: train partitioned over clients; the test set is split IID over the same clients.
 
     The union of the clients' test parts is the whole test set, so summed test counts give the
     usual global test accuracy.
     """
     num_clients = DEFAULT_CIFAR10_CLIENTS if num_clients is None else num_clients
+    chosen_count = num_clients
+    if num_partitions is not None:
+        if num_partitions < num_clients:
+            raise ValueError(f"num_partitions={num_partitions} must be >= num_clients={num_clients}.")
+        num_clients = num_partitions
     (x_train, y_train), (x_test, y_test) = cifar10.load_arrays(data_dir)
     if partition == "iid":
         if len(y_train) // max(num_clients, 1) < min_examples:
@@ -127,10 +136,12 @@ def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples):
         parts = partition_lib.partition_dirichlet(
             y_train, num_clients, alpha, seed, min_size=max(min_examples, 1))
     test_parts = partition_lib.partition_iid(y_test, num_clients, seed + 1)
+    chosen = choose_clients(num_clients, chosen_count, seed)
+    parts, test_parts = [parts[c] for c in chosen], [test_parts[c] for c in chosen]
     train = packing.pack_images([x_train[p] for p in parts], [y_train[p] for p in parts])
     test = packing.pack_images([x_test[p] for p in test_parts], [y_test[p] for p in test_parts])
     return packing.FederatedData(
         name="cifar10", kind="images", train=train, test=test,
-        client_ids=tuple(f"{partition}_{c:04d}" for c in range(num_clients)),
+        client_ids=tuple(f"{partition}_{c:04d}" for c in chosen),
         num_classes=cifar10.NUM_CLASSES, input_shape=cifar10.IMAGE_SHAPE, seq_len=0,
     )

@@ -43,3 +43,18 @@ def test_federated(cifar10_arrays, partition):
         assert skew > 0.3
     again = load_federated("cifar10", num_clients=20, seed=0, partition=partition, alpha=0.3)
     np.testing.assert_array_equal(again.train.y, d.train.y)
+
+
+def test_choose_clients_among_partitions(cifar10_arrays):
+    all_parts = load_federated("cifar10", num_clients=50, seed=3, partition="iid")
+    some = load_federated("cifar10", num_clients=5, num_partitions=50, seed=3, partition="iid")
+    again = load_federated("cifar10", num_clients=5, num_partitions=50, seed=3, partition="iid")
+    assert len(some.client_ids) == 5 and some.client_ids == again.client_ids
+    assert set(some.client_ids) <= set(all_parts.client_ids)
+    for cid in some.client_ids:  # the chosen clients hold exactly their partition of all 50
+        i, j = all_parts.client_ids.index(cid), some.client_ids.index(cid)
+        n = int(all_parts.train.num_examples[i])
+        assert int(some.train.num_examples[j]) == n == 1_000
+        np.testing.assert_array_equal(some.train.x[j, :n], all_parts.train.x[i, :n])
+    with pytest.raises(ValueError, match="num_partitions=4 must be >= num_clients=5"):
+        load_federated("cifar10", num_clients=5, num_partitions=4, seed=3)
