@@ -48,7 +48,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
         "never" if tta is None else round(tta, 1),
         "" if acc is None else round(acc, 4),
         "" if (acc is None or base_acc is None) else f"{100 * (acc - base_acc):+.2f}",
-        round(float(np.mean([np.mean(r["keep_fraction"]) for r in history])), 4),
+        _straggler_keep(history),
         round(float(np.mean([len(r["stragglers"]) for r in history])), 2),
     ))
   return rows
@@ -57,8 +57,14 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
 def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
   header = ["method", "mean round s (virtual)", "round-time cut vs fedavg",
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
-            "mean keep fraction", "stragglers/round"]
+            "straggler keep fraction", "stragglers/round"]
   return report.markdown_table(header, comparison_rows(runs, target))
+
+
+def _straggler_keep(history) -> float | str:
+  """Mean keep fraction p over the clients that decided they were stragglers."""
+  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
+  return round(float(np.mean(kept)), 4) if kept else ""
 
 
 def _final_acc(history):
