@@ -3,6 +3,8 @@
 Command:
   python scripts/train.py --config configs/femnist_cnn.py --workdir runs/femnist
   (add --config.method=clip_compute --config.secagg.enabled=True for CLIP under SecAgg+)
+Measured (2 CPU cores, shared; --config.eval_every=5): test accuracy 0.373 / 0.553 / 0.608 /
+0.679 / 0.698 / 0.725 at rounds 5-30, 35 min wall.
 """
 
 from configs import base
