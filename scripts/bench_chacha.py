@@ -24,7 +24,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions of each, interl
 _CHILD = flags.DEFINE_string("child", "", "internal: run one mode in this process")
 
 
-def _measure(words: int, streams: int, repeats: int) -> dict:
+def measure_keystream(words: int, streams: int, repeats: int) -> dict:
+  """Checks the jitted keystream against pycryptodome, then times both alternately."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from Crypto.Cipher import ChaCha20  # pylint: disable=g-import-not-at-top
@@ -57,7 +58,7 @@ def _measure(words: int, streams: int, repeats: int) -> dict:
 def main(argv):
   del argv
   if _CHILD.value:
-    print(json.dumps(_measure(_WORDS.value, _STREAMS.value, _REPEATS.value)))
+    print(json.dumps(measure_keystream(_WORDS.value, _STREAMS.value, _REPEATS.value)))
     return
   from clipjax.secagg import chacha  # pylint: disable=g-import-not-at-top
   for mode in _MODES.value:

@@ -14,14 +14,15 @@ Prints a table and one JSON line.
 
 import json
 import os
-import time
+import sys
 
-import jax
 import numpy as np
 from absl import app, flags
-from Crypto.Cipher import ChaCha20
 
 from clipjax import secagg
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_chacha  # noqa: E402  (the keystream race lives there once)
 from clipjax.secagg import chacha
 
 _CLIENTS = flags.DEFINE_list("clients", ["10", "50", "200"], "numbers of clients n")
@@ -33,25 +34,9 @@ _KS_ONLY = flags.DEFINE_bool("keystream_only", False, "only the keystream benchm
 
 
 def keystream_rates(words: int) -> tuple[float, float]:
-  """(jitted jax GB/s, pycryptodome GB/s), best of 3 each, interleaved."""
-  streams = 64
-  per = words // streams // 16 * 16
-  keys = np.random.default_rng(0).integers(0, 2**32, (streams, 8), dtype=np.uint32)
-  nonces = np.zeros((streams, 3), np.uint32)
-  fn = jax.jit(chacha.keystream, static_argnames=("num_words",))
-  fn(keys, nonces, 0, num_words=per).block_until_ready()
-  zeros = bytes(4 * per * streams)
-  best_j, best_p = np.inf, np.inf
-  for _ in range(3):
-    start = time.perf_counter()
-    fn(keys, nonces, 0, num_words=per).block_until_ready()
-    best_j = min(best_j, time.perf_counter() - start)
-    cipher = ChaCha20.new(key=bytes(32), nonce=bytes(12))
-    start = time.perf_counter()
-    cipher.encrypt(zeros)
-    best_p = min(best_p, time.perf_counter() - start)
-  size = 4 * per * streams
-  return size / best_j / 1e9, size / best_p / 1e9
+  """(jitted jax GB/s, pycryptodome GB/s), best of 3 each, interleaved (see bench_chacha.py)."""
+  res = bench_chacha.measure_keystream(words, streams=64, repeats=3)
+  return res["jax_gbps"], res["pycryptodome_gbps"]
 
 
 def main(argv):
