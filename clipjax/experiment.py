@@ -40,12 +40,8 @@ def _to_device(arrays) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 def _population(spec: ExperimentSpec) -> devices.Population:
   d = spec.devices
-  tiers = devices.Tiers()
-  if d.fast_flops:
-    tiers = devices.Tiers(compute={"fast": d.fast_flops, "slow": d.fast_flops * d.slow_compute_ratio})
-  elif d.slow_compute_ratio != 2.0 / 3.0:
-    fast = devices.FAST_FLOPS_PER_S
-    tiers = devices.Tiers(compute={"fast": fast, "slow": fast * d.slow_compute_ratio})
+  fast = d.fast_flops or devices.FAST_FLOPS_PER_S
+  tiers = devices.Tiers(compute={"fast": fast, "slow": fast * d.slow_compute_ratio})
   counts = {"compute": d.compute_slow, "network": d.network_slow, "both": d.both_slow}
   if sum(counts.values()) == 0:  # default: the straggler fraction, compute-slow
     return devices.make_population(spec.num_clients, straggler_fraction=spec.clip.straggler_fraction,
@@ -114,6 +110,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   secagg_kwargs = dict(protocol=spec.secagg.protocol, degree=spec.secagg.degree,
                        threshold=spec.secagg.threshold)
 
+  # Pairwise keys serve SecAgg and the sealed time broadcast (fluid's server sees times).
+  need_keys = spec.secagg.enabled or (prunes and spec.method != "fluid")
   last_times = None
   score_reference = state.params
   virtual_time = 0.0
@@ -123,7 +121,6 @@ def run(config, workdir: str) -> dict[str, Any]:
     for r in progress:
       tick = time.perf_counter()
       row: dict[str, Any] = {"round": r + 1}
-      need_keys = spec.secagg.enabled or (prunes and spec.method != "fluid")
       round_seed = spec.seed * 1_000_003 + r
       dropouts = secagg.Dropouts(rate=spec.secagg.dropout_rate) if spec.secagg.enabled else None
       setup = (secagg.setup_round(num_clients, seed=round_seed, round_index=r, dropouts=dropouts,
