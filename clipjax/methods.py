@@ -75,8 +75,6 @@ def _client_masks(spec: MethodSpec, unit_spec, scores, clip_state, p, key):
   """Unit masks of ONE client for its keep fraction p (traced)."""
   sizes = {layer.name: layer.size for layer in unit_spec}
   zero = jnp.zeros((), jnp.int32)
-  if spec.method == "fedavg":
-    return units.ones_prune_mask(unit_spec), clip_state, zero, zero
   if spec.method == "random":
     return invariance.random_prune_mask(sizes, p, key), clip_state, zero, zero
   if spec.method == "ordered":
@@ -107,6 +105,20 @@ def make_pruned_round(spec: MethodSpec, unit_spec: units.UnitSpec, client_update
     else:
       scores = None
     mask_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    if spec.method == "fedavg":  # nothing is pruned: no masks to build or apply
+      out = round_lib.train_clients(client_update, params, x, y, valid, train_keys,
+                                    client_batch=spec.client_batch)
+      num = p.shape[0]
+      ones = {layer.name: jnp.ones((num, layer.size), jnp.float32) for layer in unit_spec}
+      zeros = jnp.zeros((num,), jnp.int32)
+      return PrunedOutput(
+          delta=out.delta,
+          param_prune_mask=(jax.tree.map(jnp.ones_like, out.delta)
+                            if spec.want_param_masks else None),
+          prune_mask=ones, kept_units={k: jnp.full((num,), v.shape[1], jnp.int32)
+                                       for k, v in ones.items()},
+          invariant_units=zeros, slack_units=zeros, loss_sum=out.loss_sum,
+          num_seen=out.num_seen, num_steps=out.num_steps, clip_state=clip_state)
     prune_mask, new_state, invariant, slack = jax.vmap(
         lambda st, pk, kk: _client_masks(spec, unit_spec, scores, st, pk, kk))(
             clip_state, p, mask_keys)
