@@ -71,6 +71,12 @@ class SecAggSpec:
   bits: int | None
   clip: float | None
   dropout_rate: float
+  max_weight: float
+  corruption_fraction: float
+  dropout_fraction: float
+  security_bits: int
+  correctness_bits: int
+  allow_weak_parameters: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +136,23 @@ class ExperimentSpec:
         bits=int(g("secagg.bits", 0)) or None,
         clip=float(g("secagg.clip", 0.0)) or None,
         dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate", 0.0), hi_open=True),
+        max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight", 1000.0)))),
+        corruption_fraction=_fraction("secagg.corruption_fraction",
+                                      g("secagg.corruption_fraction", 0.2), hi_open=True),
+        dropout_fraction=_fraction("secagg.dropout_fraction", g("secagg.dropout_fraction", 0.1),
+                                   hi_open=True),
+        security_bits=int(_positive("secagg.security_bits", int(g("secagg.security_bits", 40)))),
+        correctness_bits=int(_positive("secagg.correctness_bits",
+                                       int(g("secagg.correctness_bits", 20)))),
+        allow_weak_parameters=bool(g("secagg.allow_weak_parameters", False)),
     )
+    if not secagg.max_weight < float("inf"):
+      raise ValueError(f"config.secagg.max_weight={secagg.max_weight!r} must be finite.")
+    if secagg.corruption_fraction + max(secagg.dropout_fraction, secagg.dropout_rate) >= 1:
+      raise ValueError(f"config.secagg.corruption_fraction={secagg.corruption_fraction} plus the "
+                       f"drop-out fraction {max(secagg.dropout_fraction, secagg.dropout_rate)} "
+                       "(the larger of secagg.dropout_fraction and secagg.dropout_rate) must be "
+                       "below 1.")
     clip = ClipSpec(
         straggler_fraction=_fraction("clip.straggler_fraction",
                                      g("clip.straggler_fraction", 0.2), hi_open=True),

@@ -107,11 +107,41 @@ def run(config, workdir: str) -> dict[str, Any]:
       num_examples=np.asarray(data.train.num_examples), epochs=spec.local_epochs, seed=spec.seed,
       jitter_sigma=spec.devices.jitter_sigma, server_seconds=spec.devices.server_seconds,
       secagg=spec.secagg.enabled, upload_vectors=2 if participation else 1)
-  secagg_kwargs = dict(protocol=spec.secagg.protocol, degree=spec.secagg.degree,
-                       threshold=spec.secagg.threshold)
-
   # Pairwise keys serve SecAgg and the sealed time broadcast (fluid's server sees times).
   need_keys = spec.secagg.enabled or (prunes and spec.method != "fluid")
+  threat = secagg.ThreatModel(  # the analysis covers at least the injected drop-out rate
+      spec.secagg.corruption_fraction, max(spec.secagg.dropout_fraction, spec.secagg.dropout_rate),
+      spec.secagg.security_bits, spec.secagg.correctness_bits)
+  secagg_kwargs = dict(protocol=spec.secagg.protocol, degree=spec.secagg.degree,
+                       threshold=spec.secagg.threshold, threat=threat,
+                       allow_weak=spec.secagg.allow_weak_parameters)
+  secagg_params = secagg.choose_parameters(num_clients, **secagg_kwargs) if need_keys else None
+  secagg_bits = spec.secagg.bits or secagg.max_safe_bits(num_clients)
+  if spec.secagg.enabled:  # a client above the public bound stops the run before any training
+    secagg.check_bits(num_clients, secagg_bits)
+    try:
+      secagg.weight_codes(weights, num_clients, secagg_bits, spec.secagg.max_weight)
+    except ValueError as e:
+      raise ValueError(f"config.secagg.max_weight / training examples per client: {e}") from e
+
+  def record_abort(row, err, times, tick):  # the model is unchanged; the clock is charged
+    nonlocal virtual_time
+    round_s = secagg.aborted_round_seconds(times, err, spec.devices.server_seconds)
+    virtual_time += round_s
+    row.update({"aborted": str(err), "aborted_stage": err.stage,
+                "aborted_participants": list(err.participants), "train_loss": float("nan"),
+                "secagg_nonfinite": list(err.nonfinite),
+                "secagg_too_few_holders": list(err.too_few_holders),
+                "round_time_s": round_s, "virtual_time_s": virtual_time, "stragglers": [],
+                "keep_fraction": []})
+    if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
+      row.update(evaluate(state.params, *test).summary())
+    row["host_seconds"] = time.perf_counter() - tick
+    metrics_file.write(json.dumps(row) + "\n")
+    metrics_file.flush()
+    history.append(row)
+    report.update_progress(progress, row)
+
   last_times = None
   score_reference = state.params
   virtual_time = 0.0
@@ -123,8 +153,13 @@ def run(config, workdir: str) -> dict[str, Any]:
       row: dict[str, Any] = {"round": r + 1}
       round_seed = spec.seed * 1_000_003 + r
       dropouts = secagg.Dropouts(rate=spec.secagg.dropout_rate) if spec.secagg.enabled else None
-      setup = (secagg.setup_round(num_clients, seed=round_seed, round_index=r, dropouts=dropouts,
-                                  **secagg_kwargs) if need_keys else None)
+      try:
+        setup = (secagg.setup_round(num_clients, seed=round_seed, round_index=r, dropouts=dropouts,
+                                    **secagg_kwargs) if need_keys else None)
+      except secagg.RoundAborted as e:  # too few keys advertised: the round ends before training
+        full = {k: np.full(num_clients, v) for k, v in model.width_dict.items()}
+        record_abort(row, e, clock.times(r, full, 0), tick)
+        continue
       # (1) straggler self-identification and keep fractions.
       is_straggler = np.zeros(num_clients, bool)
       keep = np.ones(num_clients, np.float32)
@@ -156,17 +191,15 @@ def run(config, workdir: str) -> dict[str, Any]:
         flat = ravel_clients(trained.delta)
         if participation:
           flat = jnp.concatenate([flat, ravel_clients(trained.param_prune_mask)], axis=1)
+        prg_streams = np.asarray([1 + len(setup.neighbours(u)) for u in range(num_clients)])
         try:
           result = secagg.secure_sum(
-              flat, weights, setup=setup, dropouts=dropouts, round_index=r, seed=round_seed,
-              bits=spec.secagg.bits or secagg.max_safe_bits(num_clients),
-              clip=spec.secagg.clip or 1.0, keep_transcript_inputs=False, **secagg_kwargs)
+              flat, weights, max_weight=spec.secagg.max_weight, setup=setup, bits=secagg_bits,
+              clip=spec.secagg.clip or 1.0, keep_transcript_inputs=False)
         except secagg.RoundAborted as e:  # too few survivors: the round leaves the model as is
-          row.update({"aborted": str(e), "train_loss": float("nan"), "round_time_s": 0.0,
-                      "virtual_time_s": virtual_time, "stragglers": [], "keep_fraction": [],
-                      "host_seconds": time.perf_counter() - tick})
-          metrics_file.write(json.dumps(row) + "\n")
-          history.append(row)
+          kept = {k: np.asarray(v) for k, v in jax.device_get(trained.kept_units).items()}
+          last_times = clock.times(r, kept, prg_streams)  # the clients did train
+          record_abort(row, e, last_times, tick)
           continue
         survivors = np.asarray(result.survivors, bool)
         total = jnp.asarray(result.total)
@@ -176,8 +209,9 @@ def run(config, workdir: str) -> dict[str, Any]:
         else:
           mean_flat = total / max(float(result.weight_total), 1e-12)
         mean_delta = unravel(mean_flat)
-        prg_streams = np.asarray([1 + len(list(setup.neighbours(u))) for u in range(num_clients)])
         row.update(report.secagg_row(result))
+        row["secagg_nonfinite"] = list(result.nonfinite)  # left out as drop-outs, and logged
+        row["secagg_too_few_holders"] = list(result.too_few_holders)
       elif participation:
         mean_delta = plain_mean(trained.delta, jnp.asarray(weights), trained.param_prune_mask)
       else:
@@ -217,6 +251,13 @@ def run(config, workdir: str) -> dict[str, Any]:
         report.save_checkpoint(out / "checkpoints" / f"round_{r + 1}", state.params)
   report.save_checkpoint(out / "checkpoints" / "final", state.params)
   summary = report.summarize(spec, history, num_params=num_params, clients=num_clients)
+  if spec.secagg.enabled:
+    summary["secagg_parameters"] = secagg_params.as_dict()
+    summary["aborted_rounds"] = sum("aborted" in row for row in history)
+    summary["nonfinite_dropouts"] = sum(len(row.get("secagg_nonfinite", ())) for row in history)
   report.print_summary(summary, history)
+  if spec.secagg.enabled:
+    print(f"{secagg_params.describe()}\naborted rounds: {summary['aborted_rounds']}, "
+          f"clients left out for non-finite updates: {summary['nonfinite_dropouts']}")
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

@@ -41,11 +41,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.secagg = ml_collections.ConfigDict()
   c.secagg.enabled = False
   c.secagg.protocol = "secagg+"  # secagg (complete graph) | secagg+ (random k-regular graph)
-  c.secagg.degree = 0            # SecAgg+ graph degree k; 0: the protocol default (about 2 log2 n)
-  c.secagg.threshold = 0         # Shamir threshold t; 0: the protocol default
+  c.secagg.degree = 0            # SecAgg+ graph degree k; 0: chosen by the analysis below
+  c.secagg.threshold = 0         # Shamir threshold t; 0: chosen by the analysis below
   c.secagg.bits = 0              # quantisation bits; 0: the largest safe for n clients
   c.secagg.clip = 0.0            # clip range for quantisation; 0: the protocol default
   c.secagg.dropout_rate = 0.0    # random client drop-out rate injected at every stage
+  c.secagg.max_weight = 1000.0   # public bound on a client's weight (its training examples);
+                                 # a larger weight is an error (FEMNIST's largest writer: 320)
+  # (k, t) come from Bell et al.'s analysis for this threat (clipjax/secagg/params.py):
+  c.secagg.corruption_fraction = 0.2  # clients that may collude with the server
+  c.secagg.dropout_fraction = 0.1     # drop-outs to tolerate (the analysis uses the larger of
+                                      # this and dropout_rate)
+  c.secagg.security_bits = 40         # P[an input or partial sum leaks] <= 2^-40
+  c.secagg.correctness_bits = 20      # P[round lost to drop-outs] <= 2^-20
+  c.secagg.allow_weak_parameters = False  # run an explicit degree/threshold that misses the
+                                          # security target (e.g. the old 2 log2 n heuristic)
 
   c.clip = ml_collections.ConfigDict()
   c.clip.straggler_fraction = 0.2   # f: a client is a straggler iff its time > quantile(T, 1 - f)

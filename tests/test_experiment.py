@@ -36,7 +36,8 @@ def read_rows(workdir):
 @pytest.mark.parametrize("method", ["fedavg", "random", "ordered", "fluid", "clip_compute",
                                     "clip_network"])
 def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
-  summary = experiment.run(tiny_config(method), str(tmp_path))
+  # degree=3: every client hears all 3 peers (the analysis alone would pick a ring for n = 4).
+  summary = experiment.run(tiny_config(method, degree=3), str(tmp_path))
   rows = read_rows(tmp_path)
   assert [r["round"] for r in rows] == [1, 2]
   for key in ("round_time_s", "virtual_time_s", "stragglers", "keep_fraction", "invariant_units",
@@ -117,3 +118,40 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
   assert proc.returncode != 0
   assert "error: config.method='fedprox' is not allowed" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_aborted_rounds_at_any_stage_keep_the_model_and_are_charged(tmp_path):
+  # Seed 30 with 30% drop-outs and t = n = 4: round 1 aborts at AdvertiseKeys (it used to crash
+  # the run), round 2 at MaskedInputCollection, round 3 completes, round 4 aborts again.
+  c = tiny_config("fedavg", threshold=4, dropout_rate=0.3)
+  c.seed, c.rounds, c.eval_every = 30, 4, 1
+  summary = experiment.run(c, str(tmp_path))
+  rows = read_rows(tmp_path)
+  assert [r.get("aborted_stage") for r in rows] == [
+      "advertise_keys", "masked_input", None, "masked_input"]
+  assert rows[2]["secagg_survivors"] == 4 and rows[2]["secagg_nonfinite"] == []
+
+  def same(a, b):  # the evaluated model is the same
+    return (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
+
+  assert same(rows[0], rows[1]) and same(rows[2], rows[3]) and not same(rows[1], rows[2])
+  # Aborted rounds cost what their participants did: keys only, then training and upload.
+  assert 0 < rows[0]["round_time_s"] < rows[1]["round_time_s"]
+  assert rows[0]["aborted_participants"] and all(math.isnan(r["train_loss"]) for r in rows[::3])
+  assert rows[3]["virtual_time_s"] == pytest.approx(sum(r["round_time_s"] for r in rows))
+  assert summary["aborted_rounds"] == 3
+  params = summary["secagg_parameters"]
+  assert (params["degree"], params["threshold"], params["source"]) == (3, 4, "explicit")
+  assert params["dropout_fraction"] == 0.3 and params["p_leak"] == 0.0
+
+
+def test_weights_above_the_public_max_weight_stop_the_run(tmp_path):
+  c = tiny_config("fedavg", max_weight=20.0)
+  with pytest.raises(ValueError, match=r"config.secagg.max_weight.*above max_weight=20.0"):
+    experiment.run(c, str(tmp_path))
+
+
+def test_weak_secagg_parameters_need_the_opt_in(tmp_path):
+  c = tiny_config("fedavg", degree=3, threshold=1)
+  with pytest.raises(ValueError, match="threshold=1 lets any single share holder"):
+    experiment.run(c, str(tmp_path))

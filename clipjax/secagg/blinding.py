@@ -37,16 +37,16 @@ def _nonces(count: int, nonce: np.ndarray) -> jax.Array:
   return jnp.broadcast_to(jnp.asarray(nonce), (count, 3))
 
 
-def client_messages(updates: jax.Array, weight_ratio: jax.Array, weight_code: jax.Array,
-                    noise_keys: jax.Array, self_keys: jax.Array, edge_keys: jax.Array,
-                    edge_lo: jax.Array, edge_hi: jax.Array, *, clip: float, bits: int,
-                    chunk_words: int) -> jax.Array:
+def client_messages(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
+                    weight_code: jax.Array, noise_keys: jax.Array, self_keys: jax.Array,
+                    edge_keys: jax.Array, edge_lo: jax.Array, edge_hi: jax.Array, *, clip: float,
+                    bits: int, chunk_words: int) -> jax.Array:
   """Encodes and blinds the inputs of C sending clients: what the server receives.
 
   Args:
-    updates: float32 ``[C, D]`` client updates.
-    weight_ratio: float32 ``[C]`` public scale of each update (the decoded weight code).
-    weight_code: uint32 ``[C]`` encoded weight, appended as coordinate D.
+    updates: float32 ``[C, D]`` finite client updates.
+    scale_hi, scale_lo: float32 ``[C]`` pair of ``r / (2 c)`` (:func:`quantize.scale_pair`).
+    weight_code: uint32 ``[C]`` encoded weight r, appended as coordinate D.
     noise_keys: uint32 ``[C, 8]`` ChaCha20 keys of the stochastic rounding.
     self_keys: uint32 ``[C, 8]`` self-blind seeds ``b_u``.
     edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv``.
@@ -61,7 +61,7 @@ def client_messages(updates: jax.Array, weight_ratio: jax.Array, weight_code: ja
   """
   num_c, dim = updates.shape
   num_e = edge_keys.shape[0]
-  chex.assert_shape([weight_ratio, weight_code], (num_c,))
+  chex.assert_shape([scale_hi, scale_lo, weight_code], (num_c,))
   chex.assert_shape([noise_keys, self_keys], (num_c, 8))
   chex.assert_shape(edge_keys, (num_e, 8))
   chex.assert_shape([edge_lo, edge_hi], (num_e,))
@@ -76,9 +76,8 @@ def client_messages(updates: jax.Array, weight_ratio: jax.Array, weight_code: ja
   def body(j, out):
     start = j * chunk_words
     ks = chacha.keystream(keys, nonces, (start // 16).astype(jnp.uint32), chunk_words)
-    noise = (ks[:num_c] >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0 ** -24)
     x = jax.lax.dynamic_slice_in_dim(padded, start, chunk_words, axis=1)
-    q = quantize.encode(x * weight_ratio[:, None], noise, clip, bits)
+    q = quantize.encode(x, ks[:num_c], scale_hi[:, None], scale_lo[:, None], clip, bits)
     pos = start + jnp.arange(chunk_words)
     q = jnp.where(pos == dim, weight_code[:, None], q)
     q = jnp.where(pos > dim, np.uint32(0), q)
@@ -93,14 +92,15 @@ def client_messages(updates: jax.Array, weight_ratio: jax.Array, weight_code: ja
   return out[:, :length]
 
 
-def encode_inputs(updates: jax.Array, weight_ratio: jax.Array, weight_code: jax.Array,
-                  noise_keys: jax.Array, *, clip: float, bits: int) -> jax.Array:
+def encode_inputs(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
+                  weight_code: jax.Array, noise_keys: jax.Array, *, clip: float,
+                  bits: int) -> jax.Array:
   """The unblinded encoded inputs ``q_u`` (``[C, D + 1]``): the oracle for exactness tests."""
   num_c, dim = updates.shape
   words = -(-dim // 16) * 16
   ks = chacha.keystream(noise_keys, _nonces(num_c, quantize.NOISE_NONCE), 0, words)
-  noise = (ks[:, :dim] >> np.uint32(8)).astype(jnp.float32) * np.float32(2.0 ** -24)
-  q = quantize.encode(updates.astype(jnp.float32) * weight_ratio[:, None], noise, clip, bits)
+  q = quantize.encode(updates.astype(jnp.float32), ks[:, :dim], scale_hi[:, None],
+                      scale_lo[:, None], clip, bits)
   return jnp.concatenate([q, weight_code[:, None]], axis=1)
 
 

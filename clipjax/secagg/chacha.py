@@ -36,6 +36,7 @@ import numpy as np
 WORDS_PER_BLOCK = 16
 KEY_WORDS = 8
 NONCE_WORDS = 3
+MAX_BLOCKS = 1 << 32  # the 32-bit block counter of RFC 8439
 # "expand 32-byte k" as four little-endian words (RFC 8439 section 2.3).
 SIGMA = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574)
 
@@ -94,6 +95,21 @@ def _block(init: tuple[jax.Array, ...], stack_axis: int) -> jax.Array:
   return jnp.stack([x + y for x, y in zip(s, init)], axis=stack_axis)
 
 
+def _check_counter(first_block, blocks: int) -> None:
+  if blocks > MAX_BLOCKS:
+    raise ValueError(f"num_words={blocks * WORDS_PER_BLOCK} is {blocks} blocks; one ChaCha20 "
+                     f"stream holds at most 2^32 blocks (RFC 8439)")
+  if isinstance(first_block, jax.core.Tracer):
+    return
+  value = np.asarray(first_block)
+  if value.shape != () or value.dtype.kind not in "iu":
+    raise ValueError(f"first_block={first_block!r} must be an integer scalar")
+  if not 0 <= int(value) <= MAX_BLOCKS - blocks:
+    raise ValueError(f"first_block={int(value)} with {blocks} blocks per stream would take the "
+                     f"32-bit block counter past 2^32 - 1; allowed: 0 <= first_block <= "
+                     f"{MAX_BLOCKS - blocks} (RFC 8439: the counter never wraps)")
+
+
 def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
               num_words: int, *, tile: int | None = None,
               layout: str | None = None) -> jax.Array:
@@ -125,10 +141,14 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
     ``16 * first_block + i`` of ``(keys[k], nonces[k])``.
 
   Raises:
-    ValueError: if ``num_words`` is not a positive multiple of 16 or ``layout`` is unknown.
+    ValueError: if ``num_words`` is not a positive multiple of 16, ``layout`` is unknown, or the
+      32-bit block counter would pass 2^32 - 1 (RFC 8439 forbids wrapping it: a stream holds at
+      most 2^32 blocks). A traced ``first_block`` cannot be checked here; callers bound it
+      (:mod:`clipjax.secagg.blinding` stays below 2^27 blocks).
   """
   if num_words <= 0 or num_words % WORDS_PER_BLOCK:
     raise ValueError(f"num_words={num_words} must be a positive multiple of 16")
+  _check_counter(first_block, num_words // WORDS_PER_BLOCK)
   if layout is None:
     layout = "stream" if small_loops_hoisted() else "flat"
   if layout not in ("flat", "stream"):

@@ -16,7 +16,7 @@ import os
 import struct
 
 from Crypto.Cipher import AES
-from Crypto.Hash import SHA256, SHAKE256
+from Crypto.Hash import SHA256
 from Crypto.Protocol import DH
 from Crypto.Protocol.KDF import HKDF
 from Crypto.PublicKey import ECC
@@ -32,21 +32,16 @@ INFO_MASK = b"clipjax/secagg/v1/pairwise-mask"
 
 
 class Randomness:
-  """Source of host random bytes: ``os.urandom``, or a SHAKE256 stream for reproducible runs.
+  """Source of secret host random bytes: always the OS (``os.urandom``).
 
-  A seeded stream makes simulations replayable; it is of course not secret from anyone who knows
-  the seed, so real deployments pass ``seed=None``.
+  Key material (X25519 private keys, self-mask seeds, Shamir coefficients, AES-GCM nonces) never
+  comes from a seed: a seeded stream is known to anyone who knows the seed, and two runs with the
+  same seed would reuse masks. Simulations stay reproducible without it because masks cancel
+  exactly; the seed drives only public or simulated choices (graph, drop-outs, rounding noise).
   """
 
-  def __init__(self, seed: int | bytes | None, label: bytes = b""):
-    if seed is None:
-      self._xof = None
-    else:
-      seed_bytes = seed if isinstance(seed, bytes) else str(int(seed)).encode()
-      self._xof = SHAKE256.new(b"clipjax/secagg/v1/drbg|" + seed_bytes + b"|" + label)
-
   def bytes(self, n: int) -> bytes:
-    return os.urandom(n) if self._xof is None else self._xof.read(n)
+    return os.urandom(n)
 
   def below(self, bound: int) -> int:
     """Uniform integer in ``[0, bound)`` by rejection sampling."""

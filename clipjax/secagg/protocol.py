@@ -2,10 +2,15 @@
 
 ``setup_round`` runs round 0 of Bonawitz et al. (AdvertiseKeys): every client draws two X25519
 key pairs (``c`` for encryption, ``s`` for masking) and the server forwards the public keys to
-each client's neighbours in the communication graph (complete for SecAgg, random k-regular for
-SecAgg+, Bell et al.). The returned :class:`RoundSetup` holds the simulated clients' private state
-and a :class:`ServerTranscript`, which holds only what a real server receives. Signatures and the
+each client's neighbours in the communication graph (complete for SecAgg; for SecAgg+, Bell et
+al., a randomly labelled k-regular Harary graph whose k and Shamir threshold t come from
+:mod:`clipjax.secagg.params`).
+The returned :class:`RoundSetup` holds the simulated clients' private state and a
+:class:`ServerTranscript`, which holds only what a real server receives. Signatures and the
 consistency check of the actively secure variant are not simulated (honest-but-curious model).
+
+Key material is drawn from the OS on every call; ``seed`` drives only the public graph labels and
+the simulated drop-outs, so two rounds never share masks even with the same seed.
 
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
@@ -17,19 +22,90 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from clipjax.secagg import graph, host_crypto
+from clipjax.secagg import params as params_lib
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 PUBLIC_KEY_MESSAGE_BYTES = 2 * host_crypto.KEY_BYTES + 4
 
 
 class RoundAborted(RuntimeError):
-  """Too few clients survived a stage: the round must be discarded (no model change)."""
+  """Too few clients survived a stage: the round must be discarded (no model change).
+
+  Attributes:
+    stage: the stage that failed (one of :data:`STAGES`).
+    participants: sorted ids of the clients that were still taking part when it failed (they did
+      that stage's work; the virtual clock charges them for it).
+    nonfinite, too_few_holders: clients already left out for a non-finite update or for lack of
+      share holders before the round failed (as in :class:`SecureSumResult`).
+  """
+
+  def __init__(self, message: str, stage: str, participants: Sequence[int] = (),
+               nonfinite: Sequence[int] = (), too_few_holders: Sequence[int] = ()):
+    super().__init__(message)
+    self.stage = stage
+    self.participants = tuple(sorted(int(u) for u in participants))
+    self.nonfinite = tuple(nonfinite)
+    self.too_few_holders = tuple(too_few_holders)
+
+
+# What a client that took part in an aborted round has spent, by the stage that failed (names
+# of the per-client time components of the virtual clock, DESIGN 2.1). Training starts after
+# AdvertiseKeys (the time broadcast needs the keys), so an abort there costs the download and
+# the messages; a ShareKeys abort also costs the training; from MaskedInputCollection on, the
+# clients have also masked and uploaded. Latency is charged for every protocol message, a
+# pessimistic choice: an aborted round never looks cheaper than it was.
+ABORT_COST = {
+    "advertise_keys": ("download", "latency"),
+    "share_keys": ("download", "fit", "latency"),
+    "masked_input": ("download", "fit", "mask", "upload", "latency"),
+    "unmasking": ("download", "fit", "mask", "upload", "latency"),
+}
+
+
+def aborted_round_seconds(times, aborted: RoundAborted, server_seconds: float = 0.0) -> float:
+  """Virtual seconds of an aborted round: the slowest participant's cost (:data:`ABORT_COST`).
+
+  Args:
+    times: per-client time components (``clipjax.clip.devices.ClientTimes``) of this round.
+    aborted: the :class:`RoundAborted` raised (its stage and participants).
+    server_seconds: server time added to every round.
+  """
+  if not aborted.participants:
+    return float(server_seconds)
+  cost = sum(np.asarray(getattr(times, part), np.float64) for part in ABORT_COST[aborted.stage])
+  return float(np.max(np.broadcast_to(cost, np.shape(times.total))[list(aborted.participants)])
+               + server_seconds)
+
+
+def check_seed(seed) -> int | None:
+  if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                           or seed < 0):
+    raise ValueError(f"seed={seed!r} must be a non-negative integer or None (OS randomness)")
+  return None if seed is None else int(seed)
+
+
+def check_round_index(round_index) -> int:
+  if (isinstance(round_index, bool) or not isinstance(round_index, numbers.Integral)
+      or not 0 <= round_index < 2 ** 64):
+    raise ValueError(f"round_index={round_index!r} must be an integer in [0, 2^64) (it is bound "
+                     "into every AES-GCM associated data as an unsigned 64-bit number)")
+  return int(round_index)
+
+
+def _client_id(stage: str, value, num_clients: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise ValueError(f"dropouts.{stage} has client id {value!r}: ids must be integers in "
+                     f"[0, {num_clients})")
+  if not 0 <= value < num_clients:
+    raise ValueError(f"dropouts.{stage} has client id {value} outside [0, {num_clients})")
+  return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,19 +125,23 @@ class Dropouts:
   rate: float = 0.0
 
   def resolve(self, num_clients: int, seed: int | None) -> dict[str, frozenset[int]]:
-    """Per-stage sets of clients that drop at that stage (validated)."""
-    if not 0.0 <= self.rate < 1.0:
-      raise ValueError(f"dropout rate={self.rate} must be in [0, 1)")
+    """Per-stage sets of clients that drop at that stage (validated).
+
+    Raises:
+      ValueError: on a rate outside [0, 1) or a client id that is not an integer in [0, n).
+    """
+    if (isinstance(self.rate, bool) or not isinstance(self.rate, numbers.Real)
+        or not 0.0 <= self.rate < 1.0):
+      raise ValueError(f"dropout rate={self.rate!r} must be a number in [0, 1)")
     out = {}
     for stage in STAGES:
-      ids = frozenset(int(i) for i in getattr(self, stage))
-      bad = [i for i in ids if not 0 <= i < num_clients]
-      if bad:
-        raise ValueError(f"dropouts.{stage} has client ids {sorted(bad)} outside "
-                         f"[0, {num_clients})")
-      out[stage] = ids
+      ids = getattr(self, stage)
+      if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray, set,
+                                                                 frozenset)):
+        raise ValueError(f"dropouts.{stage}={ids!r} must be a sequence of client ids")
+      out[stage] = frozenset(_client_id(stage, i, num_clients) for i in ids)
     if self.rate > 0:
-      rng = np.random.default_rng(np.random.SeedSequence([0 if seed is None else seed, 7]))
+      rng = np.random.default_rng(None if seed is None else np.random.SeedSequence([seed, 7]))
       drops = rng.random(num_clients) < self.rate
       stage_of = rng.integers(len(STAGES), size=num_clients)
       for i in np.flatnonzero(drops):
@@ -96,24 +176,27 @@ class RoundSetup:
 
   Attributes:
     num_clients, protocol, degree, threshold, round_index, seed: round parameters.
+    params: the :class:`clipjax.secagg.params.SecAggParameters` (k, t and failure bounds).
     edges: int32 ``[E, 2]`` graph edges (lo < hi).
     advertised: sorted ids of clients that sent their public keys (U1).
+    dropout_spec: the :class:`Dropouts` given to ``setup_round``.
     dropouts: resolved per-stage drop-out sets.
     server: the :class:`ServerTranscript`.
     seconds: host seconds spent in AdvertiseKeys.
   """
 
-  def __init__(self, num_clients, protocol, degree, threshold, round_index, seed, edges,
-               dropouts, rng):
-    self.num_clients = num_clients
-    self.protocol = protocol
-    self.degree = degree
-    self.threshold = threshold
+  def __init__(self, params, round_index, seed, edges, dropout_spec, dropouts):
+    self.params = params
+    self.num_clients = num_clients = params.num_clients
+    self.protocol = params.protocol
+    self.degree = params.degree
+    self.threshold = threshold = params.threshold
     self.round_index = round_index
     self.seed = seed
     self.edges = edges
+    self.dropout_spec = dropout_spec
     self.dropouts = dropouts
-    self.rng = rng
+    self.rng = host_crypto.Randomness()
     self.server = ServerTranscript()
     self.used = False
     self._graph_nbrs = graph.neighbour_lists(num_clients, edges)
@@ -124,8 +207,8 @@ class RoundSetup:
     for u in range(num_clients):
       if u in dropouts["advertise_keys"]:
         continue
-      c_priv, c_pub = host_crypto.x25519_keypair(rng)
-      s_priv, s_pub = host_crypto.x25519_keypair(rng)
+      c_priv, c_pub = host_crypto.x25519_keypair(self.rng)
+      s_priv, s_pub = host_crypto.x25519_keypair(self.rng)
       self._enc_private[u], self._mask_private[u] = c_priv, s_priv
       self.server.public_keys[u] = (c_pub, s_pub)
     self.advertised = tuple(sorted(self.server.public_keys))
@@ -133,7 +216,8 @@ class RoundSetup:
     if len(self.advertised) < threshold:
       raise RoundAborted(
           f"round {round_index} aborted at advertise_keys: {len(self.advertised)} clients "
-          f"advertised keys, fewer than threshold t={threshold}")
+          f"advertised keys, fewer than threshold t={threshold}", "advertise_keys",
+          self.advertised)
 
   def neighbours(self, u: int) -> tuple[int, ...]:
     """Graph neighbours of ``u`` that advertised keys (whose public keys u received)."""
@@ -178,46 +262,44 @@ class RoundSetup:
 
 
 def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | None = None,
-                threshold: int | None = None, seed: int | None = 0, round_index: int = 0,
-                dropouts: Dropouts | None = None) -> RoundSetup:
-  """AdvertiseKeys: key pairs for every client and the communication graph of one round.
+                threshold: int | None = None, seed: int | None = None, round_index: int = 0,
+                dropouts: Dropouts | None = None,
+                threat: params_lib.ThreatModel | None = None,
+                allow_weak: bool = False) -> RoundSetup:
+  """AdvertiseKeys: fresh key pairs for every client and the communication graph of one round.
 
   Args:
     num_clients: n, at least 2.
-    protocol: "secagg" (complete graph) or "secagg+" (random k-regular graph).
-    degree: k for SecAgg+ (default ``min(n - 1, 2 ceil(log2 n))``); ignored for SecAgg.
-    threshold: Shamir threshold t (default ``floor((k + 1) / 2) + 1``), in [1, k + 1].
-    seed: seed of graph, keys and drop-outs (None: OS randomness, graph seed 0).
-    round_index: bound into every AES-GCM associated data.
+    protocol: "secagg" (complete graph) or "secagg+" (randomly labelled Harary graph).
+    degree: k for SecAgg+ (default: chosen by :func:`clipjax.secagg.params.choose_parameters`);
+      SecAgg always has k = n - 1.
+    threshold: Shamir threshold t (default: chosen by the same analysis).
+    seed: seed of the public and simulated choices only (graph labels, drop-outs); None draws
+      them from the OS too. Keys always come from the OS.
+    round_index: non-negative round number bound into every AES-GCM associated data.
     dropouts: drop-out spec; only its advertise_keys part acts here.
+    threat: the :class:`clipjax.secagg.params.ThreatModel` the parameters must meet.
+    allow_weak: accept an explicit (degree, threshold) that misses the security target.
 
   Returns:
-    A :class:`RoundSetup`.
+    A :class:`RoundSetup`; ``setup.params`` holds (k, t) and their failure bounds.
 
   Raises:
-    ValueError: on an unknown protocol or impossible n, k, t.
+    ValueError: on an unknown protocol, impossible n, k, t, a weak (k, t) without
+      ``allow_weak``, a bad seed, round index or drop-out spec.
     RoundAborted: if fewer than t clients advertise keys.
   """
   graph.check_protocol(protocol)
-  if num_clients < 2:
-    raise ValueError(f"num_clients={num_clients} must be at least 2")
-  if protocol == "secagg":
-    degree = num_clients - 1
-  elif degree is None:
-    degree = graph.default_degree(num_clients)
-    if (num_clients * degree) % 2:
-      degree -= 1
-  if threshold is None:
-    threshold = graph.default_threshold(degree)
-  if not 1 <= threshold <= degree + 1:
-    raise ValueError(f"threshold={threshold} must be in [1, {degree + 1}] (a client's shares go "
-                     f"to itself and its {degree} neighbours; num_clients={num_clients})")
+  seed = check_seed(seed)
+  round_index = check_round_index(round_index)
+  params = params_lib.choose_parameters(num_clients, protocol=protocol, degree=degree,
+                                        threshold=threshold, threat=threat,
+                                        allow_weak=allow_weak)
   edges = (graph.complete_graph(num_clients) if protocol == "secagg"
-           else graph.random_regular_graph(num_clients, degree, 0 if seed is None else seed))
-  resolved = (dropouts or Dropouts()).resolve(num_clients, seed)
-  rng = host_crypto.Randomness(seed, label=b"round-%d" % round_index)
-  return RoundSetup(num_clients, protocol, degree, threshold, round_index, seed, edges,
-                    resolved, rng)
+           else graph.random_harary_graph(num_clients, params.degree, seed))
+  spec = Dropouts() if dropouts is None else dropouts
+  resolved = spec.resolve(num_clients, seed)
+  return RoundSetup(params, round_index, seed, edges, spec, resolved)
 
 
 def seal_for_peer(setup: RoundSetup, u: int, v: int, plaintext: bytes) -> bytes:

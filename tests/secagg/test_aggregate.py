@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from clipjax import secagg
-from clipjax.secagg import aggregate, blinding
+from clipjax.secagg import aggregate, blinding, quantize
 
 
-def _plain_sum(x, weights, result, seed, bits=16, clip=1.0):
+def _plain_sum(x, weights, result, seed, bits=16, clip=1.0, max_weight=None):
   """numpy mod 2^32 sum of the survivors' encoded (unblinded) inputs."""
   n = x.shape[0]
-  codes, _ = aggregate.weight_codes(weights, n, bits, None)
-  ratio = (codes.astype(np.float64) / ((1 << bits) - 1)).astype(np.float32)
+  codes, _ = aggregate.weight_codes(weights, n, bits, max_weight)
+  hi, lo = quantize.scale_pair(codes, clip)
   q = np.asarray(blinding.encode_inputs(
-      jnp.asarray(x), jnp.asarray(ratio), jnp.asarray(codes),
+      jnp.asarray(x), jnp.asarray(hi), jnp.asarray(lo), jnp.asarray(codes),
       aggregate.noise_keys(jax.random.key(seed), n), clip=clip, bits=bits))
   return (q[result.survivors].astype(np.uint64).sum(axis=0) % 2**32).astype(np.uint32)
 
@@ -33,10 +33,9 @@ def test_exact_sum_with_dropouts_at_every_stage(protocol, n):
   rng = np.random.default_rng(n)
   x = rng.uniform(-0.9, 0.9, size=(n, 37)).astype(np.float32)
   w = rng.integers(1, 100, n).astype(np.float64)
-  threshold = 1 if n <= 3 else None
-  res = secagg.secure_sum(x, w, protocol=protocol, threshold=threshold, dropouts=_drops(n),
-                          seed=n)
-  np.testing.assert_array_equal(np.asarray(res.encoded_sum), _plain_sum(x, w, res, n))
+  res = secagg.secure_sum(x, w, max_weight=100.0, protocol=protocol, dropouts=_drops(n), seed=n)
+  np.testing.assert_array_equal(np.asarray(res.encoded_sum),
+                                _plain_sum(x, w, res, n, max_weight=100.0))
   spec = _drops(n)
   for stage in secagg.STAGES:
     assert res.dropped[stage] == tuple(sorted(getattr(spec, stage)))
@@ -45,8 +44,8 @@ def test_exact_sum_with_dropouts_at_every_stage(protocol, n):
   assert not s[list(res.dropped["masked_input"])].any()
   assert s[list(res.dropped["unmasking"])].all()
   np.testing.assert_allclose(res.weight_total, w[s].sum(), rtol=1e-3)
-  # Each coordinate: stochastic rounding error < one step per client.
-  step = 2.0 / 65535 * w.max()
+  # Each coordinate: stochastic rounding error < one step per client (step of the public W).
+  step = 2.0 / 65535 * 100.0
   assert np.abs(np.asarray(res.total) - (x[s] * w[s, None]).sum(0)).max() < s.sum() * step + 1e-3
 
 
@@ -75,7 +74,7 @@ def test_bad_inputs_raise_value_error():
   with pytest.raises(ValueError, match="protocol='nope'"):
     secagg.secure_sum(x, protocol="nope")
   with pytest.raises(ValueError, match=r"shape \(3,\)"):
-    secagg.secure_sum(x, np.ones(3))
+    secagg.secure_sum(x, np.ones(3), max_weight=1.0)
   with pytest.raises(ValueError, match="overflow.*largest safe bits"):
     secagg.secure_sum(np.zeros((600, 2), np.float32), bits=24)
   setup = secagg.setup_round(4, protocol="secagg")
@@ -101,8 +100,9 @@ def test_transcript_holds_no_plaintext_input():
   x = np.random.default_rng(1).normal(size=(n, dim)).astype(np.float32) * 0.3
   res = secagg.secure_sum(x, protocol="secagg+", seed=2)
   srv = res.setup.server
+  hi, lo = quantize.scale_pair(np.full(n, 65535), 1.0)
   q = np.asarray(blinding.encode_inputs(
-      jnp.asarray(x), jnp.ones(n, jnp.float32), jnp.full((n,), 65535, jnp.uint32),
+      jnp.asarray(x), jnp.asarray(hi), jnp.asarray(lo), jnp.full((n,), 65535, jnp.uint32),
       aggregate.noise_keys(jax.random.key(2), n), clip=1.0, bits=16))
   blob = b"".join(srv.share_ciphertexts.values()) + srv.masked_inputs.tobytes()
   for u in range(n):
@@ -136,7 +136,7 @@ def test_peer_messages_through_server():
 
 def test_tree_helper():
   tree = {"a": jnp.ones((3, 2, 2)) * 0.5, "b": jnp.zeros((3, 4))}
-  mean, res = secagg.secure_sum_tree(tree, [1.0, 2.0, 3.0], protocol="secagg")
+  mean, res = secagg.secure_sum_tree(tree, [1.0, 2.0, 3.0], max_weight=3.0, protocol="secagg")
   assert mean["a"].shape == (2, 2) and mean["b"].shape == (4,)
   np.testing.assert_allclose(mean["a"], 0.5, atol=1e-4)
   assert res.total.shape == (8,)
@@ -153,7 +153,7 @@ def test_property_exact_for_any_shapes_graphs_and_drops(n, dim, data):
   spec = {s: [i for i in range(n) if stage_of[i] == j] for j, s in enumerate(secagg.STAGES)}
   x = np.random.default_rng(dim).uniform(-2, 2, size=(n, dim)).astype(np.float32)
   try:
-    res = secagg.secure_sum(x, protocol=protocol, degree=k, threshold=t,
+    res = secagg.secure_sum(x, protocol=protocol, degree=k, threshold=t, allow_weak=True,
                             dropouts=secagg.Dropouts(**spec), seed=n + dim, budget_words=64)
   except secagg.RoundAborted:
     return
@@ -165,7 +165,8 @@ def test_acceptance_n50_d1e6_secagg_plus_with_dropouts():
   n, dim = 50, 1_000_000
   x = np.random.default_rng(0).uniform(-0.2, 0.2, size=(n, dim)).astype(np.float32)
   w = np.random.default_rng(1).integers(10, 500, n).astype(np.float64)
-  res = secagg.secure_sum(x, w, protocol="secagg+", dropouts=secagg.Dropouts(rate=0.1), seed=11,
-                          keep_transcript_inputs=False)
+  res = secagg.secure_sum(x, w, max_weight=500.0, protocol="secagg+",
+                          dropouts=secagg.Dropouts(rate=0.1), seed=11, keep_transcript_inputs=False)
   assert 0 < (~res.survivors).sum() < n
-  np.testing.assert_array_equal(np.asarray(res.encoded_sum), _plain_sum(x, w, res, 11))
+  np.testing.assert_array_equal(np.asarray(res.encoded_sum),
+                                _plain_sum(x, w, res, 11, max_weight=500.0))
