@@ -16,6 +16,7 @@ MODELS = ("leaf_cnn", "vgg9", "leaf_lstm")
 AGGREGATIONS = ("padded", "participation_weighted")
 SLACK_RULES = ("lowest_score", "random")
 PROTOCOLS = ("secagg", "secagg+")
+LOCAL_LOOPS = ("auto", "host", "scan")  # clipjax.fl.training.LOOPS
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -28,6 +29,13 @@ def _positive(key: str, value, *, allow_zero: bool = False):
   if value < 0 or (value == 0 and not allow_zero):
     bound = ">= 0" if allow_zero else "> 0"
     raise ValueError(f"config.{key}={value!r} must be {bound}.")
+  return value
+
+
+def _client_batch(value: int) -> int:
+  if value < -1:
+    raise ValueError(f"config.client_batch={value!r} must be -1 (the measured default for the "
+                     "model and backend), 0 (all clients at once) or a chunk size k > 0.")
   return value
 
 
@@ -118,6 +126,7 @@ class ExperimentSpec:
   method: str
   checkpoint_every: int
   client_batch: int
+  local_loop: str
   data: DataSpec
   model: ModelSpec
   secagg: SecAggSpec
@@ -195,7 +204,8 @@ class ExperimentSpec:
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
         method=_choice("method", c.method, METHODS),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 0)), allow_zero=True)),
-        client_batch=int(_positive("client_batch", int(g("client_batch", 0)), allow_zero=True)),
+        client_batch=_client_batch(int(g("client_batch", -1))),
+        local_loop=_choice("local_loop", g("local_loop", "auto"), LOCAL_LOOPS),
         data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
                       data_dir=g("data.data_dir", "") or None,
                       partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 
 from clipjax.clip import invariance
-from clipjax.fl import round as round_lib
 from clipjax.models import units
 
 PyTree = Any
@@ -62,7 +61,6 @@ class MethodSpec:
   growth: float
   slack: str
   want_param_masks: bool = False
-  client_batch: int | None = None   # clients per vmapped chunk (see round_lib.train_clients)
 
 
 def init_clip_state(unit_spec: units.UnitSpec, num_clients: int):
@@ -86,46 +84,64 @@ def _client_masks(spec: MethodSpec, unit_spec, scores, clip_state, p, key):
   return prune_mask, new_state, invariant, slack
 
 
-def make_pruned_round(spec: MethodSpec, unit_spec: units.UnitSpec, client_update: Callable):
-  """Builds the masked training step of one round for all clients.
+def make_masks(spec: MethodSpec, unit_spec: units.UnitSpec):
+  """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
-    `pruned_round(params, score_reference, clip_state, p, keys, x, y, valid) -> PrunedOutput`.
-    `score_reference` is the parameters the invariance scores compare `params` with:
-    w(t-1) for CLIP, w(t-1) + the non-stragglers' mean update for FLuID (ignored by the
-    other methods). `p` is f32[C] keep fractions, `keys` typed keys [C].
+    `masks(params, score_reference, clip_state, p, keys) -> (prune_mask, param_prune_mask,
+    clip_state, invariant_units, slack_units, train_keys)`, everything with a leading client
+    axis C; `prune_mask` and `param_prune_mask` are None for `fedavg` (nothing is pruned).
+    `score_reference` is what the invariance scores compare `params` with: w(t-1) for CLIP,
+    w(t-1) + the non-stragglers' mean update for FLuID (ignored by the other methods).
   """
 
-  def pruned_round(params, score_reference, clip_state, p, keys, x, y, valid):
-    if spec.method in INVARIANCE_METHODS:
-      if spec.method == "fluid":
-        scores = units.unit_scores(unit_spec, score_reference, params)
-      else:
-        scores = units.unit_scores(unit_spec, params, score_reference)
+  def masks(params, score_reference, clip_state, p, keys):
+    mask_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    zeros = jnp.zeros(p.shape, jnp.int32)
+    if spec.method == "fedavg":  # nothing is pruned: no masks to build or apply
+      return None, None, clip_state, zeros, zeros, train_keys
+    if spec.method == "fluid":
+      scores = units.unit_scores(unit_spec, score_reference, params)
+    elif spec.method in INVARIANCE_METHODS:
+      scores = units.unit_scores(unit_spec, params, score_reference)
     else:
       scores = None
-    mask_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
-    if spec.method == "fedavg":  # nothing is pruned: no masks to build or apply
-      out = round_lib.train_clients(client_update, params, x, y, valid, train_keys,
-                                    client_batch=spec.client_batch)
-      num = p.shape[0]
-      ones = {layer.name: jnp.ones((num, layer.size), jnp.float32) for layer in unit_spec}
-      zeros = jnp.zeros((num,), jnp.int32)
-      return PrunedOutput(
-          delta=out.delta,
-          param_prune_mask=(jax.tree.map(jnp.ones_like, out.delta)
-                            if spec.want_param_masks else None),
-          prune_mask=ones, kept_units={k: jnp.full((num,), v.shape[1], jnp.int32)
-                                       for k, v in ones.items()},
-          invariant_units=zeros, slack_units=zeros, loss_sum=out.loss_sum,
-          num_seen=out.num_seen, num_steps=out.num_steps, clip_state=clip_state)
     prune_mask, new_state, invariant, slack = jax.vmap(
         lambda st, pk, kk: _client_masks(spec, unit_spec, scores, st, pk, kk))(
             clip_state, p, mask_keys)
     param_mask = jax.vmap(lambda m: units.param_prune_mask(unit_spec, m, params))(prune_mask)
-    out = round_lib.train_clients(client_update, params, x, y, valid, train_keys,
-                                  prune_mask, param_mask, client_batch=spec.client_batch)
-    kept = {k: jnp.sum(v, axis=-1).astype(jnp.int32) for k, v in prune_mask.items()}
+    return prune_mask, param_mask, new_state, invariant, slack, train_keys
+
+  return masks
+
+
+def make_pruned_round(spec: MethodSpec, unit_spec: units.UnitSpec, train: Callable):
+  """Builds one round's masked training for all clients: jitted masks, then `train`.
+
+  Args:
+    spec: the method's static choices.
+    unit_spec: the model's prunable units.
+    train: all clients' local training, from `clipjax.fl.training.make_trainer` (a host loop
+      of jitted steps on CPU, one jitted scan elsewhere).
+
+  Returns:
+    `pruned_round(params, score_reference, clip_state, p, keys, x, y, valid) -> PrunedOutput`.
+    `p` is f32[C] keep fractions, `keys` typed keys [C]. Host code: it calls jitted pieces.
+  """
+  masks = jax.jit(make_masks(spec, unit_spec))
+
+  def pruned_round(params, score_reference, clip_state, p, keys, x, y, valid):
+    prune_mask, param_mask, new_state, invariant, slack, train_keys = masks(
+        params, score_reference, clip_state, p, keys)
+    out = train(params, x, y, valid, train_keys, prune_mask, param_mask)
+    num = p.shape[0]
+    if prune_mask is None:
+      kept = {layer.name: jnp.full((num,), layer.size, jnp.int32) for layer in unit_spec}
+      prune_mask = {layer.name: jnp.ones((num, layer.size), jnp.float32) for layer in unit_spec}
+      if spec.want_param_masks:
+        param_mask = jax.tree.map(jnp.ones_like, out.delta)
+    else:
+      kept = {k: jnp.sum(v, axis=-1).astype(jnp.int32) for k, v in prune_mask.items()}
     return PrunedOutput(
         delta=out.delta,
         param_prune_mask=param_mask if spec.want_param_masks else None,

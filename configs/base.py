@@ -22,9 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.method = "fedavg"           # fedavg | random | ordered | fluid | clip_compute | clip_network
   c.checkpoint_every = 0        # 0: only the final checkpoint
-  c.client_batch = 4            # clients per vmapped chunk of the round; 0: vmap all at once
-                                # (vmapped convs become grouped convs, slow on XLA:CPU; on a
-                                # GPU, 0 is usually best: measure with scripts/bench_round.py)
+  c.local_loop = "auto"         # loop over local steps: host (jitted step per chunk, driven by
+                                # Python; CPU default) | scan (one jitted lax.scan; GPU/TPU
+                                # default) | auto. See clipjax/fl/training.py.
+  c.client_batch = -1           # clients per vmapped chunk; -1: the measured default for the
+                                # model and backend (1 on CPU, all on GPU/TPU); 0: all at once.
+                                # Measure with scripts/bench_train.py.
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "femnist"       # femnist | shakespeare | cifar10

@@ -1,4 +1,4 @@
-"""Local training of ONE client: a `lax.scan` over padded steps, vmapped by the round.
+"""Local training of ONE client: one step, and a `lax.scan` over its padded steps.
 
 Every client of a round has the same padded shapes: its examples live in slots
 `[0, num_examples)` of an `N` slot axis (`valid` is a prefix) and it runs
@@ -102,9 +102,76 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array
   return jnp.sum(losses * w), jnp.sum(w)
 
 
+@flax.struct.dataclass
+class ClientCarry:
+  """State of ONE client between local steps (fixed-shape, so a loop can carry it)."""
+
+  params: PyTree
+  opt_state: PyTree
+  loss_sum: jax.Array
+  num_seen: jax.Array
+  num_steps: jax.Array
+
+
+def make_client_step(apply_fn: ApplyFn, batch_fn: BatchFn,
+                     optimizer: optax.GradientTransformation):
+  """Builds the three pieces of ONE client's local training, for any loop to drive.
+
+  The same pieces make the device-side `lax.scan` of `make_client_update` and the host loop
+  of `clipjax.fl.training` (DESIGN 2.5: on XLA:CPU a convolution inside a while loop runs far
+  below its speed outside one), so both loops compute the same function.
+
+  Args:
+    apply_fn: model forward, `apply_fn(params, inputs, prune_mask) -> logits`.
+    batch_fn: example gathering, `batch_fn(x, y, idx) -> (inputs, labels)`.
+    optimizer: client optimiser (optax); its state starts fresh every round.
+
+  Returns:
+    `(init, step, finish)`:
+    `init(params) -> ClientCarry`;
+    `step(carry, x, y, idx[B], ok[B], prune_mask) -> ClientCarry`, a no-op when no example
+    of the batch is valid (`jnp.where(active, new, old)`);
+    `finish(carry, params, param_prune_mask) -> ClientOutput`.
+  """
+
+  def init(params) -> ClientCarry:
+    zero = jnp.zeros((), jnp.float32)
+    return ClientCarry(params, optimizer.init(params), zero, zero, jnp.zeros((), jnp.int32))
+
+  def loss_fn(p, inputs, labels, ok, prune_mask):
+    logits = apply_fn(p, inputs, prune_mask)
+    total, count = masked_cross_entropy(logits, labels, ok)
+    return total / jnp.maximum(count, 1.0), (total, count)
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def step(carry: ClientCarry, x, y, b_idx, ok, prune_mask=None) -> ClientCarry:
+    p, opt_state = carry.params, carry.opt_state
+    inputs, labels = batch_fn(x, y, b_idx)
+    grads, (total, count) = grad_fn(p, inputs, labels, ok, prune_mask)
+    updates, new_opt_state = optimizer.update(grads, opt_state, p)
+    new_p = optax.apply_updates(p, updates)
+    active = jnp.any(ok)
+    keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+    return ClientCarry(jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_opt_state, opt_state),
+                       carry.loss_sum + total, carry.num_seen + count,
+                       carry.num_steps + active.astype(jnp.int32))
+
+  def finish(carry: ClientCarry, params, param_prune_mask=None) -> ClientOutput:
+    delta = jax.tree.map(jnp.subtract, carry.params, params)
+    if param_prune_mask is not None:
+      delta = jax.tree.map(jnp.multiply, delta, param_prune_mask)
+    return ClientOutput(delta=delta, loss_sum=carry.loss_sum, num_seen=carry.num_seen,
+                        num_steps=carry.num_steps)
+
+  return init, step, finish
+
+
 def make_client_update(apply_fn: ApplyFn, batch_fn: BatchFn,
                        optimizer: optax.GradientTransformation, spec: LocalSpec):
-  """Builds `client_update` for ONE client (vmap it over the client axis).
+  """Builds `client_update` for ONE client as a device-side `lax.scan` over its steps.
+
+  This is the GPU/TPU loop; on CPU, `clipjax.fl.training` drives the same step from the host.
 
   Args:
     apply_fn: model forward, `apply_fn(params, inputs, prune_mask) -> logits`.
@@ -118,37 +185,15 @@ def make_client_update(apply_fn: ApplyFn, batch_fn: BatchFn,
     pass, so pruned units get exactly zero gradient; `param_prune_mask` (params-shaped 0/1)
     zeroes the returned delta at pruned coordinates, keeping its full fixed size.
   """
+  init, step, finish = make_client_step(apply_fn, batch_fn, optimizer)
 
   def client_update(params, x, y, valid, key, prune_mask=None, param_prune_mask=None):
     idx, batch_valid = batch_indices(key, valid, spec)
 
-    def loss_fn(p, inputs, labels, ok):
-      logits = apply_fn(p, inputs, prune_mask)
-      total, count = masked_cross_entropy(logits, labels, ok)
-      return total / jnp.maximum(count, 1.0), (total, count)
+    def body(carry, batch):
+      return step(carry, x, y, batch[0], batch[1], prune_mask), None
 
-    grad_fn = jax.grad(loss_fn, has_aux=True)
-
-    def step(carry, batch):
-      p, opt_state, loss_sum, seen, steps = carry
-      b_idx, ok = batch
-      inputs, labels = batch_fn(x, y, b_idx)
-      grads, (total, count) = grad_fn(p, inputs, labels, ok)
-      updates, new_opt_state = optimizer.update(grads, opt_state, p)
-      new_p = optax.apply_updates(p, updates)
-      active = jnp.any(ok)
-      keep = lambda new, old: jnp.where(active, new, old)
-      p = jax.tree.map(keep, new_p, p)
-      opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-      return (p, opt_state, loss_sum + total, seen + count,
-              steps + active.astype(jnp.int32)), None
-
-    zero = jnp.zeros((), jnp.float32)
-    init = (params, optimizer.init(params), zero, zero, jnp.zeros((), jnp.int32))
-    (trained, _, loss_sum, seen, steps), _ = jax.lax.scan(step, init, (idx, batch_valid))
-    delta = jax.tree.map(jnp.subtract, trained, params)
-    if param_prune_mask is not None:
-      delta = jax.tree.map(jnp.multiply, delta, param_prune_mask)
-    return ClientOutput(delta=delta, loss_sum=loss_sum, num_seen=seen, num_steps=steps)
+    carry, _ = jax.lax.scan(body, init(params), (idx, batch_valid))
+    return finish(carry, params, param_prune_mask)
 
   return client_update
