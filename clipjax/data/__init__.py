@@ -5,7 +5,7 @@ pure function of the seed and packs them into fixed shapes ``[C, N_max, ...]`` w
 mask. Device side: :func:`example_batch` cuts one client's model inputs and labels (jittable).
 """
 
-from clipjax.data.batching import example_batch
+from clipjax.data.batching import example_batch, pooled_batch
 from clipjax.data.federated import DATASETS, choose_clients, load_federated
 from clipjax.data.packing import ClientArrays, FederatedData, pack_images, pack_text
 from clipjax.data.partition import label_skew, partition_dirichlet, partition_iid
@@ -18,6 +18,7 @@ __all__ = [
     "FederatedData",
     "choose_clients",
     "example_batch",
+    "pooled_batch",
     "find_data_file",
     "label_skew",
     "load_federated",

@@ -44,3 +44,41 @@ def example_batch(
         inputs = text[idx[:, None] + offsets[None, :]]
         return inputs, text[idx + jnp.int32(seq_len)]
     raise ValueError(f"Unknown data kind {kind!r}; expected 'images' or 'text'.")
+
+
+def pooled_batch(
+    kind: str,
+    x: jax.Array,
+    y: jax.Array,
+    client: jax.Array,
+    idx: jax.Array,
+    *,
+    seq_len: int = 80,
+) -> tuple[jax.Array, jax.Array]:
+    """Inputs and labels of examples drawn from several clients' packed data at once.
+
+    The pooled counterpart of ``example_batch`` (same values for the same example): example
+    ``b`` is slot ``idx[b]`` of client ``client[b]``, gathered straight from the ``[C, ...]``
+    arrays, so evaluation of one model can fill whole batches across clients.
+
+    Args:
+      kind: "images" or "text".
+      x: images uint8 [C, N, H, W, ch]; text uint8 [C, L].
+      y: images int [C, N]; text: unused.
+      client, idx: int32 [B] client ids and example indices.
+      seq_len: text window length.
+
+    Raises:
+      ValueError: for an unknown ``kind``.
+    """
+    client = jnp.asarray(client, dtype=jnp.int32)
+    idx = jnp.asarray(idx, dtype=jnp.int32)
+    if kind == "images":
+        inputs = jnp.asarray(x)[client, idx].astype(jnp.float32) / jnp.float32(255.0)
+        return inputs, jnp.asarray(y)[client, idx].astype(jnp.int32)
+    if kind == "text":
+        offsets = jnp.arange(seq_len, dtype=jnp.int32)
+        text = jnp.asarray(x)
+        inputs = text[client[:, None], idx[:, None] + offsets[None, :]].astype(jnp.int32)
+        return inputs, text[client, idx + jnp.int32(seq_len)].astype(jnp.int32)
+    raise ValueError(f"Unknown data kind {kind!r}; expected 'images' or 'text'.")
