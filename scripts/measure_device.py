@@ -1,6 +1,6 @@
 """Measures a device's sustained training throughput (FLOP/s) for the virtual clock.
 
-Trains one real FEMNIST client with the jitted one-client update on ONE CPU thread and
+Trains one real FEMNIST client with the experiments' local-training loop on ONE CPU thread and
 divides the analytic training FLOPs (`clipjax.models.flops.train_flops`, checked against
 XLA's cost analysis in the tests) by the measured seconds. The result is a grounded value
 for `--config.devices.fast_flops` (the paper's fast tier is a 3 GHz CPU; scale by the
@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 
 from clipjax import report  # noqa: E402
 from clipjax.data import example_batch, load_federated  # noqa: E402
-from clipjax.fl import local  # noqa: E402
+from clipjax.fl import local, training  # noqa: E402
 from clipjax.models import flops, get_model  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "leaf_cnn", "Model (FEMNIST input: leaf_cnn).")
@@ -48,13 +48,14 @@ def main(argv):
   model = get_model(_MODEL.value, num_classes=data.num_classes, width=_WIDTH.value)
   params = model.init(jax.random.key(0))
   n = int(data.train.num_examples[_CLIENT.value])
-  x = jnp.asarray(data.train.x[_CLIENT.value, :n])
-  y = jnp.asarray(data.train.y[_CLIENT.value, :n])
-  valid = jnp.ones((n,), bool)
-  update = jax.jit(local.make_client_update(
+  x = jnp.asarray(data.train.x[_CLIENT.value:_CLIENT.value + 1, :n])
+  y = jnp.asarray(data.train.y[_CLIENT.value:_CLIENT.value + 1, :n])
+  valid = jnp.ones((1, n), bool)
+  train = training.make_trainer(  # the loop the experiments use on this backend
       model.apply, lambda xc, yc, idx: example_batch("images", xc, yc, idx), optax.sgd(0.05),
-      local.LocalSpec(epochs=1, batch_size=_BATCH.value)))
-  key = jax.random.key(1)
+      local.LocalSpec(epochs=1, batch_size=_BATCH.value), client_batch=1)
+  update = lambda p, xc, yc, v, k: train(p, xc, yc, v, k).delta  # noqa: E731
+  key = jax.random.key(1)[None]
   jax.block_until_ready(update(params, x, y, valid, key))  # compile
   seconds = []
   for _ in range(_REPEATS.value):

@@ -43,8 +43,13 @@ def _masked_step(cell, carry, x_t, unit_mask):
 
 
 _SCAN = dict(variable_broadcast="params", split_rngs={"params": False}, out_axes=1)
-_plain_scan = nn.scan(_plain_step, in_axes=1, **_SCAN)
-_masked_scan = nn.scan(_masked_step, in_axes=(1, nn.broadcast), **_SCAN)
+
+
+def _scans(unroll: int):
+  """`nn.scan` over time of the plain and the masked step, `unroll` steps per iteration."""
+  plain = nn.scan(_plain_step, in_axes=1, unroll=unroll, **_SCAN)
+  masked = nn.scan(_masked_step, in_axes=(1, nn.broadcast), unroll=unroll, **_SCAN)
+  return plain, masked
 
 
 def _python_loop(step, cell, carry, xs, *args):
@@ -66,6 +71,10 @@ class LeafLSTM(nn.Module):
     num_classes: Output symbols.
     unroll: If True, a Python loop over time instead of `nn.scan` (same params, same function);
       FLOP tests use it because XLA's cost analysis counts a while-loop body only once.
+    scan_unroll: Time steps per iteration of the scan. 1 measured fastest on XLA:CPU
+      (`scripts/bench_train.py --models=leaf_lstm --lstm_unroll=2,8`; README). A variant with
+      the four gates fused into one [H, 4H] matmul and the input projection hoisted out of the
+      time loop was also measured (20% slower on the 2-core CPU) and not kept.
   """
 
   vocab_size: int
@@ -73,6 +82,7 @@ class LeafLSTM(nn.Module):
   hidden_features: tuple[int, ...]
   num_classes: int
   unroll: bool = False
+  scan_unroll: int = 1
 
   @nn.compact
   def __call__(self, tokens: jax.Array, prune_mask: Optional[Mapping[str, jax.Array]] = None
@@ -92,12 +102,13 @@ class LeafLSTM(nn.Module):
       cell = nn.LSTMCell(features, name=name)
       zeros = jnp.zeros((batch, features), jnp.float32)
       carry = (zeros, zeros)  # (c, h), as flax's LSTMCell orders it
+      plain_scan, masked_scan = _scans(self.scan_unroll)
       if prune_mask is None:
-        step, scan, args = _plain_step, _plain_scan, ()
+        step, scan, args = _plain_step, plain_scan, ()
       else:
         unit_mask = jnp.asarray(prune_mask[name]).astype(jnp.float32)
         chex.assert_shape(unit_mask, (features,))
-        step, scan, args = _masked_step, _masked_scan, (unit_mask,)
+        step, scan, args = _masked_step, masked_scan, (unit_mask,)
       if self.unroll:
         _, x = _python_loop(step, cell, carry, x, *args)
       else:

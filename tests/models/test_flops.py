@@ -74,8 +74,11 @@ def test_leaf_lstm_flops_match_xla(kept):
          lambda sub: dataclasses.replace(sub, module=sub.module.clone(unroll=True)))
 
 
-def test_lstm_unroll_is_the_same_function():
+@pytest.mark.parametrize("scan_unroll", [1, 3])
+def test_lstm_unroll_is_the_same_function(scan_unroll):
   model_def = get_model("leaf_lstm", width=0.0625)
+  model_def = dataclasses.replace(model_def,
+                                  module=model_def.module.clone(scan_unroll=scan_unroll))
   unrolled = dataclasses.replace(model_def, module=model_def.module.clone(unroll=True))
   params = jax.jit(model_def.init)(jax.random.key(0))
   x = jax.random.randint(jax.random.key(1), (2, 12), 0, 80)  # the modules take any length
