@@ -261,11 +261,11 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
   start = time.perf_counter()
   candidates = u1 - drops["share_keys"]
   u2set = set(candidates)
-  short = [None]
-  while short:
-    short = [u for u in sorted(u2set)
-             if 1 + sum(v in u2set for v in setup.neighbours(u)) < t]
-    u2set.difference_update(short)
+  while True:
+    short = {u for u in u2set if 1 + sum(v in u2set for v in setup.neighbours(u)) < t}
+    if not short:
+      break
+    u2set -= short
   u2 = sorted(u2set)
   too_few = left_out["too_few_holders"] = tuple(sorted(candidates - u2set))
   if len(u2) < t:  # every candidate trained and sent shares: all of them are charged
