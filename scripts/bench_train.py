@@ -49,6 +49,8 @@ _MODELS = flags.DEFINE_list("models", ["vgg9", "leaf_cnn", "leaf_lstm"], "Models
 _CLIENTS = flags.DEFINE_list("clients", ["10", "20"], "Round sizes C.")
 _CHUNKS = flags.DEFINE_list("chunks", [], "Extra clipjax chunk sizes (client_batch) to time "
                             "at the first C, besides the default.")
+_STREAMS = flags.DEFINE_list("streams", [], "Extra numbers of client chunks in flight at once "
+                             "(host loop) to time at the first C.")
 _WIDTH = flags.DEFINE_float("width", 1.0, "Width multiplier of every model.")
 _EXAMPLES = flags.DEFINE_integer("examples", 0, "Examples per client (0: 3 batches' worth).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repetitions of each side (best kept).")
@@ -165,9 +167,9 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
   loop = training.default_loop()
   default_chunk = training.default_client_batch(name, loop)
 
-  def clipjax_side(num, chunk, loop_name=loop, apply_fn=model.apply):
+  def clipjax_side(num, chunk, loop_name=loop, apply_fn=model.apply, streams=1):
     train = training.make_trainer(apply_fn, bf, optax.sgd(_LR), spec, loop=loop_name,
-                                  client_batch=chunk)
+                                  client_batch=chunk, streams=streams)
     x, y, v = jnp.asarray(xs[:num]), jnp.asarray(ys[:num]), jnp.asarray(vs[:num])
     keys = round_lib.client_keys(jax.random.key(1), jnp.int32(0), jnp.arange(num))
     return lambda: jax.block_until_ready(train(params, x, y, v, keys).delta)
@@ -181,6 +183,10 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
         if chunk != default_chunk:
           sides.append((f"clipjax round, {loop} loop, {chunk or num} client(s)/step", "chunk",
                         num, clipjax_side(num, chunk)))
+      for streams in _STREAMS.value:
+        sides.append((f"clipjax round, {loop} loop, {default_chunk or num} client(s)/step, "
+                      f"{streams} streams", "streams", num,
+                      clipjax_side(num, default_chunk, streams=int(streams))))
     sides.append(("pytorch client loop", "torch_loop", num,
                   lambda num=num: [torch_clients.train_client(tx[c], ty[c], n) for c in range(num)]))
   sides.append(("clipjax one client", "client", 1, clipjax_side(1, 1)))

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from clipjax.data import example_batch
-from clipjax.fl import local
+from clipjax.fl import local, training
 from clipjax.models import get_model, units
 
 CASES = [  # model, width, data kind
@@ -49,13 +49,19 @@ def test_masked_training_equals_dense_subnetwork(name, width, kind):
   spec = local.LocalSpec(epochs=1, batch_size=4)
   key = jax.random.key(7)
 
-  full_update = jax.jit(local.make_client_update(model.apply, batch_fn, optax.sgd(0.5), spec))
-  masked = full_update(params, x, y, valid, key, prune_mask, param_mask)
+  # The CPU default loop (the host loop; tests/fl/test_training.py checks it against the scan).
+  first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+  batch = lambda t: jax.tree.map(lambda a: jnp.asarray(a)[None], t)  # noqa: E731
+  full_train = training.make_trainer(model.apply, batch_fn, optax.sgd(0.5), spec, loop="host",
+                                     client_batch=1)
+  masked = first(full_train(params, x[None], y[None], valid[None], key[None],
+                            batch(prune_mask), batch(param_mask)))
 
   sub_model = model.with_widths({k: int(v.sum()) for k, v in keep.items()})
   sub_params = jax.tree.map(jnp.asarray, units.extract_subnetwork(model.unit_spec, params, keep))
-  sub_update = jax.jit(local.make_client_update(sub_model.apply, batch_fn, optax.sgd(0.5), spec))
-  dense = sub_update(sub_params, x, y, valid, key)
+  sub_train = training.make_trainer(sub_model.apply, batch_fn, optax.sgd(0.5), spec, loop="host",
+                                    client_batch=1)
+  dense = first(sub_train(sub_params, x[None], y[None], valid[None], key[None]))
   scattered = units.scatter_subnetwork(model.unit_spec, jax.device_get(dense.delta), keep, like=params)
 
   assert int(masked.num_steps) == int(dense.num_steps) == 3

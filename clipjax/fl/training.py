@@ -73,10 +73,13 @@ class HostLoopTrainer:
 
   def __init__(self, apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
                optimizer: optax.GradientTransformation, spec: local.LocalSpec,
-               client_batch: int = 1):
+               client_batch: int = 1, streams: int = 1):
     if client_batch < 1:
       raise ValueError(f"client_batch must be >= 1 for the host loop, got {client_batch}.")
+    if streams < 1:
+      raise ValueError(f"streams must be >= 1, got {streams}.")
     self.spec = spec
+    self.streams = int(streams)
     self.client_batch = client_batch = int(client_batch)
     init, step, finish = local.make_client_step(apply_fn, batch_fn, optimizer)
 
@@ -125,18 +128,26 @@ class HostLoopTrainer:
     num_clients = x.shape[0]
     idx, ok, any_ok = self._indices(keys, valid)
     active = np.asarray(jax.device_get(any_ok))  # [C, S]: which steps do any work
+    chunks = _chunk_ids(num_clients, self.client_batch)
     carries = []
-    for ids in _chunk_ids(num_clients, self.client_batch):
-      carry, data = self._start(params, jnp.asarray(ids), x, y, idx, ok, prune_mask)
-      for s in np.flatnonzero(active[ids].any(axis=0)):
-        carry = self._step(carry, data, np.int32(s))
-      carries.append(carry)
+    for first in range(0, len(chunks), self.streams):
+      # `streams` chunks in flight: their steps are dispatched in turn, and with asynchronous
+      # dispatch independent chains can run at once on several cores.
+      group = chunks[first:first + self.streams]
+      state = [self._start(params, jnp.asarray(ids), x, y, idx, ok, prune_mask) for ids in group]
+      steps = [set(np.flatnonzero(active[ids].any(axis=0)).tolist()) for ids in group]
+      for s in sorted(set().union(*steps)):
+        for j, (carry, data) in enumerate(state):
+          if s in steps[j]:
+            state[j] = (self._step(carry, data, np.int32(s)), data)
+      carries += [carry for carry, _ in state]
     return self._end(tuple(carries), params, param_prune_mask, num_clients)
 
 
 def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
                  optimizer: optax.GradientTransformation, spec: local.LocalSpec, *,
-                 loop: str = "auto", client_batch: int = 0) -> Callable[..., local.ClientOutput]:
+                 loop: str = "auto", client_batch: int = 0,
+                 streams: int = 1) -> Callable[..., local.ClientOutput]:
   """All clients' local training: `train(params, x, y, valid, keys, prune_mask=None,
   param_prune_mask=None) -> ClientOutput` with a leading client axis.
 
@@ -144,6 +155,7 @@ def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
     apply_fn, batch_fn, optimizer, spec: as for `local.make_client_update`.
     loop: `"host"`, `"scan"` or `"auto"` (`default_loop()`).
     client_batch: clients per vmapped chunk; 0 vmaps all clients at once.
+    streams: host loop only: chunks whose steps are dispatched in turn (in flight at once).
 
   Raises:
     ValueError: for an unknown loop or a negative client_batch.
@@ -156,7 +168,7 @@ def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
   if loop == "host":
     if client_batch == 0:
       return _HostAll(apply_fn, batch_fn, optimizer, spec)
-    return HostLoopTrainer(apply_fn, batch_fn, optimizer, spec, client_batch)
+    return HostLoopTrainer(apply_fn, batch_fn, optimizer, spec, client_batch, streams)
   client_update = local.make_client_update(apply_fn, batch_fn, optimizer, spec)
   return jax.jit(lambda params, x, y, valid, keys, prune_mask=None, param_prune_mask=None:
                  round_lib.train_clients(client_update, params, x, y, valid, keys, prune_mask,

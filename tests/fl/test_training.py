@@ -30,8 +30,8 @@ def _assert_same(got, want):
   np.testing.assert_array_equal(got.num_seen, want.num_seen)
 
 
-@pytest.mark.parametrize("client_batch", [1, 2, 4, 0])
-def test_host_loop_equals_scan_for_every_chunk_size(client_batch):
+@pytest.mark.parametrize("client_batch,streams", [(1, 1), (2, 1), (4, 1), (0, 1), (1, 3)])
+def test_host_loop_equals_scan_for_every_chunk_size(client_batch, streams):
   # 7 clients: chunks of 2 and 4 leave a partly filled last chunk.
   x, y, valid, _ = make_clients(7, 9, seed=3)
   spec = local.LocalSpec(epochs=2, batch_size=3)
@@ -40,7 +40,7 @@ def test_host_loop_equals_scan_for_every_chunk_size(client_batch):
   keys = round_lib.client_keys(jax.random.key(5), jnp.int32(2), jnp.arange(7))
   want = _scan_reference(spec, opt, params, x, y, valid, keys)
   train = training.make_trainer(apply_fn, batch_fn, opt, spec, loop="host",
-                                client_batch=client_batch)
+                                client_batch=client_batch, streams=streams)
   got = train(params, x, y, valid, keys)
   assert got.delta["w"].shape == (7, *params["w"].shape)
   _assert_same(got, want)
