@@ -7,8 +7,9 @@ by the real SecAgg+ protocol.
 
 Command:
   python scripts/train.py --config configs/quickstart.py --workdir runs/quickstart
-Hardware: 2 CPU cores, no GPU (another job running). Measured: 1 min 22 s wall, mean virtual
-round 0.711 s, 2 stragglers per round, test accuracy 0.524 after 20 rounds.
+Hardware: 2 CPU cores, no GPU. Measured 2026-11-22 (host loop of local steps, SecAgg+ with
+the analysed k = 4, t = 3): 49 s wall, mean virtual round 0.699 s, test accuracy 0.524 after
+20 rounds.
 """
 
 from configs import base
