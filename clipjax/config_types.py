@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from clipjax.fl import training
+
 METHODS = ("fedavg", "random", "ordered", "fluid", "clip_compute", "clip_network")
 DATASETS = ("femnist", "shakespeare", "cifar10")
 MODELS = ("leaf_cnn", "vgg9", "leaf_lstm")
 AGGREGATIONS = ("padded", "participation_weighted")
 SLACK_RULES = ("lowest_score", "random")
 PROTOCOLS = ("secagg", "secagg+")
-LOCAL_LOOPS = ("auto", "host", "scan")  # clipjax.fl.training.LOOPS
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -205,7 +206,7 @@ class ExperimentSpec:
         method=_choice("method", c.method, METHODS),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 0)), allow_zero=True)),
         client_batch=_client_batch(int(g("client_batch", -1))),
-        local_loop=_choice("local_loop", g("local_loop", "auto"), LOCAL_LOOPS),
+        local_loop=_choice("local_loop", g("local_loop", "auto"), training.LOOPS),
         data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
                       data_dir=g("data.data_dir", "") or None,
                       partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),

@@ -76,12 +76,11 @@ def run(config, workdir: str) -> dict[str, Any]:
   batch_fn = lambda x, y, idx: example_batch(data.kind, x, y, idx, seq_len=data.seq_len or 80)  # noqa: E731
 
   optimizer = optax.sgd(spec.client_lr, momentum=spec.client_momentum or None)
-  loop = training.default_loop() if spec.local_loop == "auto" else spec.local_loop
-  client_batch = (training.default_client_batch(spec.model.name, loop)
-                  if spec.client_batch < 0 else spec.client_batch)
+  client_batch = (training.default_client_batch(spec.model.name) if spec.client_batch < 0
+                  else spec.client_batch)
   train = training.make_trainer(model.apply, batch_fn, optimizer,
                                 local.LocalSpec(spec.local_epochs, spec.batch_size),
-                                loop=loop, client_batch=client_batch)
+                                loop=spec.local_loop, client_batch=client_batch)
   server_opt = server_lib.make_server_optimizer(spec.server_optimizer, spec.server_lr)
   state = server_lib.server_init(params, server_opt)
   participation = spec.clip.aggregation == "participation_weighted"

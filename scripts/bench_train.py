@@ -165,7 +165,7 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
   torch_clients = TorchClients(name, width, model.num_classes, kind, batch)
   tx, ty = torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
   loop = training.default_loop()
-  default_chunk = training.default_client_batch(name, loop)
+  default_chunk = training.default_client_batch(name)
 
   def clipjax_side(num, chunk, loop_name=loop, apply_fn=model.apply, streams=1):
     train = training.make_trainer(apply_fn, bf, optax.sgd(_LR), spec, loop=loop_name,

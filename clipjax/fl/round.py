@@ -52,7 +52,8 @@ def train_clients(client_update: Callable, params: PyTree, x, y, valid, keys,
   per-client weights makes it a grouped convolution, which XLA:CPU runs far below its dense
   speed; `client_batch=k` instead maps over the clients k at a time (`lax.map` with
   `batch_size`, vmapped inside each chunk): the same fixed-shape, single-compile round.
-  `scripts/bench_round.py` measures the choices side by side.
+  This is the device-side loop (GPU/TPU); `clipjax.fl.training` chooses per backend and
+  `scripts/bench_train.py` measures the choices side by side.
 
   Args:
     client_update: from `make_client_update`.

@@ -45,7 +45,7 @@ def default_loop(backend: Optional[str] = None) -> str:
   return "host" if (backend or jax.default_backend()) == "cpu" else "scan"
 
 
-def default_client_batch(model_name: str, loop: str, backend: Optional[str] = None) -> int:
+def default_client_batch(model_name: str, backend: Optional[str] = None) -> int:
   """Clients per chunk: measured CPU defaults; 0 (all clients at once) on accelerators."""
   if (backend or jax.default_backend()) == "cpu":
     return CPU_CLIENT_BATCH.get(model_name, 1)

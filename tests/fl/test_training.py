@@ -113,8 +113,8 @@ def test_bad_loop_choices_are_rejected():
 def test_defaults_are_host_on_cpu_and_scan_elsewhere():
   assert training.default_loop("cpu") == "host"
   assert training.default_loop("gpu") == "scan"
-  assert training.default_client_batch("vgg9", "host", "cpu") >= 1
-  assert training.default_client_batch("vgg9", "scan", "gpu") == 0
+  assert training.default_client_batch("vgg9", "cpu") >= 1
+  assert training.default_client_batch("vgg9", "gpu") == 0
 
 
 @pytest.mark.parametrize("kind", ["images", "text"])
