@@ -128,6 +128,12 @@ def run(config, workdir: str) -> dict[str, Any]:
     except ValueError as e:
       raise ValueError(f"config.secagg.max_weight / training examples per client: {e}") from e
 
+  def evaluate_into(row):  # on evaluation rounds (and the last), aborted or not
+    if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
+      eval_tick = time.perf_counter()
+      row.update(evaluator(state.params, test_x, test_y).summary())
+      row["host_seconds_eval"] = time.perf_counter() - eval_tick
+
   def record_abort(row, err, times, tick):  # the model is unchanged; the clock is charged
     nonlocal virtual_time
     round_s = secagg.aborted_round_seconds(times, err, spec.devices.server_seconds)
@@ -138,8 +144,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                 "secagg_too_few_holders": list(err.too_few_holders),
                 "round_time_s": round_s, "virtual_time_s": virtual_time, "stragglers": [],
                 "keep_fraction": []})
-    if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
-      row.update(evaluator(state.params, test_x, test_y).summary())
+    evaluate_into(row)
     row["host_seconds"] = time.perf_counter() - tick
     metrics_file.write(json.dumps(row) + "\n")
     metrics_file.flush()
@@ -249,10 +254,7 @@ def run(config, workdir: str) -> dict[str, Any]:
           "slack_units": np.asarray(host["slack"]).tolist(),
           "fit_s": np.round(times.fit, 4).tolist(), "client_time_s": np.round(times.total, 4).tolist(),
       })
-      if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
-        eval_tick = time.perf_counter()
-        row.update(evaluator(state.params, test_x, test_y).summary())
-        row["host_seconds_eval"] = time.perf_counter() - eval_tick
+      evaluate_into(row)
       row["host_seconds"] = time.perf_counter() - tick
       metrics_file.write(json.dumps(row) + "\n")
       metrics_file.flush()

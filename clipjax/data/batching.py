@@ -71,14 +71,10 @@ def pooled_batch(
     Raises:
       ValueError: for an unknown ``kind``.
     """
-    client = jnp.asarray(client, dtype=jnp.int32)
-    idx = jnp.asarray(idx, dtype=jnp.int32)
-    if kind == "images":
-        inputs = jnp.asarray(x)[client, idx].astype(jnp.float32) / jnp.float32(255.0)
-        return inputs, jnp.asarray(y)[client, idx].astype(jnp.int32)
-    if kind == "text":
-        offsets = jnp.arange(seq_len, dtype=jnp.int32)
-        text = jnp.asarray(x)
-        inputs = text[client[:, None], idx[:, None] + offsets[None, :]].astype(jnp.int32)
-        return inputs, text[client, idx + jnp.int32(seq_len)].astype(jnp.int32)
-    raise ValueError(f"Unknown data kind {kind!r}; expected 'images' or 'text'.")
+    # Flattening the client axis makes slot idx of client c slot c * N + idx of one big client
+    # (text windows of valid starts never cross into the next client's text).
+    x = jnp.asarray(x)
+    slots = x.shape[1]
+    flat_idx = jnp.asarray(client, jnp.int32) * slots + jnp.asarray(idx, jnp.int32)
+    flat_y = jnp.asarray(y).reshape(-1)
+    return example_batch(kind, x.reshape(-1, *x.shape[2:]), flat_y, flat_idx, seq_len=seq_len)
