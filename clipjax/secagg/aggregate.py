@@ -14,6 +14,11 @@ before MaskedInputCollection (its pairwise masks are recovered like any drop-out
 cannot share its secrets, so it drops at ShareKeys (``too_few_holders``) instead of aborting
 the round.
 
+:func:`secure_sum` is a short driver over the stages: the host side of each one (who takes part,
+which seeds blind what, share sealing and reconstruction) is :mod:`clipjax.secagg.stages`; the
+device side (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`, jitted
+here; this module validates the arguments and decodes the sum.
+
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
   CCS 2017.
@@ -22,12 +27,11 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import math
 import numbers
 import secrets
-import struct
 import time
 from typing import Any
 
@@ -35,22 +39,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import blinding, chacha, host_crypto, quantize, shamir
+from clipjax.secagg import blinding, quantize, stages
 from clipjax.secagg import params as params_lib
 from clipjax.secagg import protocol as protocol_lib
-from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
+from clipjax.secagg.protocol import STAGES, Dropouts, RoundSetup
 
 _client_messages = jax.jit(blinding.client_messages,
                            static_argnames=("clip", "bits", "chunk_words"))
 _server_sum = jax.jit(blinding.server_sum)
 _unblind = jax.jit(blinding.unblind, static_argnames=("chunk_words",))
 _finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
-_SHARE_PLAINTEXT = 8 + 2 * shamir.SHARE_BYTES
-_SHARE_CIPHERTEXT = host_crypto.NONCE_BYTES + _SHARE_PLAINTEXT + host_crypto.TAG_BYTES
 # Largest D: the chunked masked vector (D + 1 words, padded by up to one chunk of at most
 # D + 16 words) must stay addressable by int32 indices.
 MAX_DIM = (1 << 30) - 16
-_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +88,6 @@ class SecureSumResult:
   stats: SecAggStats
   encoded_sum: np.ndarray
   setup: RoundSetup
-
-
-def _words(key: bytes) -> np.ndarray:
-  return chacha.key_words(key)
 
 
 def noise_keys(rng: jax.Array, num_clients: int) -> jax.Array:
@@ -181,6 +178,66 @@ def _setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropout
   return setup
 
 
+@contextlib.contextmanager
+def _timer(seconds: dict[str, float], name: str):
+  """Stores the host seconds the ``with`` body took as ``seconds[name]`` (unless it raises)."""
+  start = time.perf_counter()
+  yield
+  seconds[name] = time.perf_counter() - start
+
+
+def _masked_inputs(updates: jax.Array, codes: np.ndarray, masking: stages.MaskingKeys,
+                   rng: jax.Array | None, seed: int | None, *, clip: float, bits: int,
+                   budget_words: int) -> jax.Array:
+  """MaskedInputCollection on the device: the senders' uint32 ``[S, D + 1]`` masked inputs."""
+  if rng is None:
+    noise_seed = seed if seed is not None else secrets.randbits(63)
+    rng = jax.random.key(noise_seed)
+  n, dim = updates.shape
+  ids = np.array(masking.senders)
+  chunk = blinding.chunk_words_for(2 * len(ids) + len(masking.edge_keys), dim + 1, budget_words)
+  scale_hi, scale_lo = quantize.scale_pair(codes, clip)
+  messages = _client_messages(
+      updates[ids].astype(jnp.float32), jnp.asarray(scale_hi[ids]), jnp.asarray(scale_lo[ids]),
+      jnp.asarray(codes[ids]), noise_keys(rng, n)[ids], jnp.asarray(masking.self_keys),
+      jnp.asarray(masking.edge_keys), jnp.asarray(masking.edge_lo),
+      jnp.asarray(masking.edge_hi), clip=clip, bits=bits, chunk_words=chunk)
+  return messages.block_until_ready()
+
+
+def _unmasked_sum(total: jax.Array, unmasking: stages.UnmaskingKeys,
+                  budget_words: int) -> np.ndarray:
+  """Unmasking on the device: uint32 ``[D + 1]`` sum of the senders' encoded inputs."""
+  chunk = blinding.chunk_words_for(len(unmasking.self_keys) + len(unmasking.edge_keys),
+                                   total.shape[0], budget_words)
+  return np.asarray(_unblind(total, jnp.asarray(unmasking.self_keys),
+                             jnp.asarray(unmasking.edge_keys),
+                             jnp.asarray(unmasking.edge_negated), chunk_words=chunk))
+
+
+def _decode(encoded: np.ndarray, num_senders: int, clip: float, bits: int,
+            scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+  """(total, weight_total, mean) of the unmasked field sum, in int64 / float64.
+
+  The quantisation step is the only error; the mean is NaN if every weight is 0.
+  """
+  dim = encoded.shape[0] - 1
+  weight_total = int(encoded[dim]) / ((1 << bits) - 1) * scale
+  total = quantize.decode(encoded[:dim], num_senders, clip, bits) * scale
+  mean = total / weight_total if weight_total > 0 else np.full(dim, np.nan)
+  return total, weight_total, mean
+
+
+def _dropped(setup: RoundSetup, shared: stages.SharedKeys, masking: stages.MaskingKeys,
+             unmasking: stages.UnmaskingKeys) -> dict[str, tuple[int, ...]]:
+  """Stage -> sorted ids that dropped out at that stage (the drop-out spec, as it acted)."""
+  advertised = set(setup.advertised)
+  return {"advertise_keys": tuple(sorted(set(range(setup.num_clients)) - advertised)),
+          "share_keys": tuple(sorted(setup.dropouts["share_keys"] & advertised)),
+          "masked_input": tuple(sorted(setup.dropouts["masked_input"] & set(shared.clients))),
+          "unmasking": tuple(sorted(set(masking.senders) - set(unmasking.revealers)))}
+
+
 def secure_sum(updates, weights=None, *, max_weight: float | None = None,
                protocol: str | None = None, threshold: int | None = None,
                degree: int | None = None, bits: int = 16, clip: float = 1.0,
@@ -233,167 +290,36 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
                      "reused; call setup_round again")
   setup.used = True
   updates = jnp.asarray(updates)
-  t, srv, rand = setup.threshold, setup.server, setup.rng
-  drops = setup.dropouts
   seconds = {"advertise_keys": setup.seconds}
-  sent = {s: np.zeros(n, np.int64) for s in STAGES}
-  recv = {s: np.zeros(n, np.int64) for s in STAGES}
-  u1 = set(setup.advertised)
-  for u in u1:
-    sent["advertise_keys"][u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES
-    recv["advertise_keys"][u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES * len(setup.neighbours(u))
-
-  left_out = {"nonfinite": (), "too_few_holders": ()}  # reported with an abort too
-
-  def abort(message, stage, participants):
-    return RoundAborted(f"round {setup.round_index} aborted at {stage}: {message}", stage,
-                        participants, **left_out)
-
-  def check(stage, alive, participants):
-    if len(alive) < t:
-      raise abort(f"{len(alive)} clients survive, fewer than threshold t={t}", stage,
-                  participants)
-
-  # ShareKeys: self seed b_u; shares of b_u and s_u^SK to holders {u} + N(u), encrypted. A
-  # client with fewer than t holders among the clients that share cannot have its secrets
-  # rebuilt, so it is dropped here, alone (and, in turn, so is any client left short by that):
-  # the server can decide this from public facts, the graph and who sent shares.
-  start = time.perf_counter()
-  candidates = u1 - drops["share_keys"]
-  u2set = set(candidates)
-  while True:
-    short = {u for u in u2set if 1 + sum(v in u2set for v in setup.neighbours(u)) < t}
-    if not short:
-      break
-    u2set -= short
-  u2 = sorted(u2set)
-  too_few = left_out["too_few_holders"] = tuple(sorted(candidates - u2set))
-  if len(u2) < t:  # every candidate trained and sent shares: all of them are charged
-    raise abort(f"{len(u2)} clients survive ({len(too_few)} more lacked t share holders), fewer "
-                f"than threshold t={t}", "share_keys", candidates)
-  self_seed, own_shares = {}, {}
-  for u in u2:
-    holders = (u,) + tuple(v for v in setup.neighbours(u) if v in u2set)
-    self_seed[u] = rand.bytes(32)
-    sb = shamir.split(self_seed[u], t, holders, rand)
-    ss = shamir.split(setup.mask_private(u), t, holders, rand)
-    own_shares[u] = (sb[u], ss[u])
-    for v in holders[1:]:
-      plain = struct.pack("<II", u, v) + sb[v] + ss[v]
-      aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_SHARES)
-      key = setup.peer_key(u, v, host_crypto.INFO_SHARES)
-      srv.share_ciphertexts[(u, v)] = host_crypto.seal(key, plain, aad, rand)
-      sent["share_keys"][u] += _SHARE_CIPHERTEXT
-      recv["share_keys"][v] += _SHARE_CIPHERTEXT
-  seconds["share_keys"] = time.perf_counter() - start
-
-  # MaskedInputCollection. A client whose update is not finite sends nothing (a drop-out).
-  start = time.perf_counter()
-  finite = np.asarray(_finite_rows(updates))
-  nonfinite = tuple(u for u in u2 if not finite[u] and u not in drops["masked_input"])
-  left_out["nonfinite"] = nonfinite
-  if nonfinite:
-    _log.warning("round %d: clients %s have non-finite updates (NaN or Inf); they are left out "
-                 "of the sum as drop-outs", setup.round_index, list(nonfinite))
-  u3 = [u for u in u2 if u not in drops["masked_input"] and finite[u]]
-  check("masked_input", u3, u3 + list(nonfinite))  # the non-finite ones trained as well
-  row = {u: i for i, u in enumerate(u3)}
-  edges = [(a, b) for a, b in setup.edges.tolist() if a in u2set and b in u2set
-           and (a in row or b in row)]
-  edge_keys = np.stack([_words(setup.mask_seed(a, b)) for a, b in edges]) if edges \
-      else np.zeros((0, 8), np.uint32)
-  lo = np.array([row.get(a, len(u3)) for a, _ in edges], np.int32)
-  hi = np.array([row.get(b, len(u3)) for _, b in edges], np.int32)
-  self_keys = np.stack([_words(self_seed[u]) for u in u3])
-  seconds["masked_input_host"] = time.perf_counter() - start
-  start = time.perf_counter()
-  if rng is None:
-    noise_seed = setup.seed if setup.seed is not None else secrets.randbits(63)
-    rng = jax.random.key(noise_seed)
-  ids = np.array(u3)
-  chunk = blinding.chunk_words_for(2 * len(u3) + len(edges), dim + 1, budget_words)
-  scale_hi, scale_lo = quantize.scale_pair(codes, clip)
-  messages = _client_messages(
-      updates[ids].astype(jnp.float32), jnp.asarray(scale_hi[ids]), jnp.asarray(scale_lo[ids]),
-      jnp.asarray(codes[ids]), noise_keys(rng, n)[ids], jnp.asarray(self_keys),
-      jnp.asarray(edge_keys), jnp.asarray(lo), jnp.asarray(hi), clip=clip, bits=bits,
-      chunk_words=chunk)
-  messages.block_until_ready()
-  seconds["masked_input_device"] = time.perf_counter() - start
-  for u in u3:
-    sent["masked_input"][u] = 4 * (dim + 1)
-  srv.masked_ids = tuple(u3)
+  advertised = stages.advertise_keys_traffic(setup)
+  with _timer(seconds, "share_keys"):
+    shared = stages.share_keys(setup)
+  with _timer(seconds, "masked_input_host"):
+    masking = stages.masking_keys(setup, shared, np.asarray(_finite_rows(updates)), dim + 1)
+  with _timer(seconds, "masked_input_device"):
+    messages = _masked_inputs(updates, codes, masking, rng, setup.seed, clip=clip, bits=bits,
+                              budget_words=budget_words)
+  setup.server.masked_ids = masking.senders
   if keep_transcript_inputs:
-    srv.masked_inputs = np.asarray(messages)
-  start = time.perf_counter()
-  total = _server_sum(messages).block_until_ready()
-  seconds["server_sum"] = time.perf_counter() - start
+    setup.server.masked_inputs = np.asarray(messages)
+  with _timer(seconds, "server_sum"):
+    total = _server_sum(messages).block_until_ready()
   del messages
-
-  # Unmasking: survivors reveal b-shares of U3 and s^SK-shares of U2 \ U3.
-  start = time.perf_counter()
-  u3set = set(u3)
-  u4 = [v for v in u3 if v not in drops["unmasking"]]
-  check("unmasking", u4, u3)
-  revealed: dict[int, dict[int, bytes]] = {u: {} for u in u2}
-  for v in u4:
-    recv["unmasking"][v] += 4 * len(u3)
-    for u in u2:
-      if u == v:
-        share = own_shares[u][0]
-      elif (u, v) in srv.share_ciphertexts:
-        aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_SHARES)
-        plain = host_crypto.open_sealed(setup.peer_key(v, u, host_crypto.INFO_SHARES),
-                                        srv.share_ciphertexts[(u, v)], aad)
-        sb, ss = plain[8:8 + shamir.SHARE_BYTES], plain[8 + shamir.SHARE_BYTES:]
-        share = sb if u in u3set else ss
-      else:
-        continue
-      kind = "self_seed" if u in u3set else "mask_key"
-      srv.revealed_shares[(v, u, kind)] = share
-      revealed[u][v] = share
-      sent["unmasking"][v] += 4 + shamir.SHARE_BYTES
-  recovered = {}
-  for u in u2:
-    if len(revealed[u]) < t:
-      raise abort(f"client {u}'s secret has {len(revealed[u])} shares from surviving holders, "
-                  f"fewer than threshold t={t}", "unmasking", u3)
-    recovered[u] = shamir.combine(revealed[u], t)
-  rec_self = np.stack([_words(recovered[u]) for u in u3])
-  fix_keys, negated = [], []
-  for u in u2:
-    if u in u3set:
-      continue
-    if host_crypto.x25519_public(recovered[u]) != srv.public_keys[u][1]:
-      raise abort(f"the reconstructed masking key of client {u} does not match its public key",
-                  "unmasking", u3)
-    for v in setup.neighbours(u):
-      if v in u3set:
-        fix_keys.append(_words(host_crypto.agree(recovered[u], srv.public_keys[v][1],
-                                                 host_crypto.INFO_MASK)))
-        negated.append(v > u)
-  fix = np.stack(fix_keys) if fix_keys else np.zeros((0, 8), np.uint32)
-  seconds["unmasking_host"] = time.perf_counter() - start
-  start = time.perf_counter()
-  chunk = blinding.chunk_words_for(len(u3) + len(fix_keys), dim + 1, budget_words)
-  encoded = np.asarray(_unblind(total, jnp.asarray(rec_self), jnp.asarray(fix),
-                                jnp.asarray(np.array(negated, bool)), chunk_words=chunk))
-  # Decode in int64 / float64: the quantisation step is the only error.
-  weight_total = int(encoded[dim]) / ((1 << bits) - 1) * scale
-  total_f = quantize.decode(encoded[:dim], len(u3), clip, bits) * scale
-  mean = total_f / weight_total if weight_total > 0 else np.full(dim, np.nan)
-  seconds["unmasking_device"] = time.perf_counter() - start
+  with _timer(seconds, "unmasking_host"):
+    unmasking = stages.unmasking_keys(setup, shared, masking)
+  with _timer(seconds, "unmasking_device"):
+    encoded = _unmasked_sum(total, unmasking, budget_words)
+    total_f, weight_total, mean = _decode(encoded, len(masking.senders), clip, bits, scale)
   seconds["total"] = sum(seconds.values())
-  survivors = np.zeros(n, bool)
-  survivors[u3] = True
-  dropped = {"advertise_keys": tuple(sorted(set(range(n)) - u1)),
-             "share_keys": tuple(sorted(drops["share_keys"] & u1)),
-             "masked_input": tuple(sorted(drops["masked_input"] & u2set)),
-             "unmasking": tuple(sorted(u3set - set(u4)))}
-  return SecureSumResult(total=total_f, weight_total=weight_total, mean=mean,
-                         survivors=survivors, dropped=dropped, nonfinite=nonfinite,
-                         too_few_holders=too_few, stats=SecAggStats(sent, recv, seconds),
-                         encoded_sum=encoded, setup=setup)
+  traffic = dict(zip(STAGES, (advertised, shared.traffic, masking.traffic, unmasking.traffic)))
+  return SecureSumResult(
+      total=total_f, weight_total=weight_total, mean=mean,
+      survivors=np.isin(np.arange(n), masking.senders),
+      dropped=_dropped(setup, shared, masking, unmasking), nonfinite=masking.nonfinite,
+      too_few_holders=shared.too_few_holders,
+      stats=SecAggStats({s: x.sent for s, x in traffic.items()},
+                        {s: x.received for s, x in traffic.items()}, seconds),
+      encoded_sum=encoded, setup=setup)
 
 
 def secure_sum_tree(tree: Any, weights=None, **kwargs) -> tuple[Any, SecureSumResult]:

@@ -1,0 +1,288 @@
+"""Host side of the SecAgg stages after AdvertiseKeys: ShareKeys, masking keys, Unmasking.
+
+Each stage is one function of the round's :class:`RoundSetup` and the records of the stages
+before it. It returns a frozen record of what the stage decided (who is still in, the ChaCha20
+keys the device steps need) with its per-client traffic, adds what the server receives to
+``setup.server``, and raises :class:`RoundAborted` when fewer than t clients remain. The device
+work (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`;
+:func:`clipjax.secagg.aggregate.secure_sum` runs both in protocol order.
+
+Client sets follow Bonawitz et al.: U1 advertised keys, U2 shared them (``SharedKeys.clients``),
+U3 sent a masked input (``MaskingKeys.senders``), U4 revealed shares
+(``UnmaskingKeys.revealers``).
+
+References:
+  K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
+  CCS 2017.
+  J. Bell et al. Secure Single-Server Aggregation with (Poly)Logarithmic Overhead. CCS 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from clipjax.secagg import chacha, host_crypto, shamir
+from clipjax.secagg import protocol as protocol_lib
+from clipjax.secagg.protocol import RoundAborted, RoundSetup
+
+_SHARE_PLAINTEXT = 8 + 2 * shamir.SHARE_BYTES
+_SHARE_CIPHERTEXT = host_crypto.NONCE_BYTES + _SHARE_PLAINTEXT + host_crypto.TAG_BYTES
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+  """Bytes each client sent and received in one stage (int64 ``[C]`` each)."""
+  sent: np.ndarray
+  received: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedKeys:
+  """Outcome of ShareKeys.
+
+  Attributes:
+    clients: U2: sorted ids of the clients that shared their secrets.
+    too_few_holders: sorted ids dropped here because fewer than t of them share.
+    self_seeds: u -> u's 32-byte self-blind seed ``b_u`` (its private state), u in U2.
+    own_shares: u -> (u's own share of ``b_u``, of ``s_u^SK``), u in U2.
+    traffic: the stage's :class:`Traffic`.
+  """
+  clients: tuple[int, ...]
+  too_few_holders: tuple[int, ...]
+  self_seeds: dict[int, bytes]
+  own_shares: dict[int, tuple[bytes, bytes]]
+  traffic: Traffic
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingKeys:
+  """Outcome of MaskedInputCollection on the host: who sends, and the seeds of their blinds.
+
+  Attributes:
+    senders: U3: sorted ids of the clients that send a masked input; S = len(senders).
+    nonfinite: sorted ids in U2 that send nothing because their update is not finite.
+    self_keys: uint32 ``[S, 8]`` self-blind seeds, one row per sender.
+    edge_keys: uint32 ``[E, 8]`` pairwise seeds of the graph edges inside U2 that touch a
+      sender.
+    edge_lo, edge_hi: int32 ``[E]`` sender row of each edge's lower (upper) endpoint, or S
+      where that endpoint sends nothing.
+    traffic: the stage's :class:`Traffic`.
+  """
+  senders: tuple[int, ...]
+  nonfinite: tuple[int, ...]
+  self_keys: np.ndarray
+  edge_keys: np.ndarray
+  edge_lo: np.ndarray
+  edge_hi: np.ndarray
+  traffic: Traffic
+
+
+@dataclasses.dataclass(frozen=True)
+class UnmaskingKeys:
+  """Outcome of Unmasking on the host: the reconstructed seeds that remove the blinds.
+
+  Attributes:
+    revealers: U4: sorted ids of the senders that revealed their shares.
+    self_keys: uint32 ``[S, 8]`` reconstructed self-blind seeds of the senders (their order).
+    edge_keys: uint32 ``[F, 8]`` reconstructed pairwise seeds of the edges (dropped client in
+      U2 minus U3, sender).
+    edge_negated: bool ``[F]``: the sender subtracted that stream (it is the upper endpoint).
+    traffic: the stage's :class:`Traffic`.
+  """
+  revealers: tuple[int, ...]
+  self_keys: np.ndarray
+  edge_keys: np.ndarray
+  edge_negated: np.ndarray
+  traffic: Traffic
+
+
+def _zeros(setup: RoundSetup) -> np.ndarray:
+  return np.zeros(setup.num_clients, np.int64)
+
+
+def _key_rows(keys: Sequence[bytes]) -> np.ndarray:
+  """32-byte keys -> uint32 ``[len(keys), 8]`` ChaCha20 key words (``[0, 8]`` if none)."""
+  return np.stack([chacha.key_words(k) for k in keys]) if keys else np.zeros((0, 8), np.uint32)
+
+
+def aborted(setup: RoundSetup, message: str, stage: str, participants: Collection[int],
+            nonfinite: Sequence[int] = (), too_few_holders: Sequence[int] = ()) -> RoundAborted:
+  """The :class:`RoundAborted` of ``setup``'s round failing at ``stage``."""
+  return RoundAborted(f"round {setup.round_index} aborted at {stage}: {message}", stage,
+                      participants, nonfinite=nonfinite, too_few_holders=too_few_holders)
+
+
+def advertise_keys_traffic(setup: RoundSetup) -> Traffic:
+  """Traffic of AdvertiseKeys, which :func:`clipjax.secagg.setup_round` ran."""
+  sent, received = _zeros(setup), _zeros(setup)
+  for u in setup.advertised:
+    sent[u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES
+    received[u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES * len(setup.neighbours(u))
+  return Traffic(sent, received)
+
+
+def sharers(setup: RoundSetup, candidates: Collection[int]) -> frozenset[int]:
+  """The candidates that can share: each has at least t holders (itself included) among them.
+
+  A client with fewer holders cannot have its secrets rebuilt, so it drops, and in turn so does
+  any client left short by that. The server decides this from public facts: the graph and who
+  sent shares.
+  """
+  kept = set(candidates)
+  while True:
+    short = {u for u in kept if 1 + sum(v in kept for v in setup.neighbours(u)) < setup.threshold}
+    if not short:
+      return frozenset(kept)
+    kept -= short
+
+
+def share_keys(setup: RoundSetup) -> SharedKeys:
+  """ShareKeys: each sharer u draws ``b_u`` and sends holders {u} + N(u) shares of it and s_u^SK.
+
+  The shares for each neighbour v are sealed with the (u, v) share-encryption key and stored in
+  ``setup.server.share_ciphertexts``.
+
+  Raises:
+    RoundAborted: if fewer than t clients can share; every candidate (it trained and sent
+      shares) is a participant.
+  """
+  t, rand = setup.threshold, setup.rng
+  candidates = set(setup.advertised) - setup.dropouts["share_keys"]
+  kept = sharers(setup, candidates)
+  clients = tuple(sorted(kept))
+  too_few = tuple(sorted(candidates - kept))
+  if len(clients) < t:
+    raise aborted(setup, f"{len(clients)} clients survive ({len(too_few)} more lacked t share "
+                  f"holders), fewer than threshold t={t}", "share_keys", candidates,
+                  too_few_holders=too_few)
+  sent, received = _zeros(setup), _zeros(setup)
+  self_seeds, own_shares = {}, {}
+  for u in clients:
+    holders = (u,) + tuple(v for v in setup.neighbours(u) if v in kept)
+    self_seeds[u] = rand.bytes(32)
+    sb = shamir.split(self_seeds[u], t, holders, rand)
+    ss = shamir.split(setup.mask_private(u), t, holders, rand)
+    own_shares[u] = (sb[u], ss[u])
+    for v in holders[1:]:
+      plain = struct.pack("<II", u, v) + sb[v] + ss[v]
+      aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_SHARES)
+      key = setup.peer_key(u, v, host_crypto.INFO_SHARES)
+      setup.server.share_ciphertexts[(u, v)] = host_crypto.seal(key, plain, aad, rand)
+      sent[u] += _SHARE_CIPHERTEXT
+      received[v] += _SHARE_CIPHERTEXT
+  return SharedKeys(clients, too_few, self_seeds, own_shares, Traffic(sent, received))
+
+
+def masking_keys(setup: RoundSetup, shared: SharedKeys, finite: np.ndarray,
+                 message_words: int) -> MaskingKeys:
+  """MaskedInputCollection on the host: the senders and the seeds of their blinds.
+
+  A client whose update is not finite sends nothing (a drop-out), and is logged.
+
+  Args:
+    setup: the round.
+    shared: the ShareKeys record.
+    finite: bool ``[C]``: client u's update is finite.
+    message_words: uint32 words of one masked input (D + 1).
+
+  Raises:
+    RoundAborted: if fewer than t clients send; the senders and the non-finite clients (they
+      trained as well) are the participants.
+  """
+  dropped = setup.dropouts["masked_input"]
+  nonfinite = tuple(u for u in shared.clients if not finite[u] and u not in dropped)
+  if nonfinite:
+    _log.warning("round %d: clients %s have non-finite updates (NaN or Inf); they are left out "
+                 "of the sum as drop-outs", setup.round_index, list(nonfinite))
+  senders = [u for u in shared.clients if u not in dropped and finite[u]]
+  if len(senders) < setup.threshold:
+    raise aborted(setup, f"{len(senders)} clients survive, fewer than threshold "
+                  f"t={setup.threshold}", "masked_input", senders + list(nonfinite),
+                  nonfinite=nonfinite, too_few_holders=shared.too_few_holders)
+  clients = set(shared.clients)
+  row = {u: i for i, u in enumerate(senders)}
+  edges = [(a, b) for a, b in setup.edges.tolist() if a in clients and b in clients
+           and (a in row or b in row)]
+  sent = _zeros(setup)
+  sent[senders] = 4 * message_words
+  return MaskingKeys(
+      senders=tuple(senders), nonfinite=nonfinite,
+      self_keys=_key_rows([shared.self_seeds[u] for u in senders]),
+      edge_keys=_key_rows([setup.mask_seed(a, b) for a, b in edges]),
+      edge_lo=np.array([row.get(a, len(senders)) for a, _ in edges], np.int32),
+      edge_hi=np.array([row.get(b, len(senders)) for _, b in edges], np.int32),
+      traffic=Traffic(sent, _zeros(setup)))
+
+
+def _reveal(setup: RoundSetup, shared: SharedKeys, senders: frozenset[int], holder: int,
+            owner: int) -> bytes | None:
+  """The share ``holder`` reveals of ``owner``'s secret: of b_u for a sender, else of s_u^SK."""
+  if owner == holder:
+    return shared.own_shares[owner][0]
+  if (owner, holder) not in setup.server.share_ciphertexts:
+    return None
+  aad = host_crypto.associated_data(owner, holder, setup.round_index, host_crypto.INFO_SHARES)
+  plain = host_crypto.open_sealed(setup.peer_key(holder, owner, host_crypto.INFO_SHARES),
+                                  setup.server.share_ciphertexts[(owner, holder)], aad)
+  sb, ss = plain[8:8 + shamir.SHARE_BYTES], plain[8 + shamir.SHARE_BYTES:]
+  return sb if owner in senders else ss
+
+
+def unmasking_keys(setup: RoundSetup, shared: SharedKeys,
+                   masking: MaskingKeys) -> UnmaskingKeys:
+  """Unmasking on the host: survivors reveal b-shares of U3 and s^SK-shares of U2 minus U3.
+
+  The revealed shares are stored in ``setup.server.revealed_shares``; the server rebuilds every
+  secret and checks each rebuilt masking key against the public key it was advertised with.
+
+  Raises:
+    RoundAborted: if fewer than t senders reveal, a secret has fewer than t revealed shares, or
+      a rebuilt masking key does not match; the senders are the participants.
+  """
+  t, srv = setup.threshold, setup.server
+  senders = frozenset(masking.senders)
+  left_out = {"nonfinite": masking.nonfinite, "too_few_holders": shared.too_few_holders}
+  revealers = [v for v in masking.senders if v not in setup.dropouts["unmasking"]]
+  if len(revealers) < t:
+    raise aborted(setup, f"{len(revealers)} clients survive, fewer than threshold t={t}",
+                  "unmasking", masking.senders, **left_out)
+  sent, received = _zeros(setup), _zeros(setup)
+  revealed: dict[int, dict[int, bytes]] = {u: {} for u in shared.clients}
+  for v in revealers:
+    received[v] += 4 * len(senders)
+    for u in shared.clients:
+      share = _reveal(setup, shared, senders, v, u)
+      if share is None:
+        continue
+      srv.revealed_shares[(v, u, "self_seed" if u in senders else "mask_key")] = share
+      revealed[u][v] = share
+      sent[v] += 4 + shamir.SHARE_BYTES
+  recovered = {}
+  for u in shared.clients:
+    if len(revealed[u]) < t:
+      raise aborted(setup, f"client {u}'s secret has {len(revealed[u])} shares from surviving "
+                    f"holders, fewer than threshold t={t}", "unmasking", masking.senders,
+                    **left_out)
+    recovered[u] = shamir.combine(revealed[u], t)
+  fix_keys, negated = [], []
+  for u in shared.clients:
+    if u in senders:
+      continue
+    if host_crypto.x25519_public(recovered[u]) != srv.public_keys[u][1]:
+      raise aborted(setup, f"the reconstructed masking key of client {u} does not match its "
+                    "public key", "unmasking", masking.senders, **left_out)
+    for v in setup.neighbours(u):
+      if v in senders:
+        fix_keys.append(host_crypto.agree(recovered[u], srv.public_keys[v][1],
+                                          host_crypto.INFO_MASK))
+        negated.append(v > u)
+  return UnmaskingKeys(
+      revealers=tuple(revealers), self_keys=_key_rows([recovered[u] for u in masking.senders]),
+      edge_keys=_key_rows(fix_keys), edge_negated=np.array(negated, bool),
+      traffic=Traffic(sent, received))
