@@ -10,17 +10,48 @@ th_l. Units are dropped in this order:
   (c) slack: non-invariant units, by ascending score (`slack="lowest_score"`) or at random
       (`slack="random"`).
 
-Inside (a) and (b), and among equal scores in (c), order is a keyed random permutation. The
-order is a rank over the composite key (group, score, random position), a permutation of
-0..n_l-1, so `prune_mask = rank >= m_l` (1 = kept) drops exactly m_l units for any traced m_l,
-ties included.
+Inside (a) and (b) units go by ascending score (most invariant first), as do the slack units
+under "lowest_score"; equal scores (and all slack units under "random") go in a keyed random
+order. The order is a rank over the composite key (group, score, random bits), a permutation of
+0..n_l-1 (all layers share one sort, the layer being the leading key), so
+`prune_mask = rank >= m_l` (1 = kept) drops exactly m_l units for any traced m_l, ties included.
 
-Threshold state (per client, per layer): initialised in the client's first pruning round
-(some m_l > 0) from that round's scores (default: the smallest positive score, as FLuID starts
-from the minimum change), and multiplied by `growth` after every round where fewer than m_l
-units were invariant. Default growth 1.2: our choice, not the paper's; FLuID's public CIFAR-10
-code raises its thresholds additively by 0.2 from 1.5 (about +13 %), and 1.2 per short round
-reaches the m-th score within a few rounds without jumping far past it.
+Threshold state (per client, per layer), a band controller on the invariant count:
+
+  init    in the client's first pruning round (some m_l > 0), every layer's
+          th_l = threshold_init(scores_l) (default: the smallest positive score, as FLuID
+          starts from the minimum change);
+  mask    this round's invariant set and prune mask use th_l as it stands;
+  update  from this round's invariant count k_l = #{j: s_j <= th_l}, for the next round:
+            m_l > 0 and k_l < m_l:    th_l <- clip(th_l * growth, min_pos(s), max_finite(s))
+            m_l > 0 and k_l > 2 m_l:  th_l <- th_l / growth
+            otherwise (m_l = 0 included): th_l unchanged;
+          a non-finite result becomes 0.
+
+Why both ways: relative changes shrink as the model converges, so a threshold that only grows
+soon calls almost every unit invariant (75-99 % after one growth step in runs of the grow-only
+rule), and with a random order inside the invariant set the choice decays into sticky random
+dropout. Dividing when more than 2 m_l units are invariant keeps the invariant set near the
+m_l .. 2 m_l lowest-score units. Scores that shrink by a factor d < 1 per round are tracked
+while d * growth > 1 (the count settles near 2 m_l: it creeps up in rounds without change and
+one division pulls it back; steady scores settle at m_l from below); faster decay outruns one
+division a round and the count drifts up until the decay slows.
+
+Why this order and these guards: the count needs a threshold, so the round's own threshold
+decides both the mask and the next threshold (one pass, no second count). A client or layer
+that prunes nothing (m_l = 0, e.g. p = 1) gives no evidence about the band, so its threshold is
+frozen instead of shrinking every round (any invariant unit is "more than 2 * 0"). A
+threshold that shrank below the smallest positive score, even to 0 by float underflow (possible
+while more than 2 m_l scores are exactly 0), returns to that score in the first round with too
+few invariant units; growth stops at the largest finite score (all units invariant), so
+non-finite scores cannot push th_l to inf, from which no division returns.
+
+Default growth 1.2: our choice, not the paper's; FLuID's public CIFAR-10 code raises its
+thresholds additively by 0.2 from 1.5 (about +13 %), and 1.2 per short round reaches the m-th
+score within a few rounds without jumping far past it.
+
+Counts (`InvarianceCounts`) are those of the units the client drops: for a layer with m_l = 0
+the invariant, slack and dropped-invariant counts are 0.
 
 References:
   DiMaggio, Saileshwar, Sharma. CLIP. arXiv 2510.16694 (2025), Sec. 4.2.
@@ -68,11 +99,19 @@ class InvarianceState:
 
 
 class InvarianceCounts(NamedTuple):
-  """Per layer int32[]: invariant units, slack units dropped, units dropped (m_l)."""
+  """Per layer int32[] counts of one client's round; all 0 in a layer with m_l = 0.
+
+  Attributes:
+    invariant: {layer: int32[]} units with score <= th_l (0 where nothing is dropped).
+    slack: {layer: int32[]} non-invariant units dropped, max(m_l - invariant, 0).
+    dropped: {layer: int32[]} units dropped, m_l.
+    dropped_invariant: {layer: int32[]} invariant units dropped, min(invariant, m_l).
+  """
 
   invariant: dict
   slack: dict
   dropped: dict
+  dropped_invariant: dict
 
 
 def kept_units(n: int, p) -> jax.Array:
@@ -104,8 +143,40 @@ def replicate_state(state: InvarianceState, num_clients: int) -> InvarianceState
 
 
 def _min_positive(score: jax.Array) -> jax.Array:
+  """Smallest finite positive score, 0 if there is none."""
   smallest = jnp.min(jnp.where(score > 0, score, jnp.inf))
   return jnp.where(jnp.isfinite(smallest), smallest, 0.0)
+
+
+def _max_finite(score: jax.Array) -> jax.Array:
+  """Largest finite score, -inf if there is none."""
+  return jnp.max(jnp.where(jnp.isfinite(score), score, -jnp.inf))
+
+
+def _next_threshold(th: jax.Array, score: jax.Array, n_invariant: jax.Array, m: jax.Array,
+                   growth: float) -> jax.Array:
+  """Band rule for one layer: the threshold of the next round (see the module docstring).
+
+  Args:
+    th: f32[] this round's threshold.
+    score: f32[n] this round's scores.
+    n_invariant: int32[] #{score <= th}.
+    m: int32[] units dropped this round.
+    growth: factor > 1.
+
+  Returns:
+    f32[]: th * growth (clipped to [min positive, max finite score]) if 0 < m and
+    n_invariant < m; th / growth if 0 < m and n_invariant > 2 m; th otherwise; 0 in place
+    of a non-finite result.
+  """
+  grown = jnp.minimum(jnp.maximum(th * growth, _min_positive(score)), _max_finite(score))
+  grown = jnp.where(jnp.isfinite(grown), grown, th)  # no finite score: nothing to aim at
+  shrunk = th / growth
+  new = jnp.where(n_invariant < m, grown, jnp.where(n_invariant > 2 * m, shrunk, th))
+  new = jnp.where(m > 0, new, th)
+  # A non-finite threshold (e.g. from a custom threshold_init) never recovers by * or /:
+  # reset it to 0, which the next round with too few invariant units lifts to min_pos.
+  return jnp.where(jnp.isfinite(new), new, 0.0).astype(jnp.float32)
 
 
 def _threshold_init_fn(threshold_init) -> ThresholdInit:
@@ -145,7 +216,8 @@ def update(
     scores: {layer: f32[n_l]} invariance scores (e.g. `clipjax.models.units.unit_scores`).
     p: keep fraction, f32[] in [0, 1] (may be traced); p = 1 prunes nothing.
     key: typed PRNG key of this client and round.
-    growth: threshold factor after a round with fewer than m_l invariant units (> 1).
+    growth: threshold factor (> 1): th_l * growth after a round with fewer than m_l invariant
+      units, th_l / growth after one with more than 2 m_l (only where m_l > 0).
     slack: "lowest_score" or "random" order of the non-invariant units.
     threshold_init: "min" (smallest positive score), "median", "mean", or a callable
       f32[n] -> f32[].
@@ -154,12 +226,12 @@ def update(
     (prune_mask {layer: f32[n_l]}, new state, `InvarianceCounts`).
 
   Raises:
-    ValueError: for unknown slack / threshold_init, growth <= 0, or layers not matching the state.
+    ValueError: for unknown slack / threshold_init, growth <= 1, or layers not matching the state.
   """
   if slack not in SLACK_ORDERS:
     raise ValueError(f"slack must be one of {SLACK_ORDERS}, got {slack!r}")
-  if not growth > 0:
-    raise ValueError(f"growth must be > 0, got {growth!r}")
+  if not growth > 1:
+    raise ValueError(f"growth must be > 1, got {growth!r}")
   init_fn = _threshold_init_fn(threshold_init)
   names = sorted(state.last_prune_mask)
   if sorted(scores) != names:
@@ -172,7 +244,16 @@ def update(
   pruning = jnp.any(jnp.stack([drops[k] > 0 for k in names]))
   do_init = jnp.logical_and(pruning, jnp.logical_not(state.initialised))
 
-  prune_mask, thresholds, invariant_counts, slack_counts = {}, {}, {}, {}
+  # One sort for all layers (XLA:CPU compiles it much faster than one sort a layer): the primary
+  # key is layer * 3 + group, so layer i's units take the ranks offsets[i] .. offsets[i+1]-1
+  # and rank - offsets[i] is the rank inside the layer. Tiebreak: random bits, not a
+  # permutation (the sort is stable, so the rank is a permutation anyway).
+  offsets = [0]
+  for k in names:
+    offsets.append(offsets[-1] + sizes[k])
+  prune_mask, thresholds = {}, {}
+  invariant_counts, slack_counts, dropped_invariant = {}, {}, {}
+  groups, secondaries = [], []
   for i, k in enumerate(names):
     score = jnp.asarray(scores[k], jnp.float32)
     m = drops[k]
@@ -180,26 +261,28 @@ def update(
     invariant = score <= th
     dropped_last = state.last_prune_mask[k] < 0.5
     group = jnp.where(invariant, jnp.where(dropped_last, 0, 1), 2).astype(jnp.int32)
-    # Random bits, not a permutation: lexsort is stable, so the rank is a permutation anyway.
-    tiebreak = jax.random.bits(jax.random.fold_in(key, i), (sizes[k],), jnp.uint32)
-    if slack == "lowest_score":
-      secondary = jnp.where(group == 2, score, 0.0)
-    else:
-      secondary = jnp.zeros_like(score)
-    rank = drop_rank(group, secondary, tiebreak)
-    prune_mask[k] = (rank >= m).astype(jnp.float32)
+    groups.append(group + 3 * i)
+    # Ascending score inside (a) and (b) (most invariant first), and in (c) for "lowest_score".
+    secondaries.append(score if slack == "lowest_score" else jnp.where(group == 2, 0.0, score))
 
     n_invariant = jnp.sum(invariant.astype(jnp.int32))
-    invariant_counts[k] = n_invariant
+    thresholds[k] = _next_threshold(th, score, n_invariant, m, growth)
+    invariant_counts[k] = jnp.where(m > 0, n_invariant, 0)
     slack_counts[k] = jnp.maximum(m - n_invariant, 0)
-    grown = jnp.where(th > 0, th * growth, _min_positive(score))
-    thresholds[k] = jnp.where(n_invariant < m, grown, th)
+    dropped_invariant[k] = jnp.minimum(invariant_counts[k], m)
+
+  tiebreak = jax.random.bits(key, (offsets[-1],), jnp.uint32)
+  rank = drop_rank(jnp.concatenate(groups), jnp.concatenate(secondaries), tiebreak)
+  for i, k in enumerate(names):
+    layer_rank = rank[offsets[i]:offsets[i + 1]] - offsets[i]
+    prune_mask[k] = (layer_rank >= drops[k]).astype(jnp.float32)
 
   new_state = InvarianceState(
       thresholds=thresholds,
       initialised=jnp.logical_or(state.initialised, pruning),
       last_prune_mask=prune_mask)
-  return prune_mask, new_state, InvarianceCounts(invariant_counts, slack_counts, drops)
+  counts = InvarianceCounts(invariant_counts, slack_counts, drops, dropped_invariant)
+  return prune_mask, new_state, counts
 
 
 def random_prune_mask(sizes: Mapping[str, int], p, key: jax.Array) -> dict:

@@ -72,6 +72,12 @@ def test_traced_p_under_jit_and_vmap_over_clients():
     np.testing.assert_array_equal(np.asarray(masks[k].sum(-1)), expected)
     chex.assert_shape(masks[k], (c, n))
   np.testing.assert_array_equal(np.asarray(new_states.initialised), [False, True, True, True, True])
+  for k, n in SIZES.items():
+    inv, slk = np.asarray(counts.invariant[k]), np.asarray(counts.slack[k])
+    dropped, dropped_inv = np.asarray(counts.dropped[k]), np.asarray(counts.dropped_invariant[k])
+    np.testing.assert_array_equal(n - np.asarray(masks[k].sum(-1)), dropped)
+    np.testing.assert_array_equal(dropped_inv + slk, dropped)
+    np.testing.assert_array_equal(inv[dropped == 0], 0)  # the p = 1 client reports nothing
   # A second round with other p values reuses the compiled function.
   masks2, _, _ = step(new_states, ps[::-1], keys)
   assert int(masks2["conv1"][0].sum()) == math.ceil(0.95 * 32)
@@ -136,10 +142,11 @@ def test_priority_a_then_b_then_c():
     m, _, c = invariance.update(state, scores, 0.8, key)
     np.testing.assert_array_equal(np.asarray(m["l"]), [0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     assert int(c.slack["l"]) == 0 and int(c.invariant["l"]) == 4
-    # m = 3: (a) plus one of (b) {2, 3}, chosen by the key.
-    m, _, _ = invariance.update(state, scores, 0.7, key)
-    got = np.asarray(m["l"])
-    assert got[:2].sum() == 0 and got[2:4].sum() == 1 and got[4:].all()
+    # m = 3: (a) plus the lowest-score unit of (b) {2: 0.2, 3: 0.3}, whatever the key; (a) goes
+    # first although unit 1 (0.4) scores above both (b) units.
+    m, _, c = invariance.update(state, scores, 0.7, key)
+    np.testing.assert_array_equal(np.asarray(m["l"]), [0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    assert int(c.dropped_invariant["l"]) == 3 and int(c.slack["l"]) == 0
     # m = 6: all invariant, then slack by ascending score: 0.6 (unit 5), 0.65 (unit 9).
     m, _, c = invariance.update(state, scores, 0.4, key)
     np.testing.assert_array_equal(np.asarray(m["l"]), [0, 0, 0, 0, 1, 0, 1, 1, 1, 0])
@@ -198,7 +205,8 @@ def test_threshold_init_and_growth():
   np.testing.assert_allclose(float(s_med.thresholds["l"]), 0.3)
   _, s_fn, c_fn = invariance.update(state, scores, 0.8, jax.random.key(0),
                                     threshold_init=lambda s: jnp.max(s))
-  assert int(c_fn.invariant["l"]) == 5 and float(s_fn.thresholds["l"]) == pytest.approx(0.8)
+  # th = max = 0.8: all 5 invariant > 2 m = 2, so the next threshold shrinks to 0.8 / 1.2.
+  assert int(c_fn.invariant["l"]) == 5 and float(s_fn.thresholds["l"]) == pytest.approx(0.8 / 1.2)
 
 
 def test_zero_threshold_recovers_on_growth():
@@ -208,8 +216,136 @@ def test_zero_threshold_recovers_on_growth():
   assert float(s.thresholds["l"]) == pytest.approx(0.25)
 
 
+# Ten units with scores 0.1, ..., 1.0 (shuffled), p = 0.8: m = 2, band [m, 2 m] = [2, 4].
+BAND_SCORES = {"l": jnp.asarray([0.7, 0.1, 1.0, 0.4, 0.2, 0.9, 0.5, 0.3, 0.8, 0.6], jnp.float32)}
+
+
+@pytest.mark.parametrize("th, invariant, next_th", [
+    (0.01, 0, 0.1),     # 0 < m: grow, 0.01 * 2 lifted to the smallest positive score 0.1
+    (0.15, 1, 0.3),     # 1 < m: grow, 0.15 * 2
+    (0.25, 2, 0.25),    # = m: unchanged
+    (0.35, 3, 0.35),    # in (m, 2 m): unchanged
+    (0.45, 4, 0.45),    # = 2 m: unchanged
+    (0.55, 5, 0.275),   # 5 > 2 m: shrink, 0.55 / 2
+    (0.75, 7, 0.375),   # 7 > 2 m: shrink, 0.75 / 2
+    (0.6, 6, 0.3),      # the score equal to th counts as invariant (<=)
+])
+def test_threshold_band_rule(th, invariant, next_th):
+  # This round's mask and count use th; the rule sets the next round's threshold.
+  state = _state_with(th, np.ones(10))
+  m, new, c = invariance.update(state, BAND_SCORES, 0.8, jax.random.key(0), growth=2.0)
+  assert int(c.invariant["l"]) == invariant and int(c.dropped["l"]) == 2
+  assert int(c.dropped_invariant["l"]) == min(invariant, 2)
+  assert int(c.slack["l"]) == max(2 - invariant, 0)
+  assert int(m["l"].sum()) == 8
+  np.testing.assert_allclose(float(new.thresholds["l"]), next_th, rtol=1e-6)
+
+
+def test_threshold_frozen_and_counts_zero_where_nothing_is_dropped():
+  # p = 1: m = 0 in every layer. 7 units invariant > 2 * 0, yet th stays (no shrink).
+  state = _state_with(0.75, np.ones(10))
+  m, new, c = invariance.update(state, BAND_SCORES, 1.0, jax.random.key(0), growth=2.0)
+  assert float(new.thresholds["l"]) == pytest.approx(0.75)
+  assert np.asarray(m["l"]).all()
+  assert int(c.invariant["l"]) == int(c.slack["l"]) == int(c.dropped_invariant["l"]) == 0
+  # Ten rounds at p = 1 do not move it either.
+  step = jax.jit(lambda s: invariance.update(s, BAND_SCORES, 1.0, jax.random.key(0))[1])
+  for _ in range(10):
+    new = step(new)
+  assert float(new.thresholds["l"]) == pytest.approx(0.75)
+  # A layer with m_l = 0 inside a pruning client: n = 2, p = 0.8 keeps ceil(1.6) = 2. Its th
+  # stays (0 invariant would grow it, 2 > 2 * 0 would shrink it) and its counts are 0.
+  state = invariance.InvarianceState(
+      thresholds={"big": jnp.asarray(0.35, jnp.float32), "tiny": jnp.asarray(0.5, jnp.float32),
+                  "tiny_low": jnp.asarray(0.01, jnp.float32)},
+      initialised=jnp.asarray(True),
+      last_prune_mask={"big": jnp.ones(10), "tiny": jnp.ones(2), "tiny_low": jnp.ones(2)})
+  scores = {"big": BAND_SCORES["l"], "tiny": jnp.asarray([0.1, 0.2], jnp.float32),
+            "tiny_low": jnp.asarray([0.1, 0.2], jnp.float32)}
+  m, new, c = invariance.update(state, scores, 0.8, jax.random.key(0), growth=2.0)
+  assert int(c.dropped["big"]) == 2 and int(c.invariant["big"]) == 3
+  for k, th in (("tiny", 0.5), ("tiny_low", 0.01)):
+    assert float(new.thresholds[k]) == pytest.approx(th)
+    assert int(c.dropped[k]) == int(c.invariant[k]) == int(c.slack[k]) == 0
+    np.testing.assert_array_equal(np.asarray(m[k]), [1, 1])
+
+
+def test_most_invariant_first_inside_the_invariant_group():
+  # th = 0.65: units with scores 0.1 ... 0.6 (6 units) are invariant. m = 3 drops the three
+  # lowest scores 0.1, 0.2, 0.3 (units 1, 4, 7) for every key, not 3 random invariant units.
+  state = _state_with(0.65, np.ones(10))
+  for seed in range(8):
+    m, _, c = invariance.update(state, BAND_SCORES, 0.7, jax.random.key(seed))
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(m["l"]) == 0), [1, 4, 7])
+    assert int(c.invariant["l"]) == 6 and int(c.dropped_invariant["l"]) == 3
+  # The same inside group (a): all 10 units were dropped last round and all are invariant.
+  state = _state_with(1.0, np.zeros(10))
+  for slack in invariance.SLACK_ORDERS:
+    m, _, _ = invariance.update(state, BAND_SCORES, 0.7, jax.random.key(1), slack=slack)
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(m["l"]) == 0), [1, 4, 7])
+
+
+def test_threshold_recovers_from_underflow_and_never_explodes():
+  scores = {"l": jnp.asarray([0.5, 0.25, 1.0, 2.0], jnp.float32)}
+  # Far below the smallest positive score (as after many shrinks): back to it in one round.
+  _, s, _ = invariance.update(_state_with(1e-30, np.ones(4)), scores, 0.5, jax.random.key(0))
+  assert float(s.thresholds["l"]) == pytest.approx(0.25)
+  # Many zero scores (> 2 m): th shrinks to 0 (underflow), the zeros stay invariant and
+  # dropped; once they move, the first round with too few invariant units restores th.
+  zeros = {"l": jnp.asarray([0.0] * 5 + [0.5, 0.25, 1.0], jnp.float32)}
+  m, s, c = invariance.update(_state_with(0.0, np.ones(8)), zeros, 0.75, jax.random.key(0))
+  assert float(s.thresholds["l"]) == 0.0 and int(c.invariant["l"]) == 5
+  assert np.asarray(m["l"])[:5].sum() == 3
+  moved = {"l": jnp.asarray([0.3, 0.4, 0.6, 0.7, 0.8, 0.5, 0.25, 1.0], jnp.float32)}
+  _, s, c = invariance.update(s, moved, 0.75, jax.random.key(0))
+  assert int(c.invariant["l"]) == 0 and float(s.thresholds["l"]) == pytest.approx(0.25)
+  # Non-finite scores: growth stops at the largest finite score instead of running to inf.
+  nan_scores = {"l": jnp.asarray([np.nan] * 6 + [0.1, 0.2], jnp.float32)}
+  step = jax.jit(lambda st: invariance.update(st, nan_scores, 0.5, jax.random.key(0))[1])
+  s = _state_with(0.15, np.ones(8))
+  for _ in range(30):
+    s = step(s)
+  assert float(s.thresholds["l"]) == pytest.approx(0.2)
+  all_nan = {"l": jnp.full((8,), np.nan, jnp.float32)}
+  _, s, _ = invariance.update(_state_with(0.15, np.ones(8)), all_nan, 0.5, jax.random.key(0))
+  assert float(s.thresholds["l"]) == pytest.approx(0.15)
+  # A non-finite initial threshold (custom init) is reset to 0, then recovers.
+  _, s, _ = invariance.update(invariance.init_state({"l": 4}), scores, 0.5, jax.random.key(0),
+                              threshold_init=lambda x: jnp.asarray(jnp.inf, jnp.float32))
+  assert float(s.thresholds["l"]) == 0.0
+
+
+@pytest.mark.parametrize("decay, growth, rounds", [(0.5, 2.5, 12), (0.9, 1.2, 40)])
+def test_band_tracks_converging_scores(decay, growth, rounds):
+  # Scores shrink by `decay` each round, as when the model converges: 100 units log-spaced over
+  # two decades (shuffled), p = 0.8 so m = 20. The grow-only threshold ends up calling every
+  # unit invariant; the band rule keeps the count near [m, 2 m] (a round in the band without a
+  # change lets the scores slide by log(1/decay) / log(10^0.02) ranks: 15 for 0.5, 2.3 for 0.9).
+  n, m = 100, 20
+  base = 10.0 ** (-2.0 * np.random.default_rng(0).permutation(n) / n)
+  step = jax.jit(lambda st, sc, k: invariance.update(st, {"l": sc}, 0.8, k, growth=growth))
+  state = invariance.init_state({"l": n})
+  reached, counts = False, []
+  for t in range(rounds):
+    scores = base * decay ** t
+    prune_mask, state, c = step(state, jnp.asarray(scores, jnp.float32), jax.random.key(t))
+    count = int(c.invariant["l"])
+    counts.append(count)
+    reached = reached or count >= m
+    if reached:
+      assert m <= count <= 2 * m + 15, counts
+      # The dropped units are the m lowest scores.
+      np.testing.assert_array_equal(np.flatnonzero(np.asarray(prune_mask["l"]) == 0),
+                                    np.sort(np.argsort(scores)[:m]))
+    th = float(state.thresholds["l"])
+    assert 0 < th <= scores.max(), (t, th)
+  assert reached, counts
+
+
 def test_p_one_gives_all_ones_for_every_masker():
-  state = invariance.init_state(SIZES)
+  # An initialised client whose threshold calls about half the units invariant.
+  state = invariance.init_state(SIZES).replace(
+      initialised=jnp.asarray(True), thresholds={k: jnp.asarray(0.5, jnp.float32) for k in SIZES})
   masks, _, counts = invariance.update(state, _scores(1), 1.0, jax.random.key(0))
   rnd = invariance.random_prune_mask(SIZES, 1.0, jax.random.key(0))
   ordered = invariance.ordered_prune_mask(SIZES, 1.0)
@@ -217,7 +353,8 @@ def test_p_one_gives_all_ones_for_every_masker():
     for got in (masks[k], rnd[k], ordered[k]):
       assert got.dtype == jnp.float32
       np.testing.assert_array_equal(np.asarray(got), np.ones(n))
-    assert int(counts.slack[k]) == 0
+    assert int(counts.slack[k]) == int(counts.invariant[k]) == 0
+    assert int(counts.dropped[k]) == int(counts.dropped_invariant[k]) == 0
 
 
 def test_baselines_structure():
@@ -242,6 +379,8 @@ def test_bad_input():
     invariance.update(state, _scores(0), 0.5, jax.random.key(0), slack="largest")
   with pytest.raises(ValueError, match="threshold_init"):
     invariance.update(state, _scores(0), 0.5, jax.random.key(0), threshold_init="max")
+  with pytest.raises(ValueError, match="growth"):
+    invariance.update(state, _scores(0), 0.5, jax.random.key(0), growth=1.0)
   with pytest.raises(ValueError, match="do not match"):
     invariance.update(state, {"conv1": jnp.zeros(32)}, 0.5, jax.random.key(0))
   with pytest.raises(ValueError, match="positive int"):
