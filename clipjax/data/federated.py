@@ -19,18 +19,18 @@ DEFAULT_CIFAR10_CLIENTS = 100
 
 
 def choose_clients(num_available: int, num_clients: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of ``num_clients`` of ``num_available`` clients, a pure function of seed.
+  """Sorted indices of ``num_clients`` of ``num_available`` clients, a pure function of seed.
 
-    Raises:
-      ValueError: if ``num_clients`` is not in [1, num_available].
-    """
-    if num_clients is None:
-        return np.arange(num_available)
-    if not 1 <= num_clients <= num_available:
-        raise ValueError(f"num_clients must be in [1, {num_available}] (clients available), "
-                         f"got {num_clients}.")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(num_available, size=num_clients, replace=False))
+  Raises:
+    ValueError: if ``num_clients`` is not in [1, num_available].
+  """
+  if num_clients is None:
+    return np.arange(num_available)
+  if not 1 <= num_clients <= num_available:
+    raise ValueError(f"num_clients must be in [1, {num_available}] (clients available), "
+                     f"got {num_clients}.")
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(num_available, size=num_clients, replace=False))
 
 
 def load_federated(
@@ -44,104 +44,104 @@ def load_federated(
     min_examples: int = 1,
     num_partitions: int | None = None,
 ) -> packing.FederatedData:
-    """Loads a federated dataset, packed as ``[C, N_max, ...]`` with a ``valid`` mask.
+  """Loads a federated dataset, packed as ``[C, N_max, ...]`` with a ``valid`` mask.
 
-    Args:
-      name: "femnist" (LEAF, one client per writer), "shakespeare" (LEAF, one client per
-        speaking role per play) or "cifar10" (partitioned over clients).
-      num_clients: how many clients; None = all (FEMNIST, Shakespeare) or 100 partitions
-        (CIFAR-10). FEMNIST/Shakespeare: that many clients chosen with
-        ``default_rng(seed).choice`` (sorted) among those with >= ``min_examples`` train
-        examples. CIFAR-10: the number of partitions (all are returned).
-      seed: seeds client choice (and the CIFAR-10 partition).
-      data_dir: raw data folder (holding ``femnist/``, ``shakespeare/``, ``cifar10/``) instead of
-        the search path; for FEMNIST also a LEAF folder with ``train/*.json``, ``test/*.json``.
-      partition: CIFAR-10 only: "iid" or "dirichlet".
-      alpha: CIFAR-10 Dirichlet concentration.
-      min_examples: drop clients with fewer train examples before choosing.
-      num_partitions: CIFAR-10 only: partition the data over this many clients and choose
-        ``num_clients`` of them by seed (default: ``num_clients`` partitions, all returned).
+  Args:
+    name: "femnist" (LEAF, one client per writer), "shakespeare" (LEAF, one client per
+      speaking role per play) or "cifar10" (partitioned over clients).
+    num_clients: how many clients; None = all (FEMNIST, Shakespeare) or 100 partitions
+      (CIFAR-10). FEMNIST/Shakespeare: that many clients chosen with
+      ``default_rng(seed).choice`` (sorted) among those with >= ``min_examples`` train
+      examples. CIFAR-10: the number of partitions (all are returned).
+    seed: seeds client choice (and the CIFAR-10 partition).
+    data_dir: raw data folder (holding ``femnist/``, ``shakespeare/``, ``cifar10/``) instead of
+      the search path; for FEMNIST also a LEAF folder with ``train/*.json``, ``test/*.json``.
+    partition: CIFAR-10 only: "iid" or "dirichlet".
+    alpha: CIFAR-10 Dirichlet concentration.
+    min_examples: drop clients with fewer train examples before choosing.
+    num_partitions: CIFAR-10 only: partition the data over this many clients and choose
+      ``num_clients`` of them by seed (default: ``num_clients`` partitions, all returned).
 
-    Returns:
-      The packed FederatedData.
+  Returns:
+    The packed FederatedData.
 
-    Raises:
-      ValueError: unknown name/partition, bad counts; FileNotFoundError: missing raw files.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
-    if partition not in PARTITIONS:
-        raise ValueError(f"Unknown partition {partition!r}; known: {', '.join(PARTITIONS)}.")
-    if not isinstance(min_examples, (int, np.integer)) or min_examples < 0:
-        raise ValueError(f"min_examples must be a non-negative integer, got {min_examples!r}.")
-    if name == "cifar10":
-        return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples,
-                             num_partitions)
-    if name == "femnist":
-        clients = femnist.load_clients(data_dir)
-        kind, num_classes, seq_len = "images", femnist.NUM_CLASSES, 0
-        input_shape = femnist.IMAGE_SHAPE
-    else:
-        clients = shakespeare.load_clients(data_dir)
-        kind, num_classes, seq_len = "text", shakespeare.NUM_SYMBOLS, shakespeare.SEQ_LEN
-        input_shape = (seq_len,)
-    counts = np.array([_count(kind, x, seq_len) for x in clients.train_x])
-    eligible = np.flatnonzero(counts >= min_examples)
-    if len(eligible) == 0:
-        raise ValueError(f"No {name} client has min_examples={min_examples} train examples.")
-    chosen = eligible[choose_clients(len(eligible), num_clients, seed)]
-    train, test = _pack(kind, clients, chosen, seq_len)
-    return packing.FederatedData(
-        name=name, kind=kind, train=train, test=test,
-        client_ids=tuple(clients.client_ids[i] for i in chosen),
-        num_classes=num_classes, input_shape=tuple(input_shape), seq_len=seq_len,
-    )
+  Raises:
+    ValueError: unknown name/partition, bad counts; FileNotFoundError: missing raw files.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
+  if partition not in PARTITIONS:
+    raise ValueError(f"Unknown partition {partition!r}; known: {', '.join(PARTITIONS)}.")
+  if not isinstance(min_examples, (int, np.integer)) or min_examples < 0:
+    raise ValueError(f"min_examples must be a non-negative integer, got {min_examples!r}.")
+  if name == "cifar10":
+    return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples,
+                         num_partitions)
+  if name == "femnist":
+    clients = femnist.load_clients(data_dir)
+    kind, num_classes, seq_len = "images", femnist.NUM_CLASSES, 0
+    input_shape = femnist.IMAGE_SHAPE
+  else:
+    clients = shakespeare.load_clients(data_dir)
+    kind, num_classes, seq_len = "text", shakespeare.NUM_SYMBOLS, shakespeare.SEQ_LEN
+    input_shape = (seq_len,)
+  counts = np.array([_count(kind, x, seq_len) for x in clients.train_x])
+  eligible = np.flatnonzero(counts >= min_examples)
+  if len(eligible) == 0:
+    raise ValueError(f"No {name} client has min_examples={min_examples} train examples.")
+  chosen = eligible[choose_clients(len(eligible), num_clients, seed)]
+  train, test = _pack(kind, clients, chosen, seq_len)
+  return packing.FederatedData(
+      name=name, kind=kind, train=train, test=test,
+      client_ids=tuple(clients.client_ids[i] for i in chosen),
+      num_classes=num_classes, input_shape=tuple(input_shape), seq_len=seq_len,
+  )
 
 
 def _count(kind: str, x: np.ndarray, seq_len: int) -> int:
-    return len(x) if kind == "images" else max(len(x) - seq_len, 0)
+  return len(x) if kind == "images" else max(len(x) - seq_len, 0)
 
 
 def _pack(kind, clients: tfds_store.ClientLists, chosen, seq_len):
-    if kind == "images":
-        train = packing.pack_images([clients.train_x[i] for i in chosen],
-                                    [clients.train_y[i] for i in chosen])
-        test = packing.pack_images([clients.test_x[i] for i in chosen],
-                                   [clients.test_y[i] for i in chosen])
-    else:
-        train = packing.pack_text([clients.train_x[i] for i in chosen], seq_len)
-        test = packing.pack_text([clients.test_x[i] for i in chosen], seq_len)
-    return train, test
+  if kind == "images":
+    train = packing.pack_images([clients.train_x[i] for i in chosen],
+                                [clients.train_y[i] for i in chosen])
+    test = packing.pack_images([clients.test_x[i] for i in chosen],
+                               [clients.test_y[i] for i in chosen])
+  else:
+    train = packing.pack_text([clients.train_x[i] for i in chosen], seq_len)
+    test = packing.pack_text([clients.test_x[i] for i in chosen], seq_len)
+  return train, test
 
 
 def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, num_partitions=None):
-    """CIFAR-10: train partitioned over clients; the test set is split IID over the same clients.
+  """CIFAR-10: train partitioned over clients; the test set is split IID over the same clients.
 
-    The union of the clients' test parts is the whole test set, so summed test counts give the
-    usual global test accuracy.
-    """
-    num_clients = DEFAULT_CIFAR10_CLIENTS if num_clients is None else num_clients
-    chosen_count = num_clients
-    if num_partitions is not None:
-        if num_partitions < num_clients:
-            raise ValueError(f"num_partitions={num_partitions} must be >= num_clients={num_clients}.")
-        num_clients = num_partitions
-    (x_train, y_train), (x_test, y_test) = cifar10.load_arrays(data_dir)
-    if partition == "iid":
-        if len(y_train) // max(num_clients, 1) < min_examples:
-            raise ValueError(f"An IID partition over {num_clients} clients gives fewer than "
-                             f"min_examples={min_examples} train examples per client.")
-        parts = partition_lib.partition_iid(y_train, num_clients, seed)
-    else:
-        parts = partition_lib.partition_dirichlet(
-            y_train, num_clients, alpha, seed, min_size=max(min_examples, 1))
-    test_parts = partition_lib.partition_iid(y_test, num_clients, seed + 1)
-    chosen = choose_clients(num_clients, chosen_count, seed)
-    parts, test_parts = [parts[c] for c in chosen], [test_parts[c] for c in chosen]
-    train = packing.pack_images([x_train[p] for p in parts], [y_train[p] for p in parts])
-    test = packing.pack_images([x_test[p] for p in test_parts], [y_test[p] for p in test_parts])
-    return packing.FederatedData(
-        name="cifar10", kind="images", train=train, test=test,
-        client_ids=tuple(f"{partition}_{c:04d}" for c in chosen),
-        num_classes=cifar10.NUM_CLASSES, input_shape=cifar10.IMAGE_SHAPE, seq_len=0,
-    )
+  The union of the clients' test parts is the whole test set, so summed test counts give the
+  usual global test accuracy.
+  """
+  num_clients = DEFAULT_CIFAR10_CLIENTS if num_clients is None else num_clients
+  chosen_count = num_clients
+  if num_partitions is not None:
+    if num_partitions < num_clients:
+      raise ValueError(f"num_partitions={num_partitions} must be >= num_clients={num_clients}.")
+    num_clients = num_partitions
+  (x_train, y_train), (x_test, y_test) = cifar10.load_arrays(data_dir)
+  if partition == "iid":
+    if len(y_train) // max(num_clients, 1) < min_examples:
+      raise ValueError(f"An IID partition over {num_clients} clients gives fewer than "
+                       f"min_examples={min_examples} train examples per client.")
+    parts = partition_lib.partition_iid(y_train, num_clients, seed)
+  else:
+    parts = partition_lib.partition_dirichlet(
+        y_train, num_clients, alpha, seed, min_size=max(min_examples, 1))
+  test_parts = partition_lib.partition_iid(y_test, num_clients, seed + 1)
+  chosen = choose_clients(num_clients, chosen_count, seed)
+  parts, test_parts = [parts[c] for c in chosen], [test_parts[c] for c in chosen]
+  train = packing.pack_images([x_train[p] for p in parts], [y_train[p] for p in parts])
+  test = packing.pack_images([x_test[p] for p in test_parts], [y_test[p] for p in test_parts])
+  return packing.FederatedData(
+      name="cifar10", kind="images", train=train, test=test,
+      client_ids=tuple(f"{partition}_{c:04d}" for c in chosen),
+      num_classes=cifar10.NUM_CLASSES, input_shape=cifar10.IMAGE_SHAPE, seq_len=0,
+  )

@@ -34,136 +34,136 @@ IMAGE_SHAPE = (28, 28, 1)
 
 
 def is_leaf_folder(folder: pathlib.Path) -> bool:
-    """True if ``folder`` looks like LEAF output: ``train/*.json`` and ``test/*.json``."""
-    folder = pathlib.Path(folder)
-    return any((folder / "train").glob("*.json")) and any((folder / "test").glob("*.json"))
+  """True if ``folder`` looks like LEAF output: ``train/*.json`` and ``test/*.json``."""
+  folder = pathlib.Path(folder)
+  return any((folder / "train").glob("*.json")) and any((folder / "test").glob("*.json"))
 
 
 def _leaf_pixels(x: list[list[float]], where: str) -> np.ndarray:
-    """LEAF float pixels (k/255) -> uint8 k [N, 28, 28, 1], checking the values are exact."""
-    floats = np.asarray(x, dtype=np.float64).reshape((-1,) + IMAGE_SHAPE)
-    k = np.rint(floats * 255.0)
-    if floats.size and (k.min() < 0 or k.max() > 255 or np.abs(k / 255.0 - floats).max() > 1e-6):
-        raise ValueError(f"{where}: FEMNIST pixels are not LEAF's k/255 values in [0, 1].")
-    return k.astype(np.uint8)
+  """LEAF float pixels (k/255) -> uint8 k [N, 28, 28, 1], checking the values are exact."""
+  floats = np.asarray(x, dtype=np.float64).reshape((-1,) + IMAGE_SHAPE)
+  k = np.rint(floats * 255.0)
+  if floats.size and (k.min() < 0 or k.max() > 255 or np.abs(k / 255.0 - floats).max() > 1e-6):
+    raise ValueError(f"{where}: FEMNIST pixels are not LEAF's k/255 values in [0, 1].")
+  return k.astype(np.uint8)
 
 
 def read_leaf_folder(folder: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
-    """Reads a LEAF FEMNIST folder into ``{writer: {x_train, y_train, x_test, y_test}}``.
+  """Reads a LEAF FEMNIST folder into ``{writer: {x_train, y_train, x_test, y_test}}``.
 
-    Args:
-      folder: a folder with LEAF ``train/*.json`` and ``test/*.json`` files.
+  Args:
+    folder: a folder with LEAF ``train/*.json`` and ``test/*.json`` files.
 
-    Returns:
-      Writers that have both portions, with uint8 images and int32 labels.
-    """
-    portions: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"train": {}, "test": {}}
-    for split, found in portions.items():
-        for file in sorted((pathlib.Path(folder) / split).glob("*.json")):
-            with open(file, encoding="utf-8") as f:
-                blob = json.load(f)
-            for user in blob["users"]:
-                data = blob["user_data"][user]
-                x = _leaf_pixels(data["x"], f"{file} user {user}")
-                y = np.asarray(data["y"], dtype=np.int32)
-                if len(x) != len(y):
-                    raise ValueError(f"{file} user {user}: {len(x)} images but {len(y)} labels.")
-                if user not in found or len(found[user][1]) < len(y):
-                    found[user] = (x, y)
-    both = sorted(set(portions["train"]) & set(portions["test"]))
-    return {
-        w: {
-            "x_train": portions["train"][w][0], "y_train": portions["train"][w][1],
-            "x_test": portions["test"][w][0], "y_test": portions["test"][w][1],
-        }
-        for w in both
-    }
+  Returns:
+    Writers that have both portions, with uint8 images and int32 labels.
+  """
+  portions: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"train": {}, "test": {}}
+  for split, found in portions.items():
+    for file in sorted((pathlib.Path(folder) / split).glob("*.json")):
+      with open(file, encoding="utf-8") as f:
+        blob = json.load(f)
+      for user in blob["users"]:
+        data = blob["user_data"][user]
+        x = _leaf_pixels(data["x"], f"{file} user {user}")
+        y = np.asarray(data["y"], dtype=np.int32)
+        if len(x) != len(y):
+          raise ValueError(f"{file} user {user}: {len(x)} images but {len(y)} labels.")
+        if user not in found or len(found[user][1]) < len(y):
+          found[user] = (x, y)
+  both = sorted(set(portions["train"]) & set(portions["test"]))
+  return {
+      w: {
+          "x_train": portions["train"][w][0], "y_train": portions["train"][w][1],
+          "x_test": portions["test"][w][0], "y_test": portions["test"][w][1],
+      }
+      for w in both
+  }
 
 
 def read_npz(file: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
-    """Reads the packed 300-writer npz into ``{writer: {x_train, y_train, x_test, y_test}}``."""
-    with np.load(file) as d:
-        writers = [str(w) for w in d["writers"]]
-        arrays = {k: d[k] for k in ("x_train", "y_train", "w_train", "x_test", "y_test", "w_test")}
-    out = {}
-    for i, w in enumerate(writers):
-        client = {}
-        for split in ("train", "test"):
-            rows = arrays[f"w_{split}"] == i
-            client[f"x_{split}"] = arrays[f"x_{split}"][rows].reshape((-1,) + IMAGE_SHAPE)
-            client[f"y_{split}"] = arrays[f"y_{split}"][rows].astype(np.int32)
-        out[w] = client
-    return dict(sorted(out.items()))
+  """Reads the packed 300-writer npz into ``{writer: {x_train, y_train, x_test, y_test}}``."""
+  with np.load(file) as d:
+    writers = [str(w) for w in d["writers"]]
+    arrays = {k: d[k] for k in ("x_train", "y_train", "w_train", "x_test", "y_test", "w_test")}
+  out = {}
+  for i, w in enumerate(writers):
+    client = {}
+    for split in ("train", "test"):
+      rows = arrays[f"w_{split}"] == i
+      client[f"x_{split}"] = arrays[f"x_{split}"][rows].reshape((-1,) + IMAGE_SHAPE)
+      client[f"y_{split}"] = arrays[f"y_{split}"][rows].astype(np.int32)
+    out[w] = client
+  return dict(sorted(out.items()))
 
 
 class ClipjaxFemnist(tfds_store.ManualBuilder):
-    """LEAF FEMNIST, one record per writer, from the packed npz or a LEAF JSON folder."""
+  """LEAF FEMNIST, one record per writer, from the packed npz or a LEAF JSON folder."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(name="npz", description="LEAF 300-writer packed npz."),
-        tfds.core.BuilderConfig(name="leaf_json", description="LEAF train/ and test/ JSON."),
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = paths.HOW_TO_GET["femnist"]
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name="npz", description="LEAF 300-writer packed npz."),
+      tfds.core.BuilderConfig(name="leaf_json", description="LEAF train/ and test/ JSON."),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = paths.HOW_TO_GET["femnist"]
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="LEAF FEMNIST, one record per writer (uint8, 255 = background).",
-            features=tfds.features.FeaturesDict({
-                "writer": tfds.features.Text(),
-                "x": tfds.features.Tensor(
-                    shape=(None,) + IMAGE_SHAPE, dtype=np.uint8,
-                    encoding=tfds.features.Encoding.BYTES),
-                "y": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            }),
-            disable_shuffling=True,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="LEAF FEMNIST, one record per writer (uint8, 255 = background).",
+        features=tfds.features.FeaturesDict({
+            "writer": tfds.features.Text(),
+            "x": tfds.features.Tensor(
+                shape=(None,) + IMAGE_SHAPE, dtype=np.uint8,
+                encoding=tfds.features.Encoding.BYTES),
+            "y": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        }),
+        disable_shuffling=True,
+    )
 
-    def _split_generators(self, dl_manager):
-        manual = pathlib.Path(dl_manager.manual_dir)
-        if self.builder_config.name == "npz":
-            writers = read_npz(manual / pathlib.Path(NPZ_FILE).name)
-        else:
-            writers = read_leaf_folder(manual)
-        return {s: self._generate_examples(writers, s) for s in ("train", "test")}
+  def _split_generators(self, dl_manager):
+    manual = pathlib.Path(dl_manager.manual_dir)
+    if self.builder_config.name == "npz":
+      writers = read_npz(manual / pathlib.Path(NPZ_FILE).name)
+    else:
+      writers = read_leaf_folder(manual)
+    return {s: self._generate_examples(writers, s) for s in ("train", "test")}
 
-    def _generate_examples(self, writers, split):
-        for i, (w, d) in enumerate(writers.items()):
-            yield i, {"writer": w, "x": d[f"x_{split}"], "y": d[f"y_{split}"]}
+  def _generate_examples(self, writers, split):
+    for i, (w, d) in enumerate(writers.items()):
+      yield i, {"writer": w, "x": d[f"x_{split}"], "y": d[f"y_{split}"]}
 
 
 def load_clients(data_dir: str | pathlib.Path | None = None) -> tfds_store.ClientLists:
-    """Prepares (once) and reads FEMNIST clients.
+  """Prepares (once) and reads FEMNIST clients.
 
-    Args:
-      data_dir: None to search the data folders for the npz; a LEAF folder (``train/*.json``,
-        ``test/*.json``) to read it; or a raw data folder holding ``femnist/<npz>``.
+  Args:
+    data_dir: None to search the data folders for the npz; a LEAF folder (``train/*.json``,
+      ``test/*.json``) to read it; or a raw data folder holding ``femnist/<npz>``.
 
-    Returns:
-      Per-writer arrays ordered by writer id.
+  Returns:
+    Per-writer arrays ordered by writer id.
 
-    Raises:
-      FileNotFoundError: if no source is found (names the file and the folders searched).
-    """
-    if data_dir is not None and is_leaf_folder(pathlib.Path(data_dir)):
-        manual = pathlib.Path(data_dir).resolve()
-        digest = hashlib.sha1(str(manual).encode()).hexdigest()[:12]
-        store = paths.tfds_dir(None) / f"femnist_leaf_{digest}"
-        config = "leaf_json"
-    else:
-        npz = paths.locate(NPZ_FILE, "femnist", data_dir)
-        manual, store, config = npz.parent, paths.tfds_dir(npz), "npz"
-    builder, seconds = tfds_store.prepared_builder(
-        ClipjaxFemnist, data_dir=store, manual_dir=manual, config=config
-    )
-    train = tfds_store.read_split(builder, "train")
-    test = tfds_store.read_split(builder, "test")
-    return tfds_store.ClientLists(
-        client_ids=tuple(tfds_store.as_text(r["writer"]) for r in train),
-        train_x=[r["x"] for r in train],
-        train_y=[r["y"] for r in train],
-        test_x=[r["x"] for r in test],
-        test_y=[r["y"] for r in test],
-        prepare_seconds=seconds,
-    )
+  Raises:
+    FileNotFoundError: if no source is found (names the file and the folders searched).
+  """
+  if data_dir is not None and is_leaf_folder(pathlib.Path(data_dir)):
+    manual = pathlib.Path(data_dir).resolve()
+    digest = hashlib.sha1(str(manual).encode()).hexdigest()[:12]
+    store = paths.tfds_dir(None) / f"femnist_leaf_{digest}"
+    config = "leaf_json"
+  else:
+    npz = paths.locate(NPZ_FILE, "femnist", data_dir)
+    manual, store, config = npz.parent, paths.tfds_dir(npz), "npz"
+  builder, seconds = tfds_store.prepared_builder(
+      ClipjaxFemnist, data_dir=store, manual_dir=manual, config=config
+  )
+  train = tfds_store.read_split(builder, "train")
+  test = tfds_store.read_split(builder, "test")
+  return tfds_store.ClientLists(
+      client_ids=tuple(tfds_store.as_text(r["writer"]) for r in train),
+      train_x=[r["x"] for r in train],
+      train_y=[r["y"] for r in train],
+      test_x=[r["x"] for r in test],
+      test_y=[r["y"] for r in test],
+      prepare_seconds=seconds,
+  )

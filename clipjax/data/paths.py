@@ -50,96 +50,96 @@ HOW_TO_GET = {
 
 
 def data_folders() -> list[pathlib.Path]:
-    """Candidate raw data folders in search order (existing or not, duplicates removed)."""
-    candidates = []
-    if os.environ.get(DATA_ENV):
-        candidates.append(pathlib.Path(os.environ[DATA_ENV]).expanduser())
-    cwd = pathlib.Path.cwd()
-    candidates += [cwd / "data", cwd.parent / "shared" / "data"]
-    candidates += [_REPO_ROOT / "data", _REPO_ROOT.parent / "shared" / "data"]
-    seen, folders = set(), []
-    for folder in candidates:
-        key = str(folder.resolve()) if folder.exists() else str(folder.absolute())
-        if key not in seen:
-            seen.add(key)
-            folders.append(folder)
-    return folders
+  """Candidate raw data folders in search order (existing or not, duplicates removed)."""
+  candidates = []
+  if os.environ.get(DATA_ENV):
+    candidates.append(pathlib.Path(os.environ[DATA_ENV]).expanduser())
+  cwd = pathlib.Path.cwd()
+  candidates += [cwd / "data", cwd.parent / "shared" / "data"]
+  candidates += [_REPO_ROOT / "data", _REPO_ROOT.parent / "shared" / "data"]
+  seen, folders = set(), []
+  for folder in candidates:
+    key = str(folder.resolve()) if folder.exists() else str(folder.absolute())
+    if key not in seen:
+      seen.add(key)
+      folders.append(folder)
+  return folders
 
 
 def find_data_file(relative_path: str, dataset: str) -> pathlib.Path:
-    """Finds ``relative_path`` (e.g. ``"femnist/x.npz"``) in the first data folder holding it.
+  """Finds ``relative_path`` (e.g. ``"femnist/x.npz"``) in the first data folder holding it.
 
-    Args:
-      relative_path: path of the file or folder below the data folder.
-      dataset: dataset name, used to say how to obtain the file.
+  Args:
+    relative_path: path of the file or folder below the data folder.
+    dataset: dataset name, used to say how to obtain the file.
 
-    Returns:
-      The absolute path of the file.
+  Returns:
+    The absolute path of the file.
 
-    Raises:
-      FileNotFoundError: naming the file, every folder searched and how to get the file.
-    """
-    folders = data_folders()
-    for folder in folders:
-        path = folder / relative_path
-        if path.exists():
-            return path.resolve()
-    searched = "\n".join(f"  - {f.absolute()}" for f in folders)
-    env = os.environ.get(DATA_ENV)
-    raise FileNotFoundError(
-        f"Data file '{relative_path}' for dataset '{dataset}' not found. Folders searched "
-        f"(${DATA_ENV}={env!r}, ./data, ../shared/data, and the same relative to the repository):\n"
-        f"{searched}\nHow to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}\n"
-        f"Set ${DATA_ENV} to the folder that holds '{relative_path}'."
-    )
+  Raises:
+    FileNotFoundError: naming the file, every folder searched and how to get the file.
+  """
+  folders = data_folders()
+  for folder in folders:
+    path = folder / relative_path
+    if path.exists():
+      return path.resolve()
+  searched = "\n".join(f"  - {f.absolute()}" for f in folders)
+  env = os.environ.get(DATA_ENV)
+  raise FileNotFoundError(
+      f"Data file '{relative_path}' for dataset '{dataset}' not found. Folders searched "
+      f"(${DATA_ENV}={env!r}, ./data, ../shared/data, and the same relative to the repository):\n"
+      f"{searched}\nHow to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}\n"
+      f"Set ${DATA_ENV} to the folder that holds '{relative_path}'."
+  )
 
 
 def _writable(folder: pathlib.Path) -> bool:
-    """True if ``folder`` exists and is writable, or could be created."""
-    probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    # Permission bits too: root passes os.access on a folder marked read-only (r-x), and a
-    # folder marked read-only (like a shared data mount) must not be written to.
-    has_write_bit = probe.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-    return probe.is_dir() and bool(has_write_bit) and os.access(probe, os.W_OK | os.X_OK)
+  """True if ``folder`` exists and is writable, or could be created."""
+  probe = folder
+  while not probe.exists():
+    if probe.parent == probe:
+      return False
+    probe = probe.parent
+  # Permission bits too: root passes os.access on a folder marked read-only (r-x), and a
+  # folder marked read-only (like a shared data mount) must not be written to.
+  has_write_bit = probe.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+  return probe.is_dir() and bool(has_write_bit) and os.access(probe, os.W_OK | os.X_OK)
 
 
 def tfds_dir(raw_file: pathlib.Path | None) -> pathlib.Path:
-    """Folder for the prepared tfds records of a dataset read from ``raw_file``.
+  """Folder for the prepared tfds records of a dataset read from ``raw_file``.
 
-    Args:
-      raw_file: a raw file found by :func:`find_data_file` (its data folder is two levels up,
-        ``<data>/<dataset>/<file>``), or None when there is no raw data folder.
+  Args:
+    raw_file: a raw file found by :func:`find_data_file` (its data folder is two levels up,
+      ``<data>/<dataset>/<file>``), or None when there is no raw data folder.
 
-    Returns:
-      ``$CLIPJAX_TFDS_DIR``, else ``<data folder>/tfds`` when writable, else the user cache.
-    """
-    if os.environ.get(TFDS_ENV):
-        return pathlib.Path(os.environ[TFDS_ENV]).expanduser()
-    if raw_file is not None:
-        candidate = raw_file.parent.parent / "tfds"
-        if _writable(candidate):
-            return candidate
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return cache / "clipjax" / "tfds"
+  Returns:
+    ``$CLIPJAX_TFDS_DIR``, else ``<data folder>/tfds`` when writable, else the user cache.
+  """
+  if os.environ.get(TFDS_ENV):
+    return pathlib.Path(os.environ[TFDS_ENV]).expanduser()
+  if raw_file is not None:
+    candidate = raw_file.parent.parent / "tfds"
+    if _writable(candidate):
+      return candidate
+  cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+  return cache / "clipjax" / "tfds"
 
 
 def locate(relative_path: str, dataset: str, data_dir: str | os.PathLike | None) -> pathlib.Path:
-    """Finds a raw file in ``data_dir`` when given, else through :func:`find_data_file`.
+  """Finds a raw file in ``data_dir`` when given, else through :func:`find_data_file`.
 
-    Raises:
-      FileNotFoundError: naming the file, the folder(s) searched and how to get the file.
-    """
-    if data_dir is None:
-        return find_data_file(relative_path, dataset)
-    path = pathlib.Path(data_dir).expanduser() / relative_path
-    if not path.exists():
-        raise FileNotFoundError(
-            f"Data file '{relative_path}' for dataset '{dataset}' not found in the given "
-            f"data_dir={str(data_dir)!r} (searched: {path.parent.absolute()}).\n"
-            f"How to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}"
-        )
-    return path.resolve()
+  Raises:
+    FileNotFoundError: naming the file, the folder(s) searched and how to get the file.
+  """
+  if data_dir is None:
+    return find_data_file(relative_path, dataset)
+  path = pathlib.Path(data_dir).expanduser() / relative_path
+  if not path.exists():
+    raise FileNotFoundError(
+        f"Data file '{relative_path}' for dataset '{dataset}' not found in the given "
+        f"data_dir={str(data_dir)!r} (searched: {path.parent.absolute()}).\n"
+        f"How to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}"
+    )
+  return path.resolve()

@@ -81,157 +81,157 @@ _LOOKUP[np.frombuffer(ALL_LETTERS.encode("ascii"), dtype=np.uint8)] = np.arange(
 
 
 def encode(text: str) -> np.ndarray:
-    """Symbol ids uint8 [len(text)] in LEAF's vocabulary (unknown characters -> 79)."""
-    return _LOOKUP[np.frombuffer(text.encode("latin-1", errors="replace"), dtype=np.uint8)]
+  """Symbol ids uint8 [len(text)] in LEAF's vocabulary (unknown characters -> 79)."""
+  return _LOOKUP[np.frombuffer(text.encode("latin-1", errors="replace"), dtype=np.uint8)]
 
 
 def decode(ids: np.ndarray) -> str:
-    """Inverse of :func:`encode` for known symbols."""
-    return "".join(ALL_LETTERS[int(i)] for i in np.asarray(ids))
+  """Inverse of :func:`encode` for known symbols."""
+  return "".join(ALL_LETTERS[int(i)] for i in np.asarray(ids))
 
 
 def split_into_plays(full_text: str) -> list[tuple[str, dict[str, list[str]]]]:
-    """Splits the Gutenberg text into ``(title, {ROLE: [speech lines]})`` as LEAF does."""
-    lines = full_text.splitlines()[1:]
-    headers = [i for i, line in enumerate(lines) if _AUTHOR_LINE in line]
-    if len(headers) < 2:
-        raise ValueError("Not the Gutenberg #100 text: fewer than two 'by William Shakespeare'.")
-    plays: list[tuple[str, dict[str, list[str]]]] = []
-    roles: dict[str, list[str]] = {}
-    role, comedy_of_errors = None, False
-    for i in range(headers[1] - 5, min(len(lines), _LAST_LINE - 1)):
-        line = lines[i]
-        if _AUTHOR_LINE in line:
-            above = [lines[j].strip() for j in range(i - 2, i - 8, -1)]
-            title = next((t for t in above if t), above[-1])
-            if not title:
-                raise ValueError(f"No play title above line {i + 2} of the text.")
-            roles, role = collections.defaultdict(list), None
-            comedy_of_errors = title == "THE COMEDY OF ERRORS"
-            plays.append((title, roles))
-            continue
-        if not plays:
-            continue
-        start = (_COE_SPEECH if comedy_of_errors else _SPEECH).match(line)
-        if start:
-            name = start.group(1).upper()  # one role may be spelt with several casings
-            if comedy_of_errors and name.startswith("ACT "):
-                role = None
-            else:
-                roles[name].append(start.group(2))
-                role = name
-            continue
-        if role is not None:
-            more = (_COE_CONTINUED if comedy_of_errors else _CONTINUED).match(line)
-            if more:
-                if comedy_of_errors and more.group(1).startswith("<"):
-                    role = None
-                else:
-                    roles[role].append(more.group(1))
-    return [(title, roles) for title, roles in plays if len(roles) > 1]
+  """Splits the Gutenberg text into ``(title, {ROLE: [speech lines]})`` as LEAF does."""
+  lines = full_text.splitlines()[1:]
+  headers = [i for i, line in enumerate(lines) if _AUTHOR_LINE in line]
+  if len(headers) < 2:
+    raise ValueError("Not the Gutenberg #100 text: fewer than two 'by William Shakespeare'.")
+  plays: list[tuple[str, dict[str, list[str]]]] = []
+  roles: dict[str, list[str]] = {}
+  role, comedy_of_errors = None, False
+  for i in range(headers[1] - 5, min(len(lines), _LAST_LINE - 1)):
+    line = lines[i]
+    if _AUTHOR_LINE in line:
+      above = [lines[j].strip() for j in range(i - 2, i - 8, -1)]
+      title = next((t for t in above if t), above[-1])
+      if not title:
+        raise ValueError(f"No play title above line {i + 2} of the text.")
+      roles, role = collections.defaultdict(list), None
+      comedy_of_errors = title == "THE COMEDY OF ERRORS"
+      plays.append((title, roles))
+      continue
+    if not plays:
+      continue
+    start = (_COE_SPEECH if comedy_of_errors else _SPEECH).match(line)
+    if start:
+      name = start.group(1).upper()  # one role may be spelt with several casings
+      if comedy_of_errors and name.startswith("ACT "):
+        role = None
+      else:
+        roles[name].append(start.group(2))
+        role = name
+      continue
+    if role is not None:
+      more = (_COE_CONTINUED if comedy_of_errors else _CONTINUED).match(line)
+      if more:
+        if comedy_of_errors and more.group(1).startswith("<"):
+          role = None
+        else:
+          roles[role].append(more.group(1))
+  return [(title, roles) for title, roles in plays if len(roles) > 1]
 
 
 def client_id(title: str, role: str) -> str:
-    """LEAF's user name: play and role with non-word characters replaced by '_'."""
-    return re.sub(r"\W+", "_", f"{title}_{role}".replace(" ", "_"))
+  """LEAF's user name: play and role with non-word characters replaced by '_'."""
+  return re.sub(r"\W+", "_", f"{title}_{role}".replace(" ", "_"))
 
 
 def role_texts(full_text: str) -> dict[str, str]:
-    """Each client's joined text (roles with at most two speech lines dropped), in play order."""
-    texts: dict[str, list[str]] = collections.defaultdict(list)
-    for title, roles in split_into_plays(full_text):
-        for role, speech in roles.items():
-            if len(speech) > 2:
-                texts[client_id(title, role)].extend(speech)
-    joined = {}
-    for user, speech in texts.items():
-        text = "".join(s + "\n" for s in speech).replace("\n", " ")
-        joined[user] = re.sub(r"  +", " ", text)
-    return joined
+  """Each client's joined text (roles with at most two speech lines dropped), in play order."""
+  texts: dict[str, list[str]] = collections.defaultdict(list)
+  for title, roles in split_into_plays(full_text):
+    for role, speech in roles.items():
+      if len(speech) > 2:
+        texts[client_id(title, role)].extend(speech)
+  joined = {}
+  for user, speech in texts.items():
+    text = "".join(s + "\n" for s in speech).replace("\n", " ")
+    joined[user] = re.sub(r"  +", " ", text)
+  return joined
 
 
 def split_role(text: str) -> tuple[str, str] | None:
-    """LEAF's per-role 80/20 split by sample order: (train text, test text) or None if dropped."""
-    n = len(text) - SEQ_LEN
-    if n < 2:
-        return None
-    n_train = 1 if n == 2 else max(1, int(TRAIN_FRACTION * n))
-    if n - (n_train + SEQ_LEN - 1) < 1:
-        return None
-    return text[: n_train + SEQ_LEN], text[n_train + SEQ_LEN - 1 :]
+  """LEAF's per-role 80/20 split by sample order: (train text, test text) or None if dropped."""
+  n = len(text) - SEQ_LEN
+  if n < 2:
+    return None
+  n_train = 1 if n == 2 else max(1, int(TRAIN_FRACTION * n))
+  if n - (n_train + SEQ_LEN - 1) < 1:
+    return None
+  return text[: n_train + SEQ_LEN], text[n_train + SEQ_LEN - 1 :]
 
 
 class ClipjaxShakespeare(tfds_store.ManualBuilder):
-    """LEAF Shakespeare, one record per (play, role) with its train and test text."""
+  """LEAF Shakespeare, one record per (play, role) with its train and test text."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = paths.HOW_TO_GET["shakespeare"]
+  VERSION = tfds.core.Version("1.0.0")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = paths.HOW_TO_GET["shakespeare"]
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="LEAF Shakespeare: per role text as LEAF symbol ids (windows cut later).",
-            features=tfds.features.FeaturesDict({
-                "client": tfds.features.Text(),
-                "text": tfds.features.Tensor(
-                    shape=(None,), dtype=np.uint8,
-                    encoding=tfds.features.Encoding.BYTES),
-            }),
-            disable_shuffling=True,
-        )
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="LEAF Shakespeare: per role text as LEAF symbol ids (windows cut later).",
+        features=tfds.features.FeaturesDict({
+            "client": tfds.features.Text(),
+            "text": tfds.features.Tensor(
+                shape=(None,), dtype=np.uint8,
+                encoding=tfds.features.Encoding.BYTES),
+        }),
+        disable_shuffling=True,
+    )
 
-    def _split_generators(self, dl_manager):
-        raw = pathlib.Path(dl_manager.manual_dir) / pathlib.Path(RAW_FILE).name
-        with gzip.open(raw, "rt", encoding="latin-1") as f:
-            texts = role_texts(f.read())
-        splits = {u: pair for u, text in texts.items() if (pair := split_role(text)) is not None}
-        return {"train": self._generate_examples(splits, 0),
-                "test": self._generate_examples(splits, 1)}
+  def _split_generators(self, dl_manager):
+    raw = pathlib.Path(dl_manager.manual_dir) / pathlib.Path(RAW_FILE).name
+    with gzip.open(raw, "rt", encoding="latin-1") as f:
+      texts = role_texts(f.read())
+    splits = {u: pair for u, text in texts.items() if (pair := split_role(text)) is not None}
+    return {"train": self._generate_examples(splits, 0),
+            "test": self._generate_examples(splits, 1)}
 
-    def _generate_examples(self, splits, part):
-        for i, (user, pair) in enumerate(splits.items()):
-            yield i, {"client": user, "text": encode(pair[part])}
+  def _generate_examples(self, splits, part):
+    for i, (user, pair) in enumerate(splits.items()):
+      yield i, {"client": user, "text": encode(pair[part])}
 
 
 def load_clients(data_dir=None) -> tfds_store.ClientLists:
-    """Prepares (once) and reads the per-role train and test texts (uint8 symbol ids)."""
-    raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
-    builder, seconds = tfds_store.prepared_builder(
-        ClipjaxShakespeare, data_dir=paths.tfds_dir(raw), manual_dir=raw.parent
-    )
-    train = tfds_store.read_split(builder, "train")
-    test = tfds_store.read_split(builder, "test")
-    return tfds_store.ClientLists(
-        client_ids=tuple(tfds_store.as_text(r["client"]) for r in train),
-        train_x=[r["text"] for r in train], train_y=None,
-        test_x=[r["text"] for r in test], test_y=None,
-        prepare_seconds=seconds,
-    )
+  """Prepares (once) and reads the per-role train and test texts (uint8 symbol ids)."""
+  raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
+  builder, seconds = tfds_store.prepared_builder(
+      ClipjaxShakespeare, data_dir=paths.tfds_dir(raw), manual_dir=raw.parent
+  )
+  train = tfds_store.read_split(builder, "train")
+  test = tfds_store.read_split(builder, "test")
+  return tfds_store.ClientLists(
+      client_ids=tuple(tfds_store.as_text(r["client"]) for r in train),
+      train_x=[r["text"] for r in train], train_y=None,
+      test_x=[r["text"] for r in test], test_y=None,
+      prepare_seconds=seconds,
+  )
 
 
 def summary(data_dir=None) -> dict[str, int]:
-    """Counts of the constructed dataset, to compare with LEAF's published figures.
+  """Counts of the constructed dataset, to compare with LEAF's published figures.
 
-    Returns:
-      ``plays``; ``roles_all`` and ``samples_all``: roles with at least one window and their
-      windows before the train/test split (LEAF's paper counts); ``roles``, ``train`` and
-      ``test``: roles kept by the split and their train and test windows;
-      ``unknown_characters``: characters of the kept texts outside the vocabulary.
-    """
-    raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
-    with gzip.open(raw, "rt", encoding="latin-1") as f:
-        full_text = f.read()
-    texts = role_texts(full_text)
-    windows = np.array([len(t) - SEQ_LEN for t in texts.values()])
-    clients = load_clients(data_dir)
-    kept = set(clients.client_ids)
-    return {
-        "plays": len(split_into_plays(full_text)),
-        "roles_all": int((windows > 0).sum()),
-        "samples_all": int(windows[windows > 0].sum()),
-        "roles": len(clients.client_ids),
-        "train": int(sum(len(t) - SEQ_LEN for t in clients.train_x)),
-        "test": int(sum(len(t) - SEQ_LEN for t in clients.test_x)),
-        "unknown_characters": sum(
-            sum(c not in ALL_LETTERS for c in t) for u, t in texts.items() if u in kept),
-    }
+  Returns:
+    ``plays``; ``roles_all`` and ``samples_all``: roles with at least one window and their
+    windows before the train/test split (LEAF's paper counts); ``roles``, ``train`` and
+    ``test``: roles kept by the split and their train and test windows;
+    ``unknown_characters``: characters of the kept texts outside the vocabulary.
+  """
+  raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
+  with gzip.open(raw, "rt", encoding="latin-1") as f:
+    full_text = f.read()
+  texts = role_texts(full_text)
+  windows = np.array([len(t) - SEQ_LEN for t in texts.values()])
+  clients = load_clients(data_dir)
+  kept = set(clients.client_ids)
+  return {
+      "plays": len(split_into_plays(full_text)),
+      "roles_all": int((windows > 0).sum()),
+      "samples_all": int(windows[windows > 0].sum()),
+      "roles": len(clients.client_ids),
+      "train": int(sum(len(t) - SEQ_LEN for t in clients.train_x)),
+      "test": int(sum(len(t) - SEQ_LEN for t in clients.test_x)),
+      "unknown_characters": sum(
+          sum(c not in ALL_LETTERS for c in t) for u, t in texts.items() if u in kept),
+  }
