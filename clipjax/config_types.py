@@ -3,6 +3,11 @@
 Library code never sees an `ml_collections.ConfigDict`; `ExperimentSpec.from_config`
 unpacks one into frozen dataclasses and rejects bad values with a `ValueError` that names
 the key, the value and what is allowed.
+
+Every default is resolved here, once: a value of 0 / -1 / "auto" in the config becomes the
+concrete value the run uses (quantisation bits for n clients, the device tier, the client
+batch for the backend, the method's aggregation rule), so the rest of the code never
+re-derives a default.
 """
 
 from __future__ import annotations
@@ -10,14 +15,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from clipjax.fl import training
+import jax
 
-METHODS = ("fedavg", "random", "ordered", "fluid", "clip_compute", "clip_network")
-DATASETS = ("femnist", "shakespeare", "cifar10")
-MODELS = ("leaf_cnn", "vgg9", "leaf_lstm")
-AGGREGATIONS = ("padded", "participation_weighted")
-SLACK_RULES = ("lowest_score", "random")
-PROTOCOLS = ("secagg", "secagg+")
+from clipjax.clip import devices as devices_lib
+from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
+from clipjax.data import DATASETS
+from clipjax.fl import training
+from clipjax.fl.aggregation import AGGREGATIONS
+from clipjax.fl.server import SERVER_OPTIMIZERS
+from clipjax.methods import METHODS
+from clipjax.models import KNOWN_MODELS
+from clipjax.models.units import SCORES
+from clipjax.secagg import max_safe_bits
+from clipjax.secagg.params import PROTOCOLS
+
+DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordinate
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -33,10 +45,23 @@ def _positive(key: str, value, *, allow_zero: bool = False):
   return value
 
 
-def _client_batch(value: int) -> int:
+def _client_batch(value: int, model: str) -> int:
   if value < -1:
     raise ValueError(f"config.client_batch={value!r} must be -1 (the measured default for the "
                      "model and backend), 0 (all clients at once) or a chunk size k > 0.")
+  if value == -1:
+    return training.default_client_batch(model, jax.default_backend())
+  return value
+
+
+def _aggregation(value: str, method: str) -> str:
+  """"auto": the method's own rule; a method that prunes nothing always averages padded."""
+  allowed = ("auto",) + AGGREGATIONS
+  _choice("clip.aggregation", value, allowed)
+  if method not in METHODS:
+    return value  # the method itself is rejected below with its own message
+  if value == "auto" or not METHODS[method].prunes:
+    return METHODS[method].aggregation
   return value
 
 
@@ -77,8 +102,8 @@ class SecAggSpec:
   protocol: str
   degree: int | None
   threshold: int | None
-  bits: int | None
-  clip: float | None
+  bits: int
+  clip: float
   dropout_rate: float
   max_weight: float
   corruption_fraction: float
@@ -86,6 +111,11 @@ class SecAggSpec:
   security_bits: int
   correctness_bits: int
   allow_weak_parameters: bool
+
+  @property
+  def analysed_dropout(self) -> float:
+    """The drop-out fraction the (k, t) analysis covers: at least the injected rate."""
+    return max(self.dropout_fraction, self.dropout_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +125,8 @@ class ClipSpec:
   rho_min: float | None
   growth: float
   slack: str
+  score: str
+  threshold_init: str
   aggregation: str
 
 
@@ -143,8 +175,8 @@ class ExperimentSpec:
         protocol=_choice("secagg.protocol", g("secagg.protocol", "secagg+"), PROTOCOLS),
         degree=int(g("secagg.degree", 0)) or None,
         threshold=int(g("secagg.threshold", 0)) or None,
-        bits=int(g("secagg.bits", 0)) or None,
-        clip=float(g("secagg.clip", 0.0)) or None,
+        bits=int(g("secagg.bits", 0)) or max_safe_bits(int(c.num_clients)),
+        clip=float(g("secagg.clip", 0.0)) or DEFAULT_SECAGG_CLIP,
         dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate", 0.0), hi_open=True),
         max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight", 1000.0)))),
         corruption_fraction=_fraction("secagg.corruption_fraction",
@@ -169,8 +201,11 @@ class ExperimentSpec:
         min_keep=_fraction("clip.min_keep", g("clip.min_keep", 0.5), lo=1e-3),
         rho_min=(float(g("clip.rho_min", 0.0)) or None),
         growth=float(g("clip.growth", 1.2)),
-        slack=_choice("clip.slack", g("clip.slack", "lowest_score"), SLACK_RULES),
-        aggregation=_choice("clip.aggregation", g("clip.aggregation", "padded"), AGGREGATIONS),
+        slack=_choice("clip.slack", g("clip.slack", "lowest_score"), SLACK_ORDERS),
+        score=_choice("clip.score", g("clip.score", "max_relative"), SCORES),
+        threshold_init=_choice("clip.threshold_init", g("clip.threshold_init", "min"),
+                               THRESHOLD_INITS),
+        aggregation=_aggregation(g("clip.aggregation", "auto"), c.method),
     )
     if clip.growth <= 1.0:
       raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
@@ -182,7 +217,8 @@ class ExperimentSpec:
         network_slow=int(_positive("devices.network_slow", g("devices.network_slow", 0), allow_zero=True)),
         both_slow=int(_positive("devices.both_slow", g("devices.both_slow", 0), allow_zero=True)),
         jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma", 0.05), allow_zero=True)),
-        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops", 0.0), allow_zero=True)),
+        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops", 0.0),
+                                   allow_zero=True)) or devices_lib.FAST_FLOPS_PER_S,
         slow_compute_ratio=_fraction("devices.slow_compute_ratio",
                                      g("devices.slow_compute_ratio", 2.0 / 3.0), lo=1e-3),
         server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds", 0.0), allow_zero=True)),
@@ -199,13 +235,13 @@ class ExperimentSpec:
         batch_size=int(_positive("batch_size", int(c.batch_size))),
         client_lr=float(_positive("client_lr", float(c.client_lr))),
         client_momentum=_fraction("client_momentum", g("client_momentum", 0.0), hi_open=True),
-        server_optimizer=_choice("server_optimizer", g("server_optimizer", "sgd"), ("sgd", "adam", "yogi")),
+        server_optimizer=_choice("server_optimizer", g("server_optimizer", "sgd"), SERVER_OPTIMIZERS),
         server_lr=float(_positive("server_lr", float(g("server_lr", 1.0)))),
         eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
-        method=_choice("method", c.method, METHODS),
+        method=_choice("method", c.method, tuple(METHODS)),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 0)), allow_zero=True)),
-        client_batch=_client_batch(int(g("client_batch", -1))),
+        client_batch=_client_batch(int(g("client_batch", -1)), c.model.name),
         local_loop=_choice("local_loop", g("local_loop", "auto"), training.LOOPS),
         data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
                       data_dir=g("data.data_dir", "") or None,
@@ -213,10 +249,10 @@ class ExperimentSpec:
                       alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5)))),
                       num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions", 0)),
                                                    allow_zero=True)) or None),
-        model=ModelSpec(name=_choice("model.name", c.model.name, MODELS),
+        model=ModelSpec(name=_choice("model.name", c.model.name, KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width", 1.0))))),
         secagg=secagg, clip=clip, devices=devices)
-    if spec.method == "fluid" and spec.secagg.enabled:
+    if not METHODS[spec.method].secure and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "
                        "cannot run under secure aggregation; set --config.secagg.enabled=False "
                        "(it is reported as an insecure upper reference).")

@@ -1,19 +1,23 @@
-"""The six methods as one pure, jittable step: per-client unit masks, then masked training.
+"""The six methods: which units each client keeps, as one pure, jittable mask step.
 
-Every method runs the same full-shape, vmapped training; they differ only in which units
-each client keeps (DESIGN 2.8):
+Every method runs the same full-shape masked training; they differ in which units each
+client keeps and in which protocol steps they need (DESIGN 2.8). The registry `METHODS`
+holds, per name, a `Method`:
 
-* `fedavg`: everybody keeps everything (p = 1).
+* `fedavg`: everybody keeps everything; no time broadcast.
 * `random`: Federated Dropout (Caldas et al. 2018), random units at the straggler's p.
 * `ordered`: FjORD (Horvath et al., NeurIPS 2021), the first ceil(p n) units of each layer.
-* `fluid`: FLuID (Wang et al., NeurIPS 2023), invariant units scored by the server from the
-  non-stragglers' individual updates of the last round. Reads individual updates, so it
-  cannot run under SecAgg: an insecure upper reference.
+* `fluid`: FLuID (Wang et al., NeurIPS 2023): the server scores units from the
+  non-stragglers' individual updates (`clipjax.fluid`), sends each straggler its
+  sub-model and averages each coordinate over the clients that trained it. It reads
+  individual updates and times in the clear, so it cannot run under SecAgg: an insecure
+  upper reference, compared with `fedavg` without SecAgg.
 * `clip_compute` / `clip_network`: CLIP, invariant units scored by each client from the
   change of the global model between its last two copies, w(t) vs w(t-1) (DESIGN 2.4).
 
-The keep fraction p per client comes from the straggler decision (DESIGN 2.2-2.3); the
-baselines use CLIP's compute-aware p, as DESIGN 2.8 asks.
+The keep fraction p per client comes from the straggler decision (DESIGN 2.2-2.3): CLIP's
+and the secure baselines' through the sealed time broadcast, `fluid`'s from the times the
+server sees; the baselines use CLIP's compute-aware p, as DESIGN 2.8 asks.
 
 References:
   DiMaggio, Saileshwar, Sharma. CLIP. arXiv:2510.16694, 2025.
@@ -22,19 +26,63 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 
+from clipjax import fluid as fluid_lib
 from clipjax.clip import invariance
 from clipjax.models import units
 
 PyTree = Any
 
-PRUNING_METHODS = ("random", "ordered", "fluid", "clip_compute", "clip_network")
-INVARIANCE_METHODS = ("fluid", "clip_compute", "clip_network")
+MASK_RULES = ("none", "random", "ordered", "client_invariance", "server_invariance")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method's static choices.
+
+  Attributes:
+    name: registry name.
+    masks: which units a straggler drops, one of `MASK_RULES`.
+    keep_rule: how p is chosen ("clip_compute" or "clip_network", DESIGN 2.3).
+    broadcasts: clients learn their peers' times through the sealed broadcast.
+    secure: may run under SecAgg.
+    aggregation: its default aggregation rule (`clipjax.fl.aggregation.AGGREGATIONS`).
+    server_prunes: the server sends each straggler its sub-model (in the clear).
+  """
+
+  name: str
+  masks: str
+  keep_rule: str = "clip_compute"
+  broadcasts: bool = True
+  secure: bool = True
+  aggregation: str = "padded"
+  server_prunes: bool = False
+
+  @property
+  def prunes(self) -> bool:
+    return self.masks != "none"
+
+
+METHODS = {m.name: m for m in (
+    Method("fedavg", "none", broadcasts=False),
+    Method("random", "random"),
+    Method("ordered", "ordered"),
+    Method("fluid", "server_invariance", broadcasts=False, secure=False,
+           aggregation="participation_weighted", server_prunes=True),
+    Method("clip_compute", "client_invariance"),
+    Method("clip_network", "client_invariance", keep_rule="clip_network"),
+)}
+
+
+def get_method(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"Unknown method {name!r}; choose one of {tuple(METHODS)}.")
+  return METHODS[name]
 
 
 @flax.struct.dataclass
@@ -42,25 +90,15 @@ class PrunedOutput:
   """One round of masked training for all clients (leading axis C everywhere)."""
 
   delta: PyTree                 # params-shaped, zero at pruned coordinates
-  param_prune_mask: PyTree      # params-shaped 0/1 (only filled when asked for)
-  prune_mask: dict              # {layer: f32[C, n]}
+  param_prune_mask: PyTree      # params-shaped 0/1 (None for fedavg)
   kept_units: dict              # {layer: int32[C]}
-  invariant_units: jax.Array    # int32[C], summed over layers
+  kept_params: jax.Array        # int32[C], parameters each client trained
+  invariant_units: jax.Array    # int32[C], summed over layers (0 for a client keeping all)
   slack_units: jax.Array        # int32[C]
   loss_sum: jax.Array
   num_seen: jax.Array
   num_steps: jax.Array
   clip_state: Any               # per-client invariance state, [C]
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodSpec:
-  """Static choices of the masked round (hashable)."""
-
-  method: str
-  growth: float
-  slack: str
-  want_param_masks: bool = False
 
 
 def init_clip_state(unit_spec: units.UnitSpec, num_clients: int):
@@ -69,84 +107,93 @@ def init_clip_state(unit_spec: units.UnitSpec, num_clients: int):
   return invariance.replicate_state(invariance.init_state(sizes), num_clients)
 
 
-def _client_masks(spec: MethodSpec, unit_spec, scores, clip_state, p, key):
-  """Unit masks of ONE client for its keep fraction p (traced)."""
+def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, p, key, *,
+                  growth, slack, threshold_init):
+  """Unit masks, new state, invariant and slack counts of ONE client (p traced)."""
   sizes = {layer.name: layer.size for layer in unit_spec}
   zero = jnp.zeros((), jnp.int32)
-  if spec.method == "random":
+  if method.masks == "random":
     return invariance.random_prune_mask(sizes, p, key), clip_state, zero, zero
-  if spec.method == "ordered":
+  if method.masks == "ordered":
     return invariance.ordered_prune_mask(sizes, p), clip_state, zero, zero
-  prune_mask, new_state, counts = invariance.update(
-      clip_state, scores, p, key, growth=spec.growth, slack=spec.slack)
+  if method.masks == "server_invariance":
+    masks, inv, slk = fluid_lib.client_mask(server_choice, p)
+    return masks, clip_state, inv, slk
+  prune_mask, new_state, counts = invariance.update(clip_state, scores, p, key, growth=growth,
+                                                    slack=slack, threshold_init=threshold_init)
   invariant = sum(jnp.asarray(v, jnp.int32) for v in counts.invariant.values())
-  slack = sum(jnp.asarray(v, jnp.int32) for v in counts.slack.values())
-  return prune_mask, new_state, invariant, slack
+  slack_count = sum(jnp.asarray(v, jnp.int32) for v in counts.slack.values())
+  return prune_mask, new_state, invariant, slack_count
 
 
-def make_masks(spec: MethodSpec, unit_spec: units.UnitSpec):
+def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2,
+               slack: str = "lowest_score", score: str = "max_relative",
+               threshold_init: str = "min"):
   """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
-    `masks(params, score_reference, clip_state, p, keys) -> (prune_mask, param_prune_mask,
-    clip_state, invariant_units, slack_units, train_keys)`, everything with a leading client
-    axis C; `prune_mask` and `param_prune_mask` are None for `fedavg` (nothing is pruned).
-    `score_reference` is what the invariance scores compare `params` with: w(t-1) for CLIP,
-    w(t-1) + the non-stragglers' mean update for FLuID (ignored by the other methods).
+    `masks(params, prev_params, clip_state, server_choice, p, keys) -> (prune_mask,
+    param_prune_mask, clip_state, invariant_units, slack_units, train_keys)`, everything with
+    a leading client axis C; `prune_mask` and `param_prune_mask` are None for `fedavg`.
+    `prev_params` is w(t-1) (CLIP's scores compare it with w(t)); `server_choice` is FLuID's
+    server-side drop order, a `fluid.ServerChoice` (ignored by the other methods).
   """
 
-  def masks(params, score_reference, clip_state, p, keys):
+  def masks(params, prev_params, clip_state, server_choice, p, keys):
     mask_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
     zeros = jnp.zeros(p.shape, jnp.int32)
-    if spec.method == "fedavg":  # nothing is pruned: no masks to build or apply
+    if not method.prunes:  # nothing is pruned: no masks to build or apply
       return None, None, clip_state, zeros, zeros, train_keys
-    if spec.method == "fluid":
-      scores = units.unit_scores(unit_spec, score_reference, params)
-    elif spec.method in INVARIANCE_METHODS:
-      scores = units.unit_scores(unit_spec, params, score_reference)
-    else:
-      scores = None
-    prune_mask, new_state, invariant, slack = jax.vmap(
-        lambda st, pk, kk: _client_masks(spec, unit_spec, scores, st, pk, kk))(
-            clip_state, p, mask_keys)
+    scores = (units.unit_scores(unit_spec, params, prev_params, kind=score)
+              if method.masks == "client_invariance" else None)
+    prune_mask, new_state, invariant, slack_count = jax.vmap(
+        lambda st, pk, kk: _client_masks(method, unit_spec, scores, server_choice, st, pk, kk,
+                                         growth=growth, slack=slack,
+                                         threshold_init=threshold_init))(clip_state, p, mask_keys)
     param_mask = jax.vmap(lambda m: units.param_prune_mask(unit_spec, m, params))(prune_mask)
-    return prune_mask, param_mask, new_state, invariant, slack, train_keys
+    return prune_mask, param_mask, new_state, invariant, slack_count, train_keys
 
   return masks
 
 
-def make_pruned_round(spec: MethodSpec, unit_spec: units.UnitSpec, train: Callable):
+def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *, growth: float = 1.2,
+                      slack: str = "lowest_score", score: str = "max_relative",
+               threshold_init: str = "min"):
   """Builds one round's masked training for all clients: jitted masks, then `train`.
 
   Args:
-    spec: the method's static choices.
+    method: the method's static choices.
     unit_spec: the model's prunable units.
     train: all clients' local training, from `clipjax.fl.training.make_trainer` (a host loop
       of jitted steps on CPU, one jitted scan elsewhere).
+    growth, slack, score, threshold_init: CLIP's invariance settings (DESIGN 2.4;
+      `units.SCORES`, `invariance.THRESHOLD_INITS`).
 
   Returns:
-    `pruned_round(params, score_reference, clip_state, p, keys, x, y, valid) -> PrunedOutput`.
-    `p` is f32[C] keep fractions, `keys` typed keys [C]. Host code: it calls jitted pieces.
+    `pruned_round(params, prev_params, clip_state, server_choice, p, keys, x, y, valid) ->
+    PrunedOutput`. `p` is f32[C] keep fractions, `keys` typed keys [C]. Host code: it calls
+    jitted pieces.
   """
-  masks = jax.jit(make_masks(spec, unit_spec))
+  masks = jax.jit(make_masks(method, unit_spec, growth=growth, slack=slack, score=score,
+                             threshold_init=threshold_init))
+  count_params = jax.jit(jax.vmap(
+      lambda m: sum(jnp.sum(a, dtype=jnp.int32) for a in jax.tree.leaves(m))))
 
-  def pruned_round(params, score_reference, clip_state, p, keys, x, y, valid):
-    prune_mask, param_mask, new_state, invariant, slack, train_keys = masks(
-        params, score_reference, clip_state, p, keys)
+  def pruned_round(params, prev_params, clip_state, server_choice, p, keys, x, y, valid):
+    prune_mask, param_mask, new_state, invariant, slack_count, train_keys = masks(
+        params, prev_params, clip_state, server_choice, p, keys)
     out = train(params, x, y, valid, train_keys, prune_mask, param_mask)
     num = p.shape[0]
     if prune_mask is None:
       kept = {layer.name: jnp.full((num,), layer.size, jnp.int32) for layer in unit_spec}
-      prune_mask = {layer.name: jnp.ones((num, layer.size), jnp.float32) for layer in unit_spec}
-      if spec.want_param_masks:
-        param_mask = jax.tree.map(jnp.ones_like, out.delta)
+      size = sum(a.size for a in jax.tree.leaves(params))
+      kept_params = jnp.full((num,), size, jnp.int32)
     else:
       kept = {k: jnp.sum(v, axis=-1).astype(jnp.int32) for k, v in prune_mask.items()}
+      kept_params = count_params(param_mask)
     return PrunedOutput(
-        delta=out.delta,
-        param_prune_mask=param_mask if spec.want_param_masks else None,
-        prune_mask=prune_mask, kept_units=kept, invariant_units=invariant,
-        slack_units=slack, loss_sum=out.loss_sum, num_seen=out.num_seen,
-        num_steps=out.num_steps, clip_state=new_state)
+        delta=out.delta, param_prune_mask=param_mask, kept_units=kept, kept_params=kept_params,
+        invariant_units=invariant, slack_units=slack_count, loss_sum=out.loss_sum,
+        num_seen=out.num_seen, num_steps=out.num_steps, clip_state=new_state)
 
   return pruned_round

@@ -25,18 +25,6 @@ def update_progress(bar, row: dict[str, Any]) -> None:
   bar.set_postfix(post, refresh=False)
 
 
-def secagg_row(result) -> dict[str, Any]:
-  """The SecAgg fields of a metrics row: survivors, drop-outs, bytes per client."""
-  stats = result.stats
-  sent = sum(np.asarray(v, np.float64) for v in stats.bytes_sent.values())
-  received = sum(np.asarray(v, np.float64) for v in stats.bytes_received.values())
-  return {"secagg_survivors": int(np.sum(result.survivors)),
-          "secagg_dropped": int(np.size(result.survivors) - np.sum(result.survivors)),
-          "secagg_bytes_sent_per_client": float(np.mean(sent)),
-          "secagg_bytes_received_per_client": float(np.mean(received)),
-          "secagg_seconds": {k: round(float(v), 4) for k, v in stats.seconds.items()}}
-
-
 def save_checkpoint(path: pathlib.Path, params) -> None:
   import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
 

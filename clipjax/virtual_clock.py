@@ -1,20 +1,45 @@
-"""The virtual clock of a run: FLOPs each client really executed -> seconds (DESIGN 2.1).
+"""The virtual clock of a run: what each client really did -> seconds (DESIGN 2.1).
 
-Fit time comes from the kept sub-network's analytic FLOPs (`clipjax.models.flops`, checked
-against XLA's cost analysis in the tests) times the client's real example count and
-epochs; upload is the full fixed-size SecAgg vector whatever was pruned.
+Two steps, both host-side NumPy:
 
-SecAgg mask expansion is costed as ChaCha20 work: one keystream word per coordinate per
-pseudo-random stream (self mask + one per graph neighbour). `CHACHA_OPS_PER_WORD` = 64
-counts the RFC 8439 block function's integer operations per output word: 10 double rounds
-of 8 quarter rounds, 12 add/xor/rotate operations per quarter round over 4 words
-(6 per word per double round, 60 in all), the final state addition, and the masking
-add, rounded up for rotations that take two instructions without a rotate unit.
+1. `charges(...)` says what ONE round asks of each client under a given protocol: bytes down
+   and up, protocol messages (each costs one latency), and SecAgg mask words to expand. A
+   client is charged only for the steps it takes part in:
+
+   | step                              | messages | who                                   |
+   |-----------------------------------|----------|---------------------------------------|
+   | download the global model         | 1        | everybody                             |
+   | upload the update / masked input  | 1        | everybody                             |
+   | SecAgg AdvertiseKeys, ShareKeys,  | 3        | SecAgg runs (Bonawitz et al. 2017;    |
+   |   Unmasking                       |          |  the masked input is the upload)      |
+   | AdvertiseKeys for the broadcast   | 1        | broadcasting methods without SecAgg   |
+   | sealed time broadcast (relayed)   | 1        | broadcasting methods, rounds >= 2     |
+
+   Bytes: under SecAgg the upload is the full fixed-size vector (D + 1 words, twice with
+   participation-weighted aggregation) whatever was pruned; in the clear a client uploads
+   only the coordinates it trained, and a method whose server prunes (`fluid`) sends each
+   straggler only its sub-model. Broadcast ciphertexts count both ways. SecAgg's key and
+   share messages (tens of bytes per neighbour) are charged their latency, not their bytes:
+   below 0.1 % of the vector for every model here.
+
+2. `ClockModel.times(round, charges)` turns them into per-client seconds: fit from the kept
+   sub-network's analytic FLOPs (`clipjax.models.flops`, checked against XLA's cost
+   analysis in the tests) x the client's real examples and epochs; SecAgg mask expansion as
+   ChaCha20 work, one keystream word per coordinate per pseudo-random stream (self mask +
+   one per graph neighbour). `CHACHA_OPS_PER_WORD` = 64 counts the RFC 8439 block function's
+   integer operations per output word: 10 double rounds of 8 quarter rounds, 12
+   add/xor/rotate operations per quarter round over 4 words (6 per word per double round,
+   60 in all), the final state addition and the masking add, rounded up for rotations that
+   take two instructions without a rotate unit.
+
+The round time is `devices.round_time`: the slowest surviving client's total plus the server's
+seconds, so it can be recomputed from the per-client components in `metrics.jsonl`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -23,57 +48,133 @@ from clipjax.models import ModelDef, flops
 
 CHACHA_OPS_PER_WORD = 64
 WORD_BYTES = 4
-# advertise keys, share keys, masked input, unmasking (Bonawitz et al. 2017), plus the
-# relayed time broadcast of CLIP.
-SECAGG_MESSAGES = 4
-BROADCAST_MESSAGES = 1
+BASE_MESSAGES = 2            # download the model, upload the update
+SECAGG_EXTRA_MESSAGES = 3    # AdvertiseKeys, ShareKeys, Unmasking
+KEY_AGREEMENT_MESSAGES = 1   # AdvertiseKeys, when only the broadcast needs pairwise keys
+BROADCAST_MESSAGES = 1       # the relayed, sealed time reports
+
+
+@dataclasses.dataclass(frozen=True)
+class Charges:
+  """What each client takes part in during one round, [C] arrays (host)."""
+
+  kept_units: dict            # {layer: int[C]} units each client trained
+  download_bytes: np.ndarray
+  upload_bytes: np.ndarray
+  messages: np.ndarray        # protocol steps, one latency each
+  mask_words: np.ndarray      # SecAgg keystream words expanded
+
+
+def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, num_params: int,
+            secure: bool, upload_vectors: int = 1, prg_streams=0, broadcast: bool = False,
+            broadcast_bytes_sent=0, broadcast_bytes_received=0,
+            server_prunes: bool = False) -> Charges:
+  """Charges of one round (see the module docstring's table).
+
+  Args:
+    kept_units: {layer: int[C]} units each client kept.
+    kept_params: int[C] parameters each client trained (D for an unpruned client).
+    num_params: D, parameters of the full model.
+    secure: the update goes through SecAgg(+).
+    upload_vectors: 2 with participation-weighted SecAgg (delta and its mask), else 1.
+    prg_streams: int[C] or scalar, SecAgg streams per client (1 + graph neighbours).
+    broadcast: the sealed time broadcast runs this round.
+    broadcast_bytes_sent, broadcast_bytes_received: int[C] or scalar ciphertext bytes.
+    server_prunes: the server sends each client its sub-model (in the clear only).
+
+  Raises:
+    ValueError: for a negative or non-integer count, or upload_vectors not 1 or 2.
+  """
+  kept_params = np.asarray(kept_params, np.float64)
+  num = kept_params.shape[0]
+  if upload_vectors not in (1, 2):
+    raise ValueError(f"upload_vectors must be 1 or 2, got {upload_vectors!r}")
+  if np.any(kept_params < 0) or np.any(kept_params > num_params):
+    raise ValueError(f"kept_params must lie in [0, num_params={num_params}]")
+  full = np.full(num, float(num_params))
+  if secure:
+    upload = WORD_BYTES * (full + 1) * upload_vectors
+    download = WORD_BYTES * full
+    messages = BASE_MESSAGES + SECAGG_EXTRA_MESSAGES
+    mask_words = np.broadcast_to(np.asarray(prg_streams, np.float64), (num,)) * (
+        num_params + 1) * upload_vectors
+  else:
+    upload = WORD_BYTES * (kept_params + 1)  # the trained coordinates and the weight
+    download = WORD_BYTES * (kept_params if server_prunes else full)
+    messages = BASE_MESSAGES + (KEY_AGREEMENT_MESSAGES if broadcast else 0)
+    mask_words = np.zeros(num)
+  if broadcast:
+    messages += BROADCAST_MESSAGES
+    upload = upload + np.asarray(broadcast_bytes_sent, np.float64)
+    download = download + np.asarray(broadcast_bytes_received, np.float64)
+  return Charges(kept_units={k: np.asarray(v) for k, v in kept_units.items()},
+                 download_bytes=np.broadcast_to(download, (num,)).astype(np.float64),
+                 upload_bytes=np.broadcast_to(upload, (num,)).astype(np.float64),
+                 messages=np.full(num, messages, np.int64),
+                 mask_words=np.asarray(mask_words, np.float64))
 
 
 @dataclasses.dataclass(frozen=True)
 class ClockModel:
-  """Everything the clock needs that does not change across rounds."""
+  """Everything the clock needs that does not change across rounds.
+
+  Attributes:
+    population: the clients' devices.
+    flops_per_example: kept widths {layer: n} -> training FLOPs of one example, one epoch
+      (forward + backward); `for_model` uses the model's analytic FLOPs.
+    full_widths: {layer: n} of the full model.
+    num_examples: int[C] real (unpadded) training examples per client.
+    epochs: local epochs.
+    seed, jitter_sigma: the per-round log-normal jitter (DESIGN 2.1).
+  """
 
   population: devices.Population
-  model: ModelDef
-  num_params: int
-  num_examples: np.ndarray    # int[C], real (unpadded) training examples per client
+  flops_per_example: Callable[[dict], float]
+  full_widths: dict
+  num_examples: np.ndarray
   epochs: int
   seed: int
   jitter_sigma: float
-  server_seconds: float
-  secagg: bool
-  upload_vectors: int = 1     # 2 with participation-weighted aggregation
 
   def __post_init__(self):
     object.__setattr__(self, "_cache", {})
 
-  def train_flops(self, kept: dict[str, int], num_examples: int) -> float:
+  @classmethod
+  def for_model(cls, model: ModelDef, **kwargs) -> "ClockModel":
+    return cls(flops_per_example=lambda kept: float(flops.train_flops(model, kept, 1, 1)),
+               full_widths=model.width_dict, **kwargs)
+
+  def _flops(self, kept: dict) -> float:
     key = tuple(sorted(kept.items()))
     if key not in self._cache:
-      self._cache[key] = float(flops.train_flops(self.model, dict(kept), 1, 1))
-    return self._cache[key] * num_examples * self.epochs
+      self._cache[key] = float(self.flops_per_example(dict(kept)))
+    return self._cache[key]
 
-  def client_flops(self, kept_units: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  def client_flops(self, kept_units: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(executed, full-model) training FLOPs per client from per-client kept unit counts."""
-    num = len(self.num_examples)
-    full = self.model.width_dict
+    scale = np.asarray(self.num_examples, np.float64) * self.epochs
     executed = np.array([
-        self.train_flops({k: int(v[c]) for k, v in kept_units.items()}, int(self.num_examples[c]))
-        for c in range(num)])
-    full_flops = np.array([self.train_flops(full, int(n)) for n in self.num_examples])
-    return executed, full_flops
+        self._flops({k: int(v[c]) for k, v in kept_units.items()}) for c in range(len(scale))])
+    return executed * scale, self._flops(self.full_widths) * scale
 
-  def times(self, round_index: int, kept_units: dict[str, np.ndarray],
-            prg_streams: np.ndarray | int) -> devices.ClientTimes:
+  def times(self, round_index: int, charge: Charges) -> devices.ClientTimes:
     """Per-client time components of one round."""
-    executed, full = self.client_flops(kept_units)
+    executed, full = self.client_flops(charge.kept_units)
     jitter = (devices.round_jitter(self.seed, round_index, len(executed), sigma=self.jitter_sigma)
               if self.jitter_sigma > 0 else None)
-    vector_bytes = WORD_BYTES * (self.num_params + 1) * self.upload_vectors
-    messages = SECAGG_MESSAGES + BROADCAST_MESSAGES if self.secagg else 2
-    mask_flops = (np.asarray(prg_streams, np.float64) * (self.num_params + 1)
-                  * self.upload_vectors * CHACHA_OPS_PER_WORD) if self.secagg else 0.0
     return devices.client_times(
         self.population.profile, fit_flops=executed, full_fit_flops=full,
-        upload_bytes=vector_bytes, download_bytes=WORD_BYTES * self.num_params,
-        mask_expansion_flops=mask_flops, protocol_messages=messages, jitter=jitter)
+        upload_bytes=charge.upload_bytes, download_bytes=charge.download_bytes,
+        mask_expansion_flops=charge.mask_words * CHACHA_OPS_PER_WORD,
+        protocol_messages=charge.messages, jitter=jitter)
+
+
+def metrics_fields(times: devices.ClientTimes, charge: Charges) -> dict:
+  """Per-client components for `metrics.jsonl`: enough to recompute the round time.
+
+  Rounded to 1e-9 s so recomputation agrees with the logged round time to ~1e-8 s.
+  """
+  r = lambda a: np.round(np.asarray(a, np.float64), 9).tolist()  # noqa: E731
+  return {"download_s": r(times.download), "fit_s": r(times.fit), "mask_s": r(times.mask),
+          "upload_s": r(times.upload), "latency_s": r(times.latency),
+          "messages": np.asarray(charge.messages).tolist(), "client_time_s": r(times.total)}

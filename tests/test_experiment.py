@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import numpy as np
+
 from clipjax import experiment, methods
 from configs import base
 
@@ -47,6 +49,18 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
   assert 0.0 <= rows[1]["test_accuracy"] <= 1.0
   assert rows[1]["virtual_time_s"] == pytest.approx(rows[0]["round_time_s"] + rows[1]["round_time_s"])
   assert rows[0]["keep_fraction"] == [1.0] * 4      # round 1: nobody knows any times yet
+  for r in rows:  # every round time follows from the per-client components in the file alone
+    parts = sum(np.asarray(r[k]) for k in ("download_s", "fit_s", "mask_s", "upload_s",
+                                           "latency_s"))
+    np.testing.assert_allclose(parts, r["client_time_s"], rtol=0, atol=1e-8)
+    recomputed = float(np.max(parts[np.asarray(r["survivors"], bool)])) + r["server_seconds"]
+    assert recomputed == pytest.approx(r["round_time_s"], abs=1e-8)
+  m = methods.METHODS[method]
+  secure_messages = 5 if c_secure(method) else 2
+  assert rows[0]["messages"] == [secure_messages] * 4
+  broadcast = m.broadcasts and m.prunes
+  extra = (1 if broadcast else 0) + (1 if broadcast and not c_secure(method) else 0)
+  assert rows[1]["messages"] == [secure_messages + extra] * 4
   assert json.loads((tmp_path / "config.json").read_text())["method"] == method
   assert (tmp_path / "checkpoints" / "final").exists()
   if method == "fluid":
@@ -63,8 +77,14 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
     assert all(p == 1.0 for i, p in enumerate(keep) if i != straggler)
     if method == "clip_network":  # rho = (T* - net) / fit < 1 for every straggler
       assert keep[straggler] < 1.0
-    if method in methods.INVARIANCE_METHODS and keep[straggler] < 1.0:
+    if methods.METHODS[method].masks.endswith("invariance") and keep[straggler] < 1.0:
       assert rows[1]["invariant_units"][straggler] + rows[1]["slack_units"][straggler] > 0
+    # Counts only for the clients that prune (DESIGN 2.4).
+    assert all(rows[1]["invariant_units"][i] == 0 for i in range(4) if keep[i] == 1.0)
+
+
+def c_secure(method):
+  return method != "fluid"
 
 
 def test_participation_weighted_aggregation_with_dropouts(tmp_path):

@@ -245,7 +245,7 @@ def client_times(
     download_bytes,
     mask_expansion_s=None,
     mask_expansion_flops=None,
-    protocol_messages: int = 0,
+    protocol_messages=0,
     full_fit_flops=None,
     jitter: Jitter | None = None,
 ) -> ClientTimes:
@@ -263,7 +263,7 @@ def client_times(
     download_bytes: bytes each client downloads, [C] or scalar.
     mask_expansion_s: seconds of SecAgg mask expansion, [C] or scalar (exclusive with flops).
     mask_expansion_flops: FLOPs of SecAgg mask expansion, [C] or scalar.
-    protocol_messages: protocol steps that each cost one latency.
+    protocol_messages: protocol steps that each cost one latency, int scalar or [C].
     full_fit_flops: training FLOPs of the full model (for `fit_full`); defaults to fit_flops.
     jitter: this round's factors; None means no jitter.
 
@@ -287,8 +287,11 @@ def client_times(
       raise ValueError(f"{name} must be finite, >= 0, scalar or shape [{c}]")
     return arr
 
-  if int(protocol_messages) != protocol_messages or protocol_messages < 0:
-    raise ValueError(f"protocol_messages must be a non-negative int, got {protocol_messages!r}")
+  messages = np.asarray(protocol_messages)
+  if (messages.shape not in ((), (c,)) or np.any(messages < 0)
+      or np.any(np.asarray(messages, np.int64) != messages)):
+    raise ValueError(f"protocol_messages must be non-negative ints, scalar or shape [{c}], "
+                     f"got {protocol_messages!r}")
   fit_flops = per_client("fit_flops", fit_flops)
   full = fit_flops if full_fit_flops is None else per_client("full_fit_flops", full_fit_flops)
   comp, net = np.asarray(jitter.compute), np.asarray(jitter.network)
@@ -299,7 +302,7 @@ def client_times(
     mask = per_client("mask_expansion_s", mask_expansion_s)
   download = 8.0 * per_client("download_bytes", download_bytes) / profile.downlink_bps * net
   upload = 8.0 * per_client("upload_bytes", upload_bytes) / profile.uplink_bps * net
-  latency = protocol_messages * profile.latency_s * net
+  latency = messages.astype(np.float64) * profile.latency_s * net
   return ClientTimes(download=download, fit=fit, mask=mask, upload=upload, latency=latency,
                      total=download + fit + mask + upload + latency,
                      fit_full=full / profile.flops_per_s * comp)

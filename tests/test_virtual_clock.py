@@ -1,0 +1,84 @@
+"""The virtual clock: per-method charges (DESIGN 2.1) and `ClockModel` against hand arithmetic."""
+
+import numpy as np
+import pytest
+
+from clipjax import virtual_clock as clock_lib
+from clipjax.clip import devices
+
+D = 1000
+UNITS = {"hidden": np.array([8, 6, 8])}
+
+
+def _charges(**kw):
+  base = dict(kept_units=UNITS, kept_params=np.array([D, 700, D]), num_params=D)
+  base.update(kw)
+  return clock_lib.charges(**base)
+
+
+@pytest.mark.parametrize("secure,broadcast,want", [
+    (True, False, 5),    # download, AdvertiseKeys, ShareKeys, masked input, Unmasking
+    (True, True, 6),     # ... and the relayed time broadcast
+    (False, False, 2),   # download, upload
+    (False, True, 4),    # ... AdvertiseKeys for the broadcast's keys, the broadcast
+])
+def test_each_client_pays_only_the_messages_it_takes_part_in(secure, broadcast, want):
+  c = _charges(secure=secure, broadcast=broadcast, prg_streams=3)
+  np.testing.assert_array_equal(c.messages, [want] * 3)
+
+
+def test_secagg_upload_is_the_full_vector_and_plain_upload_the_trained_coordinates():
+  secure = _charges(secure=True, prg_streams=np.array([2, 3, 4]))
+  np.testing.assert_array_equal(secure.upload_bytes, [4 * (D + 1)] * 3)  # pruning cannot shrink it
+  np.testing.assert_array_equal(secure.download_bytes, [4 * D] * 3)
+  np.testing.assert_array_equal(secure.mask_words, np.array([2, 3, 4]) * (D + 1))
+  doubled = _charges(secure=True, prg_streams=2, upload_vectors=2)
+  np.testing.assert_array_equal(doubled.upload_bytes, [8 * (D + 1)] * 3)
+  np.testing.assert_array_equal(doubled.mask_words, [4 * (D + 1)] * 3)
+  plain = _charges(secure=False)
+  np.testing.assert_array_equal(plain.upload_bytes, [4 * (D + 1), 4 * 701, 4 * (D + 1)])
+  np.testing.assert_array_equal(plain.download_bytes, [4 * D] * 3)   # clients prune locally
+  np.testing.assert_array_equal(plain.mask_words, [0, 0, 0])       # no SecAgg, no masks
+  server_side = _charges(secure=False, server_prunes=True)           # FLuID sends sub-models
+  np.testing.assert_array_equal(server_side.download_bytes, [4 * D, 4 * 700, 4 * D])
+
+
+def test_broadcast_ciphertexts_count_both_ways():
+  c = _charges(secure=True, broadcast=True, broadcast_bytes_sent=np.array([10, 20, 30]),
+               broadcast_bytes_received=np.array([1, 2, 3]))
+  np.testing.assert_array_equal(c.upload_bytes, 4 * (D + 1) + np.array([10, 20, 30]))
+  np.testing.assert_array_equal(c.download_bytes, 4 * D + np.array([1, 2, 3]))
+
+
+def test_bad_charges_are_rejected():
+  with pytest.raises(ValueError, match="upload_vectors"):
+    _charges(secure=True, upload_vectors=3)
+  with pytest.raises(ValueError, match="kept_params"):
+    _charges(secure=False, kept_params=np.array([D + 1, 0, 0]))
+
+
+def test_clock_model_times_are_the_hand_computed_components():
+  tiers = devices.Tiers(compute={"fast": 1e6, "slow": 5e5})
+  population = devices.make_population(3, counts={"compute": 1}, seed=0, tiers=tiers)
+  per_example = {(("hidden", 8),): 50.0, (("hidden", 6),): 30.0}
+  clock = clock_lib.ClockModel(
+      population=population, flops_per_example=lambda k: per_example[tuple(sorted(k.items()))],
+      full_widths={"hidden": 8}, num_examples=np.array([10, 20, 30]), epochs=2, seed=0,
+      jitter_sigma=0.0)
+  c = _charges(secure=True, broadcast=True, prg_streams=np.array([2, 3, 4]))
+  t = clock.times(0, c)
+  prof = population.profile
+  fit = np.array([50.0 * 10, 30.0 * 20, 50.0 * 30]) * 2 / prof.flops_per_s
+  np.testing.assert_allclose(t.fit, fit)
+  np.testing.assert_allclose(t.fit_full, np.array([50.0 * 10, 50.0 * 20, 50.0 * 30]) * 2
+                             / prof.flops_per_s)
+  np.testing.assert_allclose(t.mask, c.mask_words * clock_lib.CHACHA_OPS_PER_WORD / prof.flops_per_s)
+  np.testing.assert_allclose(t.upload, 8 * 4 * (D + 1) / prof.uplink_bps)
+  np.testing.assert_allclose(t.download, 8 * 4 * D / prof.downlink_bps)
+  np.testing.assert_allclose(t.latency, 6 * prof.latency_s)
+  np.testing.assert_allclose(t.total, t.download + t.fit + t.mask + t.upload + t.latency)
+  fields = clock_lib.metrics_fields(t, c)
+  assert fields["messages"] == [6, 6, 6]
+  survivors = np.array([True, False, True])
+  want = float(np.max(t.total[survivors]) + 0.25)
+  assert devices.round_time(t, survivors, 0.25) == pytest.approx(want)
