@@ -64,9 +64,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.straggler_fraction = 0.2   # f: a client is a straggler iff its time > quantile(T, 1 - f)
   c.clip.min_keep = 0.5             # smallest neuron keep fraction p (rho_min = FLOPs at p)
   c.clip.rho_min = 0.0              # 0: FLOP fraction of the model at min_keep
-  c.clip.growth = 1.2               # invariance-threshold growth when too few units are invariant
+  c.clip.growth = 1.2               # invariance threshold x growth below m_l invariant units,
+                                    # / growth above 2 m_l (DESIGN 2.4)
+  c.clip.threshold_init = "min"     # first threshold: min (smallest positive score, as FLuID)
+                                    # | band (score of the ceil(1.5 m)-th unit) | median | mean
   c.clip.slack = "lowest_score"     # lowest_score | random order of non-invariant units
-  c.clip.aggregation = "padded"     # padded (paper) | participation_weighted (FLuID's rule)
+  c.clip.score = "max_relative"     # invariance score: max_relative (DESIGN 2.4, max over the
+                                    # group of |dw|/|w|) | relative_l2 (||dw||/||w|| of the group)
+  c.clip.aggregation = "auto"       # auto (the method's own: padded, fluid participation-
+                                    # weighted) | padded (paper) | participation_weighted
 
   # Devices (clipjax/clip/devices.py documents every default and its source): fast CPUs at
   # 10 GFLOP/s, slow ones at 2/3 of that (the paper's 3 GHz vs 2 GHz); 5G vs 4G links.

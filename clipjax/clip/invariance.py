@@ -74,7 +74,7 @@ import jax
 import jax.numpy as jnp
 
 SLACK_ORDERS = ("lowest_score", "random")
-THRESHOLD_INITS = ("min", "median", "mean")
+THRESHOLD_INITS = ("min", "median", "mean", "band")
 DEFAULT_GROWTH = 1.2
 # ceil(p n) is taken on p n - n 2^-20: float32 rounding of p n (~1e-7 n) can never push an
 # exact unit boundary such as 0.7 * 10 over to the next integer.
@@ -179,9 +179,20 @@ def _next_threshold(th: jax.Array, score: jax.Array, n_invariant: jax.Array, m: 
   return jnp.where(jnp.isfinite(new), new, 0.0).astype(jnp.float32)
 
 
+def _band_init(score: jax.Array, m) -> jax.Array:
+  """The score of the ceil(1.5 m)-th lowest unit: the middle of the [m, 2m] band."""
+  m = jnp.asarray(m, jnp.int32)
+  n = score.shape[0]
+  k = jnp.clip(jnp.ceil(jnp.float32(1.5) * m.astype(jnp.float32)).astype(jnp.int32), 1, n) - 1
+  finite = jnp.where(jnp.isfinite(score), score, jnp.inf)
+  return jnp.sort(finite)[k]
+
+
 def _threshold_init_fn(threshold_init) -> ThresholdInit:
   if callable(threshold_init):
     return threshold_init
+  if threshold_init == "band":
+    return _band_init
   rules = {"min": _min_positive, "median": jnp.median, "mean": jnp.mean}
   if threshold_init not in rules:
     raise ValueError(f"threshold_init must be one of {THRESHOLD_INITS} or a callable, "
@@ -219,7 +230,8 @@ def update(
     growth: threshold factor (> 1): th_l * growth after a round with fewer than m_l invariant
       units, th_l / growth after one with more than 2 m_l (only where m_l > 0).
     slack: "lowest_score" or "random" order of the non-invariant units.
-    threshold_init: "min" (smallest positive score), "median", "mean", or a callable
+    threshold_init: "min" (smallest positive score), "median", "mean", "band" (the score of
+      the ceil(1.5 m_l)-th lowest unit, mid-band from the first round), or a callable
       f32[n] -> f32[].
 
   Returns:
@@ -257,7 +269,8 @@ def update(
   for i, k in enumerate(names):
     score = jnp.asarray(scores[k], jnp.float32)
     m = drops[k]
-    th = jnp.where(do_init, jnp.asarray(init_fn(score), jnp.float32), state.thresholds[k])
+    first = init_fn(score, m) if threshold_init == "band" else init_fn(score)
+    th = jnp.where(do_init, jnp.asarray(first, jnp.float32), state.thresholds[k])
     invariant = score <= th
     dropped_last = state.last_prune_mask[k] < 0.5
     group = jnp.where(invariant, jnp.where(dropped_last, 0, 1), 2).astype(jnp.int32)

@@ -385,3 +385,14 @@ def test_bad_input():
     invariance.update(state, {"conv1": jnp.zeros(32)}, 0.5, jax.random.key(0))
   with pytest.raises(ValueError, match="positive int"):
     invariance.init_state({"l": 0})
+
+
+def test_band_init_puts_the_first_invariant_count_mid_band():
+  state = invariance.init_state({"a": 10})
+  scores = {"a": jnp.arange(1, 11, dtype=jnp.float32)[::-1] / 10}  # 1.0 .. 0.1
+  mask, new, counts = invariance.update(state, scores, 0.6, jax.random.key(0),
+                                        threshold_init="band")
+  # m = 4 units to drop; th = the ceil(1.5 * 4) = 6th lowest score, 0.6: 6 units invariant.
+  assert float(new.thresholds["a"]) == pytest.approx(0.6)
+  assert int(counts.invariant["a"]) == 6 and int(counts.slack["a"]) == 0
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(mask["a"]) == 0), [6, 7, 8, 9])
