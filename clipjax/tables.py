@@ -26,39 +26,110 @@ def load_run(workdir: str | pathlib.Path) -> tuple[dict[str, Any], list[dict[str
 
 
 def time_to_accuracy(history: list[dict[str, Any]], target: float) -> float | None:
-  """Virtual seconds until the first evaluation at or above `target` (None if never)."""
+  """Virtual seconds at the end of the first evaluated round at or above `target` (None if never).
+
+  Only as fine as the evaluation spacing: `scripts/compare.py` evaluates every round so the
+  number is a round's end, not a multiple of the spacing.
+  """
   for row in history:
     if row.get("test_accuracy", -1.0) >= target:
       return row["virtual_time_s"]
   return None
 
 
+def eval_spacing(history: list[dict[str, Any]]) -> int | None:
+  """Rounds between evaluations (the largest gap), None without evaluations."""
+  rounds = [r["round"] for r in history if "test_accuracy" in r]
+  if not rounds:
+    return None
+  return max(b - a for a, b in zip([0] + rounds, rounds))
+
+
+def _reference(name: str, runs: dict) -> str | None:
+  """The fedavg a method is measured against: `fedavg_plain` for runs without SecAgg."""
+  summary = runs[name][0]
+  if summary.get("secagg") == "off" and "fedavg_plain" in runs:
+    return "fedavg_plain"
+  return "fedavg" if "fedavg" in runs else None
+
+
+def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+  """Mean (invariant, slack) units over the clients that pruned, over all rounds."""
+  inv, slack = [], []
+  for r in history:
+    for c in r.get("stragglers", []):
+      if r["keep_fraction"][c] < 1.0 and "invariant_units" in r:
+        inv.append(r["invariant_units"][c])
+        slack.append(r["slack_units"][c])
+  if not inv:
+    return None, None
+  return float(np.mean(inv)), float(np.mean(slack))
+
+
 def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[tuple]:
-  base = runs.get("fedavg")
-  base_round = np.mean([r["round_time_s"] for r in base[1]]) if base else None
-  base_acc = _final_acc(base[1]) if base else None
+  means = {name: float(np.mean([r["round_time_s"] for r in h])) for name, (_, h) in runs.items()}
   rows = []
   for name, (_, history) in runs.items():
-    mean_round = float(np.mean([r["round_time_s"] for r in history]))
+    ref = _reference(name, runs)
     acc = _final_acc(history)
+    ref_acc = _final_acc(runs[ref][1]) if ref else None
     tta = time_to_accuracy(history, target)
+    inv, slack = straggler_counts(history)
+    spacing = eval_spacing(history)
     rows.append((
-        name, mean_round,
-        "" if base_round is None else f"{100 * (1 - mean_round / base_round):+.1f}%",
-        "never" if tta is None else round(tta, 1),
+        name, "on" if runs[name][0].get("secagg", "on") != "off" else "off", means[name],
+        "" if ref is None or ref == name else f"{100 * (1 - means[name] / means[ref]):+.1f}% vs {ref}",
+        ("never" if tta is None else round(tta, 1)) if spacing == 1 else
+        f"{'never' if tta is None else round(tta, 1)} (eval every {spacing})",
         "" if acc is None else round(acc, 4),
-        "" if (acc is None or base_acc is None) else f"{100 * (acc - base_acc):+.2f}",
+        "" if (acc is None or ref_acc is None or ref == name) else f"{100 * (acc - ref_acc):+.2f}",
         _straggler_keep(history),
         round(float(np.mean([len(r["stragglers"]) for r in history])), 2),
+        "" if inv is None else round(inv, 1), "" if slack is None else round(slack, 1),
     ))
   return rows
 
 
 def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
-  header = ["method", "mean round s (virtual)", "round-time cut vs fedavg",
+  header = ["method", "SecAgg", "mean round s (virtual)", "round-time cut",
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
-            "straggler keep fraction", "stragglers/round"]
+            "straggler keep fraction", "stragglers/round", "invariant units (stragglers)",
+            "slack units (stragglers)"]
   return report.markdown_table(header, comparison_rows(runs, target))
+
+
+def _mean_sd(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return ""
+  sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+  return f"{np.mean(values):.4f} ± {sd:.4f}"
+
+
+def seed_rows(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int = 5) -> list[tuple]:
+  """Per method over seeds: mean ± sample standard deviation (ddof 1) of final accuracy, of
+  the mean accuracy over the last `last` evaluations, of the final-round train loss and of
+  the mean virtual round time; with the seeds and their count."""
+  seeds = sorted(runs_by_seed)
+  methods = list(runs_by_seed[seeds[0]])
+  rows = []
+  for name in methods:
+    hist = [runs_by_seed[s][name][1] for s in seeds if name in runs_by_seed[s]]
+    accs = [[r["test_accuracy"] for r in h if "test_accuracy" in r] for h in hist]
+    rows.append((
+        name, ",".join(str(s) for s in seeds if name in runs_by_seed[s]),
+        _mean_sd([a[-1] if a else None for a in accs]),
+        _mean_sd([float(np.mean(a[-last:])) if a else None for a in accs]),
+        _mean_sd([h[-1]["train_loss"] for h in hist]),
+        _mean_sd([float(np.mean([r["round_time_s"] for r in h])) for h in hist]),
+    ))
+  return rows
+
+
+def seed_table(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int = 5) -> str:
+  header = ["method", "seeds", "final acc (mean ± sd)", f"mean acc, last {last} evals",
+            "final train loss", "mean round s (virtual)"]
+  return report.markdown_table(header, seed_rows(runs_by_seed, last))
 
 
 def _straggler_keep(history) -> float | str:

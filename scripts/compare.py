@@ -3,9 +3,14 @@
   python scripts/compare.py --config configs/femnist_clip.py --workdir runs/femnist_a \
       --methods=fedavg,random,ordered,fluid,clip_compute,clip_network --target=0.6
 
-Each method runs in `<workdir>/<method>`; `fluid` runs without SecAgg (it reads individual
-updates). Existing finished runs are reused with --reuse. Writes `<workdir>/table.md` and,
-with matplotlib installed, `<workdir>/accuracy.png`.
+Each method runs in `<workdir>/<method>`. `fluid` runs without SecAgg (it reads individual
+updates), so whenever it is compared a `fedavg_plain` row (fedavg without SecAgg) is added and
+`fluid` is measured against it: protocol cost and pruning gain are not confused (DESIGN 2.8).
+Every round is evaluated (`--eval_every=1`, the default here) so time to accuracy is a
+round's end, not a multiple of the evaluation spacing. Existing finished runs are reused with
+--reuse. Writes `<workdir>/table.md` and, with matplotlib installed, `<workdir>/accuracy.png`.
+With `--seeds=0,1,2` every method runs once per seed (`<workdir>/seed<s>/<method>`) and
+`<workdir>/seeds.md` gives mean ± sample sd over the seeds.
 """
 
 import pathlib
@@ -23,23 +28,35 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Parent folder of the per-method
 _METHODS = flags.DEFINE_list("methods", ["fedavg", "clip_compute"], "Methods to compare.")
 _TARGET = flags.DEFINE_float("target", 0.6, "Target test accuracy for time-to-accuracy.")
 _REUSE = flags.DEFINE_bool("reuse", False, "Reuse runs whose summary.json exists.")
+_SEEDS = flags.DEFINE_list("seeds", [], "Run every method for each of these seeds, in "
+                           "<workdir>/seed<s>/<method>, and add a mean ± sd table over seeds.")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate every k rounds (1: time to "
+                                   "accuracy is exact to the round).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  del argv
-  root = pathlib.Path(_WORKDIR.value)
+def method_configs(config, names):
+  """{run name: config} for the methods asked, with `fedavg_plain` added beside `fluid`."""
+  names = list(names)
+  if "fluid" in names and "fedavg_plain" not in names:
+    names.insert(names.index("fluid"), "fedavg_plain")
+  out = {}
+  for name in names:
+    c = config.copy_and_resolve_references()
+    c.method = "fedavg" if name == "fedavg_plain" else name
+    if name in ("fluid", "fedavg_plain"):
+      c.secagg.enabled = False
+    out[name] = c
+  return out
+
+
+def _compare(config, root: pathlib.Path) -> dict:
   runs = {}
-  for method in _METHODS.value:
+  for method, method_config in method_configs(config, _METHODS.value).items():
     folder = root / method
     if not (_REUSE.value and (folder / "summary.json").exists()):
-      config = _CONFIG.value.copy_and_resolve_references()
-      config.method = method
-      if method == "fluid":
-        config.secagg.enabled = False
       try:
-        experiment.run(config, str(folder))
+        experiment.run(method_config, str(folder))
       except ValueError as e:
         sys.exit(f"error: {e}")
     runs[method] = tables.load_run(folder)
@@ -47,6 +64,26 @@ def main(argv):
   print(table)
   (root / "table.md").write_text(table + "\n")
   tables.plot_accuracy(runs, root / "accuracy.png")
+  return runs
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  del argv
+  root = pathlib.Path(_WORKDIR.value)
+  base = _CONFIG.value.copy_and_resolve_references()
+  base.eval_every = _EVAL_EVERY.value
+  if not _SEEDS.value:
+    _compare(base, root)
+    return
+  by_seed = {}
+  for seed in (int(s) for s in _SEEDS.value):
+    config = base.copy_and_resolve_references()
+    config.seed = seed
+    by_seed[seed] = _compare(config, root / f"seed{seed}")
+  table = tables.seed_table(by_seed)
+  print(table)
+  (root / "seeds.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""Comparison tables: each method against its own fedavg, time to accuracy and its spacing."""
+
+import pathlib
+import sys
+
+import ml_collections
+
+from clipjax import tables
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+import compare  # noqa: E402
+
+
+def _run(secagg, round_s, accs, every=1, stragglers=()):
+  rows = []
+  for i, acc in enumerate(accs):
+    row = {"round": i + 1, "round_time_s": round_s, "virtual_time_s": round_s * (i + 1),
+           "stragglers": list(stragglers), "keep_fraction": [0.5, 1.0],
+           "invariant_units": [7, 0], "slack_units": [3, 0], "train_loss": 1.0}
+    if (i + 1) % every == 0:
+      row["test_accuracy"] = acc
+    rows.append(row)
+  return {"secagg": secagg}, rows
+
+
+def test_insecure_runs_are_measured_against_fedavg_plain():
+  runs = {"fedavg": _run("secagg+", 2.0, [0.5, 0.7]),
+          "fedavg_plain": _run("off", 1.0, [0.5, 0.7]),
+          "fluid": _run("off", 0.8, [0.6, 0.65], stragglers=[0]),
+          "clip_compute": _run("secagg+", 1.5, [0.6, 0.72], stragglers=[0])}
+  rows = {r[0]: r for r in tables.comparison_rows(runs, target=0.6)}
+  assert rows["fluid"][3] == "+20.0% vs fedavg_plain"
+  assert rows["clip_compute"][3] == "+25.0% vs fedavg"
+  assert rows["fluid"][6] == "-5.00" and rows["clip_compute"][6] == "+2.00"
+  assert rows["clip_compute"][4] == 1.5                   # first round at >= 0.6
+  assert rows["clip_compute"][9:] == (7.0, 3.0)           # counts of the clients that prune
+
+
+def test_time_to_accuracy_says_when_evaluations_are_spaced():
+  runs = {"fedavg": _run("secagg+", 1.0, [0.1, 0.2, 0.3, 0.7], every=2)}
+  (row,) = tables.comparison_rows(runs, target=0.6)
+  assert row[4] == "4.0 (eval every 2)"
+
+
+def test_compare_adds_fedavg_plain_beside_fluid():
+  c = ml_collections.ConfigDict({"method": "fedavg", "secagg": {"enabled": True}})
+  configs = compare.method_configs(c, ["fedavg", "fluid", "clip_compute"])
+  assert list(configs) == ["fedavg", "fedavg_plain", "fluid", "clip_compute"]
+  assert configs["fedavg_plain"].method == "fedavg" and not configs["fedavg_plain"].secagg.enabled
+  assert not configs["fluid"].secagg.enabled and configs["clip_compute"].secagg.enabled
+  assert list(compare.method_configs(c, ["fedavg"])) == ["fedavg"]
+
+
+def test_seed_table_gives_mean_and_sample_sd_over_seeds():
+  by_seed = {s: {"clip_compute": _run("secagg+", 1.0 + s, [0.5, acc])}
+             for s, acc in ((0, 0.6), (1, 0.7), (2, 0.8))}
+  (row,) = tables.seed_rows(by_seed, last=1)
+  assert row[:3] == ("clip_compute", "0,1,2", "0.7000 ± 0.1000")
+  assert row[5] == "2.0000 ± 1.0000"
