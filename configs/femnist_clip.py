@@ -8,12 +8,14 @@ Scenario "b": the same 4, two of them also on 4G.
   python scripts/compare.py --config configs/femnist_clip.py:b --workdir runs/femnist_b \
       --methods=fedavg,clip_compute,clip_network
 
-Measured on 2 CPU cores with --config.model.width=0.25 (tables in the README):
-  scenario a, 1 local epoch: fedavg 0.772 s/round, acc 0.688; clip_compute 0.755 s (-2.2%), 0.682.
-  scenario a, --config.local_epochs=5 --config.devices.fast_flops=6.1e9: fedavg 1.980 s, 0.732;
-    clip_compute 1.787 s (-9.8%), 0.735; clip_network 1.785 s, 0.722.
-  scenario b, same 5-epoch settings: clip_compute 2.228 s, 0.738; clip_network 1.835 s, 0.725.
-  About 3.5 min (1 epoch) and 9-13 min (5 epochs) of wall time per method, SecAgg+ included.
+Measured on 2 CPU cores with --config.model.width=0.25, every round evaluated, seed 0
+(2026-11-22, README tables; the clock charges each method only its own protocol steps):
+  scenario a, 1 local epoch: fedavg 0.763 s/round, acc 0.682; clip_compute 0.776 s (1.6% LONGER:
+    the time broadcast costs more than pruning saves), 0.682; fluid 1.7% shorter than fedavg_plain.
+  scenario a, --config.local_epochs=5: fedavg 1.415 s, 0.722; clip_compute 1.314 s (-7.2%),
+    0.716; clip_network 1.309 s (-7.5%), 0.719; fluid 14.7% shorter than
+    fedavg_plain.
+  About 2 min (1 epoch) and 4-6 min (5 epochs) of wall time per method on one core.
 """
 
 from configs import femnist_cnn

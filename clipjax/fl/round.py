@@ -1,10 +1,10 @@
-"""One federated round for all clients as one batched computation.
+"""Device-side pieces of a round: all clients' local training as one batched computation.
 
-`train_clients` vmaps one client's `client_update` over the client axis C; `make_round`
-adds FedAvg aggregation and the server optimiser, so a whole plain (non-secure) round is
-one function the loop jits once. With secure aggregation on, the loop calls
-`train_clients`, flattens the deltas to `[C, D]` for `clipjax.secagg.secure_sum` and then
-`server_update`: the same pieces, with the sum done by the protocol.
+`train_clients` vmaps one client's `client_update` over the client axis C (the GPU/TPU loop
+that `clipjax.fl.training` picks off CPU). `make_round` adds FedAvg aggregation and the server
+optimiser, so a plain (non-secure, unpruned) round is one pure, jittable function: a
+reference for tests. The round the experiments run, for every method, is
+`clipjax.algorithm.make_round`.
 
 Client keys are derived by purpose: `fold_in(fold_in(base, round), client_id)`.
 """
