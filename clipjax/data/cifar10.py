@@ -119,7 +119,7 @@ def load_arrays(data_dir=None) -> tuple[Arrays, Arrays]:
     return found
   raw = paths.locate(ZIP_FILE, "cifar10", data_dir)
   builder, _ = tfds_store.prepared_builder(
-      ClipjaxCifar10, data_dir=paths.tfds_dir(raw), manual_dir=raw.parent
+      ClipjaxCifar10, data_dir=paths.tfds_dir(), manual_dir=raw.parent
   )
   out = []
   for split in ("train", "test"):

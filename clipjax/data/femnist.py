@@ -149,11 +149,11 @@ def load_clients(data_dir: str | pathlib.Path | None = None) -> tfds_store.Clien
   if data_dir is not None and is_leaf_folder(pathlib.Path(data_dir)):
     manual = pathlib.Path(data_dir).resolve()
     digest = hashlib.sha1(str(manual).encode()).hexdigest()[:12]
-    store = paths.tfds_dir(None) / f"femnist_leaf_{digest}"
+    store = paths.tfds_dir() / f"femnist_leaf_{digest}"
     config = "leaf_json"
   else:
     npz = paths.locate(NPZ_FILE, "femnist", data_dir)
-    manual, store, config = npz.parent, paths.tfds_dir(npz), "npz"
+    manual, store, config = npz.parent, paths.tfds_dir(), "npz"
   builder, seconds = tfds_store.prepared_builder(
       ClipjaxFemnist, data_dir=store, manual_dir=manual, config=config
   )

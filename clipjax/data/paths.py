@@ -8,24 +8,20 @@ Raw data folder search order (the first folder holding the requested file wins):
 4. ``data`` and ``../shared/data`` relative to the repository root (so scripts and tests work from
    any working directory of a checkout).
 
-Prepared records (tensorflow-datasets ``array_record`` files) go to the first writable folder of:
-
-1. ``$CLIPJAX_TFDS_DIR`` when set;
-2. ``<raw data folder>/tfds`` when the raw data folder is writable;
-3. ``$XDG_CACHE_HOME/clipjax/tfds`` (default ``~/.cache/clipjax/tfds``): the fallback for a
-   read-only raw data folder such as a shared mount.
-
-They are prepared once and reused by later calls.
+Prepared records (tensorflow-datasets ``array_record`` files) go to ``$CLIPJAX_TFDS_DIR`` when
+set, else ``<cache>/tfds`` with ``<cache>`` = ``$CLIPJAX_CACHE`` (default ``~/.cache/clipjax``),
+never into the raw data folder, which may be read-only or shared (DESIGN 3). They are prepared
+once and reused by later calls.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import stat
 
 DATA_ENV = "CLIPJAX_DATA"
 TFDS_ENV = "CLIPJAX_TFDS_DIR"
+CACHE_ENV = "CLIPJAX_CACHE"
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # What each dataset folder needs and how to obtain it; quoted in missing-file errors.
@@ -94,37 +90,17 @@ def find_data_file(relative_path: str, dataset: str) -> pathlib.Path:
   )
 
 
-def _writable(folder: pathlib.Path) -> bool:
-  """True if ``folder`` exists and is writable, or could be created."""
-  probe = folder
-  while not probe.exists():
-    if probe.parent == probe:
-      return False
-    probe = probe.parent
-  # Permission bits too: root passes os.access on a folder marked read-only (r-x), and a
-  # folder marked read-only (like a shared data mount) must not be written to.
-  has_write_bit = probe.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-  return probe.is_dir() and bool(has_write_bit) and os.access(probe, os.W_OK | os.X_OK)
+def cache_dir() -> pathlib.Path:
+  """``$CLIPJAX_CACHE``, default ``~/.cache/clipjax``: prepared files, never raw data."""
+  return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "clipjax"
+                      ).expanduser()
 
 
-def tfds_dir(raw_file: pathlib.Path | None) -> pathlib.Path:
-  """Folder for the prepared tfds records of a dataset read from ``raw_file``.
-
-  Args:
-    raw_file: a raw file found by :func:`find_data_file` (its data folder is two levels up,
-      ``<data>/<dataset>/<file>``), or None when there is no raw data folder.
-
-  Returns:
-    ``$CLIPJAX_TFDS_DIR``, else ``<data folder>/tfds`` when writable, else the user cache.
-  """
+def tfds_dir() -> pathlib.Path:
+  """Folder for the prepared tfds records: ``$CLIPJAX_TFDS_DIR``, else ``<cache>/tfds``."""
   if os.environ.get(TFDS_ENV):
     return pathlib.Path(os.environ[TFDS_ENV]).expanduser()
-  if raw_file is not None:
-    candidate = raw_file.parent.parent / "tfds"
-    if _writable(candidate):
-      return candidate
-  cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-  return cache / "clipjax" / "tfds"
+  return cache_dir() / "tfds"
 
 
 def locate(relative_path: str, dataset: str, data_dir: str | os.PathLike | None) -> pathlib.Path:

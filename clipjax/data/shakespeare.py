@@ -197,7 +197,7 @@ def load_clients(data_dir=None) -> tfds_store.ClientLists:
   """Prepares (once) and reads the per-role train and test texts (uint8 symbol ids)."""
   raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
   builder, seconds = tfds_store.prepared_builder(
-      ClipjaxShakespeare, data_dir=paths.tfds_dir(raw), manual_dir=raw.parent
+      ClipjaxShakespeare, data_dir=paths.tfds_dir(), manual_dir=raw.parent
   )
   train = tfds_store.read_split(builder, "train")
   test = tfds_store.read_split(builder, "test")

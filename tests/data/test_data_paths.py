@@ -39,3 +39,15 @@ def test_missing_in_given_data_dir(tmp_path):
 
 def test_find_data_file_finds_shared():
     assert find_data_file("shakespeare/shakespeare.txt.gz", "shakespeare").is_file()
+
+
+def test_prepared_records_go_to_the_cache_never_to_the_raw_data_folder(tmp_path, monkeypatch):
+    from clipjax.data import paths
+    monkeypatch.delenv("CLIPJAX_TFDS_DIR", raising=False)
+    monkeypatch.setenv("CLIPJAX_CACHE", str(tmp_path / "cache"))
+    assert paths.tfds_dir() == tmp_path / "cache" / "tfds"
+    monkeypatch.delenv("CLIPJAX_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.tfds_dir() == tmp_path / "home" / ".cache" / "clipjax" / "tfds"
+    monkeypatch.setenv("CLIPJAX_TFDS_DIR", str(tmp_path / "explicit"))
+    assert paths.tfds_dir() == tmp_path / "explicit"
