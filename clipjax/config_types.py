@@ -240,7 +240,7 @@ class ExperimentSpec:
         eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
         method=_choice("method", c.method, tuple(METHODS)),
-        checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 0)), allow_zero=True)),
+        checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 5)), allow_zero=True)),
         client_batch=_client_batch(int(g("client_batch", -1)), c.model.name),
         local_loop=_choice("local_loop", g("local_loop", "auto"), training.LOOPS),
         data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clipjax import algorithm, fluid as fluid_lib, methods, report, secagg
+from clipjax import algorithm, fluid as fluid_lib, methods, report, run_state, secagg
 from clipjax import virtual_clock as clock_lib
 from clipjax.clip import devices
 from clipjax.clip import keep as keep_lib
@@ -126,20 +126,38 @@ def build_round(spec: ExperimentSpec, data, model, params) -> algorithm.Algorith
       fluid_update=fluid_update))
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  """Runs one experiment; returns its summary (also printed as a table).
+def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run(config, workdir: str, *, stop_after: int | None = None) -> dict[str, Any] | None:
+  """Runs one experiment, or resumes it; returns its summary (also printed as a table).
+
+  The whole run state is checkpointed every `checkpoint_every` rounds and at the last
+  (`clipjax.run_state`). Started again with the same config in the same workdir, a run goes
+  on from its newest checkpoint and writes the metrics an uninterrupted run writes (host
+  seconds aside); a finished run is not run again.
 
   Args:
     config: an `ml_collections.ConfigDict` (see `configs/base.py` for every key).
-    workdir: output folder: config.json, metrics.jsonl, checkpoint/.
+    workdir: output folder: config.json, metrics.jsonl, summary.json, checkpoints/.
+    stop_after: stop after this many rounds as if interrupted, with the state checkpointed
+      (for tests of resuming); returns None then.
 
   Raises:
-    ValueError: for any bad config value or missing data, with what to fix.
+    ValueError: for any bad config value, missing data, or a workdir that holds another run.
   """
   spec = ExperimentSpec.from_config(config)
   out = pathlib.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  config_json = config.to_json_best_effort(indent=2, sort_keys=True)
+  if (out / "config.json").exists() and (out / "config.json").read_text() != config_json:
+    if _read_rows(out / "metrics.jsonl"):
+      raise ValueError(f"workdir {out} holds a run of another config (its config.json differs); "
+                       "choose a new --workdir, or delete that folder to start over.")
+  (out / "config.json").write_text(config_json)
 
   data = load_federated(spec.data.name, num_clients=spec.num_clients, seed=spec.seed,
                         data_dir=spec.data.data_dir, partition=spec.data.partition,
@@ -155,10 +173,20 @@ def run(config, workdir: str) -> dict[str, Any]:
   test_x, test_y, _ = _to_device(data.test)
   true_stragglers = np.flatnonzero(_population(spec).straggler).tolist()
 
-  state = round_algorithm.init(params)
-  history = []
-  progress = report.progress(spec.rounds, desc=f"{spec.data.name}/{spec.method}")
-  with (out / "metrics.jsonl").open("w") as metrics_file:
+  state, start = round_algorithm.init(params), 0
+  found = run_state.latest(out / "checkpoints")
+  rows = _read_rows(out / "metrics.jsonl")
+  if found is not None and len(rows) >= found[1]:
+    state, start = run_state.restore(found[0], state)
+  history = rows[:start]  # rows after the checkpoint are written again
+  if start == spec.rounds and (out / "summary.json").exists():
+    summary = json.loads((out / "summary.json").read_text())
+    print(f"{out}: finished earlier ({start} rounds); not run again.")
+    report.print_summary(summary, history)
+    return summary
+  (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+  progress = report.progress(spec.rounds, desc=f"{spec.data.name}/{spec.method}", start=start)
+  with (out / "metrics.jsonl").open("a") as metrics_file:
     for r in progress:
       tick = time.perf_counter()
       state, row = round_algorithm.apply(state, r)
@@ -172,8 +200,11 @@ def run(config, workdir: str) -> dict[str, Any]:
       metrics_file.flush()
       history.append(row)
       report.update_progress(progress, row)
-      if spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0:
-        report.save_checkpoint(out / "checkpoints" / f"round_{r + 1}", state.server.params)
+      if (r + 1 == spec.rounds or r + 1 == stop_after
+          or (spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0)):
+        run_state.save(out / "checkpoints", state, r + 1)
+      if r + 1 == stop_after:
+        return None
   report.save_checkpoint(out / "checkpoints" / "final", state.server.params)
   summary = report.summarize(spec, history, num_params=num_params, clients=num_clients)
   if spec.secagg.enabled:

@@ -13,9 +13,9 @@ import numpy as np
 import tqdm
 
 
-def progress(rounds: int, desc: str):
-  return tqdm.tqdm(range(rounds), desc=desc, unit="round", file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
+def progress(rounds: int, desc: str, start: int = 0):
+  return tqdm.tqdm(range(start, rounds), desc=desc, unit="round", file=sys.stderr,
+                   dynamic_ncols=True, leave=False, initial=start, total=rounds)
 
 
 def update_progress(bar, row: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every = 5              # evaluate every k rounds and at the last round
   c.eval_batch_size = 256
   c.method = "fedavg"           # fedavg | random | ordered | fluid | clip_compute | clip_network
-  c.checkpoint_every = 0        # 0: only the final checkpoint
+  c.checkpoint_every = 5        # whole run state every k rounds and at the last (0: only the
+                                # last); the same command in the same workdir resumes from it
   c.local_loop = "auto"         # loop over local steps: host (jitted step per chunk, driven by
                                 # Python; CPU default) | scan (one jitted lax.scan; GPU/TPU
                                 # default) | auto. See clipjax/fl/training.py.

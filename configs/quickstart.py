@@ -8,7 +8,7 @@ by the real SecAgg+ protocol.
 Command:
   python scripts/train.py --config configs/quickstart.py --workdir runs/quickstart
 Hardware: 2 CPU cores, no GPU. Measured 2026-11-22 (host loop of local steps, SecAgg+ with
-the analysed k = 4, t = 3, the clock charging each method only its own protocol steps): 48 s
+the analysed k = 4, t = 3, the clock charging each method only its own protocol steps): 43-48 s
 wall, mean virtual round 0.730 s, test accuracy 0.524 after 20 rounds.
 """
 

@@ -57,7 +57,7 @@ def _compare(config, root: pathlib.Path) -> dict:
     if not (_REUSE.value and (folder / "summary.json").exists()):
       try:
         experiment.run(method_config, str(folder))
-      except ValueError as e:
+      except (ValueError, FileNotFoundError) as e:  # bad input: one clear line
         sys.exit(f"error: {e}")
     runs[method] = tables.load_run(folder)
   table = tables.comparison_table(runs, _TARGET.value)

@@ -25,7 +25,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     experiment.run(_CONFIG.value, _WORKDIR.value)
-  except ValueError as e:  # bad input: one clear line, no traceback
+  except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
 
 

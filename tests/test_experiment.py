@@ -175,3 +175,13 @@ def test_weak_secagg_parameters_need_the_opt_in(tmp_path):
   c = tiny_config("fedavg", degree=3, threshold=1)
   with pytest.raises(ValueError, match="threshold=1 lets any single share holder"):
     experiment.run(c, str(tmp_path))
+
+
+def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "scripts" / "train.py"), "--config",
+       str(ROOT / "configs" / "quickstart.py"), "--workdir", str(tmp_path / "run"),
+       f"--config.data.data_dir={tmp_path / 'nowhere'}"], capture_output=True, text=True,
+      cwd=ROOT, timeout=300)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert proc.stderr.startswith("error: ") and "nowhere" in proc.stderr
