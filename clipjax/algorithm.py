@@ -146,7 +146,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
   num = len(s.weights)
   client_ids = jnp.arange(num)
   full_units = {layer.name: np.full(num, layer.size) for layer in s.unit_spec}
-  num_params_fn = lambda p: int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(p)))  # noqa: E731
+  num_params = None  # D: fixed for the run, counted from the first params seen
 
   def init(params) -> RunState:
     return RunState(server=s.server_init(params),
@@ -179,8 +179,10 @@ def make_round(setting: RoundSetting) -> Algorithm:
 
   def apply(state: RunState, r: int) -> tuple[RunState, dict]:
     row: dict[str, Any] = {"round": r + 1, "stragglers": [], "keep_fraction": [1.0] * num}
+    nonlocal num_params
     params = state.server.params
-    num_params = num_params_fn(params)
+    if num_params is None:
+      num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
     round_seed = s.seed * 1_000_003 + r
     # (1) keys, then straggler self-identification and keep fractions.
     setup = None

@@ -11,7 +11,6 @@ Spearman rank correlation, per prunable layer, between the unit scores of rounds
 """
 
 import json
-import math
 import pathlib
 import sys
 
@@ -23,6 +22,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from clipjax import config_types, experiment, report  # noqa: E402
+from clipjax.clip import invariance  # noqa: E402
 from clipjax.data import load_federated  # noqa: E402
 from clipjax.models import get_model, units  # noqa: E402
 
@@ -32,7 +32,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 12, "FedAvg rounds of the stability run
 
 
 def _drops(sizes, p):
-  return sum(n - min(n, math.ceil(p * n - n * 2.0 ** -20)) for n in sizes)
+  """Units a client with keep fraction p drops, summed over layers (the rule training uses)."""
+  return sum(int(invariance.units_to_drop(n, p)) for n in sizes)
 
 
 def band_counts(folder: pathlib.Path) -> tuple:
