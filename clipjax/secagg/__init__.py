@@ -33,8 +33,9 @@ References:
   J. Bell et al. Secure Single-Server Aggregation with (Poly)Logarithmic Overhead. CCS 2020.
 """
 
-from clipjax.secagg.aggregate import (MAX_DIM, SecAggStats, SecureSumResult, secure_sum,
-                                      secure_sum_tree, weight_codes)
+from clipjax.secagg.aggregate import (MAX_DIM, ChunkKeys, SecAggStats, SecureSumResult,
+                                      SecureSumStream, masked_partial, secure_sum, secure_sum_tree,
+                                      weight_codes)
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
 from clipjax.secagg.protocol import (ABORT_COST, STAGES, Dropouts, RoundAborted, RoundSetup,
                                      ServerTranscript, aborted_round_seconds, open_from_peer,
@@ -42,9 +43,9 @@ from clipjax.secagg.protocol import (ABORT_COST, STAGES, Dropouts, RoundAborted,
 from clipjax.secagg.quantize import check_bits, max_safe_bits
 
 __all__ = [
-    "ABORT_COST", "MAX_DIM", "STAGES", "Dropouts", "RoundAborted", "RoundSetup",
-    "SecAggParameters", "SecAggStats", "SecureSumResult", "ServerTranscript", "ThreatModel",
-    "aborted_round_seconds", "check_bits",
-    "choose_parameters", "failure_bounds", "max_safe_bits", "open_from_peer", "seal_for_peer",
-    "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
+    "ABORT_COST", "MAX_DIM", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted", "RoundSetup",
+    "SecAggParameters", "SecAggStats", "SecureSumResult", "SecureSumStream", "ServerTranscript",
+    "ThreatModel", "aborted_round_seconds", "check_bits",
+    "choose_parameters", "failure_bounds", "masked_partial", "max_safe_bits", "open_from_peer",
+    "seal_for_peer", "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
 ]

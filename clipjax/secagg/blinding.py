@@ -104,9 +104,18 @@ def encode_inputs(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
   return jnp.concatenate([q, weight_code[:, None]], axis=1)
 
 
-def server_sum(messages: jax.Array) -> jax.Array:
-  """Sum of the received ``[C, L]`` uint32 messages, mod 2^32."""
+def server_sum(messages: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+  """Sum of the received ``[C, L]`` uint32 messages, mod 2^32.
+
+  Args:
+    messages: uint32 ``[C, L]`` messages.
+    valid: optional bool ``[C]``: sum only these rows (the others are padding or were never
+      sent).
+  """
   chex.assert_type(messages, jnp.uint32)
+  if valid is not None:
+    chex.assert_shape(valid, messages.shape[:1])
+    messages = jnp.where(valid[:, None], messages, jnp.zeros((), jnp.uint32))
   return jnp.sum(messages, axis=0, dtype=jnp.uint32)
 
 

@@ -8,7 +8,7 @@ work (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`;
 :func:`clipjax.secagg.aggregate.secure_sum` runs both in protocol order.
 
 Client sets follow Bonawitz et al.: U1 advertised keys, U2 shared them (``SharedKeys.clients``),
-U3 sent a masked input (``MaskingKeys.senders``), U4 revealed shares
+U3 sent a masked input (``MaskedInput.senders``), U4 revealed shares
 (``UnmaskingKeys.revealers``).
 
 References:
@@ -61,26 +61,52 @@ class SharedKeys:
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskingKeys:
-  """Outcome of MaskedInputCollection on the host: who sends, and the seeds of their blinds.
+class MaskedInput:
+  """Outcome of MaskedInputCollection at the server: who sent a masked input.
 
   Attributes:
     senders: U3: sorted ids of the clients that send a masked input; S = len(senders).
     nonfinite: sorted ids in U2 that send nothing because their update is not finite.
+    traffic: the stage's :class:`Traffic`.
+  """
+  senders: tuple[int, ...]
+  nonfinite: tuple[int, ...]
+  traffic: Traffic
+
+
+@dataclasses.dataclass(frozen=True)
+class BlindingKeys:
+  """The seeds that blind the inputs of N rows (clients), some of which may send nothing.
+
+  Attributes:
+    self_keys: uint32 ``[N, 8]`` self-blind seeds, one row per client (zeros where it sends
+      nothing).
+    edge_keys: uint32 ``[E, 8]`` pairwise seeds of the graph edges inside U2 that touch a
+      sending row.
+    edge_lo, edge_hi: int32 ``[E]`` row of each edge's lower (upper) endpoint, or N where that
+      endpoint is not a sending row.
+  """
+  self_keys: np.ndarray
+  edge_keys: np.ndarray
+  edge_lo: np.ndarray
+  edge_hi: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingKeys(MaskedInput):
+  """Outcome of MaskedInputCollection on the host: who sends, and the seeds of their blinds.
+
+  Attributes (besides :class:`MaskedInput`'s):
     self_keys: uint32 ``[S, 8]`` self-blind seeds, one row per sender.
     edge_keys: uint32 ``[E, 8]`` pairwise seeds of the graph edges inside U2 that touch a
       sender.
     edge_lo, edge_hi: int32 ``[E]`` sender row of each edge's lower (upper) endpoint, or S
       where that endpoint sends nothing.
-    traffic: the stage's :class:`Traffic`.
   """
-  senders: tuple[int, ...]
-  nonfinite: tuple[int, ...]
   self_keys: np.ndarray
   edge_keys: np.ndarray
   edge_lo: np.ndarray
   edge_hi: np.ndarray
-  traffic: Traffic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +205,80 @@ def share_keys(setup: RoundSetup) -> SharedKeys:
   return SharedKeys(clients, too_few, self_seeds, own_shares, Traffic(sent, received))
 
 
+def expected_senders(setup: RoundSetup, shared: SharedKeys) -> tuple[int, ...]:
+  """The clients of U2 that reach MaskedInputCollection: each sends if its update is finite."""
+  dropped = setup.dropouts["masked_input"]
+  return tuple(u for u in shared.clients if u not in dropped)
+
+
+def inner_edges(setup: RoundSetup, shared: SharedKeys) -> np.ndarray:
+  """int32 ``[E, 2]`` graph edges (lo < hi) with both endpoints in U2: the pairwise blinds."""
+  inside = np.zeros(setup.num_clients, bool)
+  inside[list(shared.clients)] = True
+  edges = np.asarray(setup.edges, np.int32).reshape(-1, 2)
+  return edges[inside[edges[:, 0]] & inside[edges[:, 1]]]
+
+
+def blinding_keys(setup: RoundSetup, shared: SharedKeys, ids: np.ndarray, sends: np.ndarray,
+                  edges: np.ndarray) -> BlindingKeys:
+  """The seeds that blind the inputs of the clients ``ids`` where ``sends``.
+
+  A client's message depends only on its own seeds and its edges inside U2, not on whether its
+  neighbours send, so the keys of any group of clients can be computed on their own.
+
+  Args:
+    setup: the round.
+    shared: the ShareKeys record.
+    ids: int ``[N]`` distinct client ids, one per row.
+    sends: bool ``[N]``: the row blinds an input (its client is in U2); other rows get no keys.
+    edges: int ``[E, 2]`` the graph edges inside U2 (:func:`inner_edges`).
+
+  Returns:
+    :class:`BlindingKeys` for the N rows and the edges that touch a sending row.
+  """
+  ids = np.asarray(ids, np.int64)
+  sends = np.asarray(sends, bool)
+  num = len(ids)
+  row = np.full(setup.num_clients, num, np.int32)
+  row[ids[sends]] = np.flatnonzero(sends)
+  rows = row[edges].reshape(-1, 2)
+  touch = (rows < num).any(axis=1)
+  self_keys = np.zeros((num, 8), np.uint32)
+  self_keys[sends] = _key_rows([shared.self_seeds[u] for u in ids[sends].tolist()])
+  return BlindingKeys(
+      self_keys=self_keys,
+      edge_keys=_key_rows([setup.mask_seed(a, b) for a, b in edges[touch].tolist()]),
+      edge_lo=rows[touch, 0].copy(), edge_hi=rows[touch, 1].copy())
+
+
+def collect_masked_inputs(setup: RoundSetup, shared: SharedKeys, senders: Sequence[int],
+                          nonfinite: Sequence[int], message_words: int) -> MaskedInput:
+  """MaskedInputCollection at the server: records who sent; logs the non-finite clients.
+
+  Args:
+    setup: the round.
+    shared: the ShareKeys record.
+    senders: ids of the clients whose masked input arrived.
+    nonfinite: ids in U2 that sent nothing because their update is not finite.
+    message_words: uint32 words of one masked input (D + 1).
+
+  Raises:
+    RoundAborted: if fewer than t clients send; the senders and the non-finite clients (they
+      trained as well) are the participants.
+  """
+  senders, nonfinite = tuple(sorted(senders)), tuple(sorted(nonfinite))
+  if nonfinite:
+    _log.warning("round %d: clients %s have non-finite updates (NaN or Inf); they are left out "
+                 "of the sum as drop-outs", setup.round_index, list(nonfinite))
+  if len(senders) < setup.threshold:
+    raise aborted(setup, f"{len(senders)} clients survive, fewer than threshold "
+                  f"t={setup.threshold}", "masked_input", senders + nonfinite,
+                  nonfinite=nonfinite, too_few_holders=shared.too_few_holders)
+  sent = _zeros(setup)
+  sent[list(senders)] = 4 * message_words
+  return MaskedInput(senders, nonfinite, Traffic(sent, _zeros(setup)))
+
+
 def masking_keys(setup: RoundSetup, shared: SharedKeys, finite: np.ndarray,
                  message_words: int) -> MaskingKeys:
   """MaskedInputCollection on the host: the senders and the seeds of their blinds.
@@ -195,29 +295,14 @@ def masking_keys(setup: RoundSetup, shared: SharedKeys, finite: np.ndarray,
     RoundAborted: if fewer than t clients send; the senders and the non-finite clients (they
       trained as well) are the participants.
   """
-  dropped = setup.dropouts["masked_input"]
-  nonfinite = tuple(u for u in shared.clients if not finite[u] and u not in dropped)
-  if nonfinite:
-    _log.warning("round %d: clients %s have non-finite updates (NaN or Inf); they are left out "
-                 "of the sum as drop-outs", setup.round_index, list(nonfinite))
-  senders = [u for u in shared.clients if u not in dropped and finite[u]]
-  if len(senders) < setup.threshold:
-    raise aborted(setup, f"{len(senders)} clients survive, fewer than threshold "
-                  f"t={setup.threshold}", "masked_input", senders + list(nonfinite),
-                  nonfinite=nonfinite, too_few_holders=shared.too_few_holders)
-  clients = set(shared.clients)
-  row = {u: i for i, u in enumerate(senders)}
-  edges = [(a, b) for a, b in setup.edges.tolist() if a in clients and b in clients
-           and (a in row or b in row)]
-  sent = _zeros(setup)
-  sent[senders] = 4 * message_words
-  return MaskingKeys(
-      senders=tuple(senders), nonfinite=nonfinite,
-      self_keys=_key_rows([shared.self_seeds[u] for u in senders]),
-      edge_keys=_key_rows([setup.mask_seed(a, b) for a, b in edges]),
-      edge_lo=np.array([row.get(a, len(senders)) for a, _ in edges], np.int32),
-      edge_hi=np.array([row.get(b, len(senders)) for _, b in edges], np.int32),
-      traffic=Traffic(sent, _zeros(setup)))
+  ready = expected_senders(setup, shared)
+  masked = collect_masked_inputs(setup, shared, [u for u in ready if finite[u]],
+                                 [u for u in ready if not finite[u]], message_words)
+  ids = np.array(masked.senders, np.int64)
+  keys = blinding_keys(setup, shared, ids, np.ones(len(ids), bool), inner_edges(setup, shared))
+  return MaskingKeys(senders=masked.senders, nonfinite=masked.nonfinite, traffic=masked.traffic,
+                     self_keys=keys.self_keys, edge_keys=keys.edge_keys, edge_lo=keys.edge_lo,
+                     edge_hi=keys.edge_hi)
 
 
 def _reveal(setup: RoundSetup, shared: SharedKeys, senders: frozenset[int], holder: int,
@@ -235,7 +320,7 @@ def _reveal(setup: RoundSetup, shared: SharedKeys, senders: frozenset[int], hold
 
 
 def unmasking_keys(setup: RoundSetup, shared: SharedKeys,
-                   masking: MaskingKeys) -> UnmaskingKeys:
+                   masking: MaskedInput) -> UnmaskingKeys:
   """Unmasking on the host: survivors reveal b-shares of U3 and s^SK-shares of U2 minus U3.
 
   The revealed shares are stored in ``setup.server.revealed_shares``; the server rebuilds every
