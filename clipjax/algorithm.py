@@ -13,6 +13,13 @@
   `record` is the round's measurements as a JSON-ready dict: the loop in
   `clipjax.experiment` adds evaluation and host seconds, writes it and checkpoints.
 
+Populations and cohorts (DESIGN 2.9): the run state holds every population client's state
+(invariance thresholds, last reported times, the models it received: `clipjax.population`);
+each round samples its cohort of C clients, and the cohort is trained and aggregated in chunks
+of `chunk` clients, so memory is set by the chunk, not by C. A chunk's client axis is sharded
+over the devices of `mesh` when one is given. With C = K and one chunk a round is exactly the
+fixed-participation round.
+
 An aborted SecAgg round leaves the model unchanged, charges the clock for the work done up to
 the abort and returns a record with `aborted` set: `apply` never raises `RoundAborted`.
 
@@ -29,8 +36,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from clipjax import broadcast, methods, secagg
+from clipjax import broadcast, methods, multihost, secagg
+from clipjax import population as population_lib
 from clipjax import virtual_clock as clock_lib
 from clipjax.clip import devices
 from clipjax.clip import keep as keep_lib
@@ -47,17 +56,20 @@ class RunState:
 
   Attributes:
     server: global model w(t), w(t-1), server-optimiser state.
-    clip: per-client CLIP invariance state, [C].
+    clip: per-client CLIP invariance state of the whole population, [K].
     fluid: FLuID's server state (thresholds and the drop order for the next round's
       stragglers, `fluid.FluidState`), None for other methods.
-    last_times: last round's per-client times (what clients report), None before round 1.
+    reports: each population client's last measured times (`population.Reports`).
+    refs: the global models each population client received (`population.References`);
+      models are kept only for methods that score invariance on the client.
     virtual_time: seconds on the virtual clock so far.
   """
 
   server: server_lib.ServerState
   clip: Any
   fluid: Any
-  last_times: devices.ClientTimes | None
+  reports: population_lib.Reports
+  refs: population_lib.References
   virtual_time: float
 
 
@@ -99,14 +111,21 @@ class RoundSetting:
     clock: the `ClockModel`.
     keep: the straggler decision.
     keys: pairwise key setup, or None when no method step needs keys.
-    x, y, valid: client training data on device, [C, ...].
-    weights: f32[C] training examples per client (FedAvg weights).
+    x, y, valid: the population's training data on the host, [K, ...]; each chunk's rows
+      are gathered and put on the device(s) per round.
+    weights: f32[K] training examples per client (FedAvg weights).
     base_key: typed key of the run.
     seed: the run's integer seed.
     server_seconds: the server's own seconds per round.
     fluid_init, fluid_update: FLuID's server side (`clipjax.fluid`): `fluid_init() ->
       FluidState` and `fluid_update(state, params, deltas, voters, keep, key) -> (state,
       metrics dict)`; None for the other methods.
+    scorer: `methods.make_scorer`: `(params, reference) -> scores` (CLIP only).
+    cohort: clients per round C (None: the whole population).
+    chunk: clients trained and summed at once (0: the whole cohort).
+    mesh: a `jax.sharding.Mesh` with axis "clients" to shard each chunk over, or None.
+    processes: this process's place among several (`clipjax.multihost`): it trains its slice
+      of every cohort; `multihost.SINGLE` for one process.
   """
 
   method: methods.Method
@@ -129,6 +148,11 @@ class RoundSetting:
   server_seconds: float = 0.0
   fluid_init: Callable | None = None
   fluid_update: Callable | None = None
+  scorer: Callable | None = None
+  cohort: int | None = None
+  chunk: int = 0
+  mesh: Any = None
+  processes: multihost.Processes = multihost.SINGLE
 
 
 def _broadcast_bytes(relay, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,22 +163,50 @@ def _broadcast_bytes(relay, num: int) -> tuple[np.ndarray, np.ndarray]:
   return sent, received
 
 
+def _chunks(rows: np.ndarray, size: int, multiple: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(rows, padded rows) per chunk of `rows`: padded to one fixed length (a multiple of
+  `multiple`) with repeats of the chunk's first row, so every chunk has one shape and compiles
+  once."""
+  num = len(rows)
+  if num == 0:
+    return []
+  size = -(-min(size or num, num) // multiple) * multiple
+  out = []
+  for start in range(0, num, size):
+    part = rows[start:start + size]
+    out.append((part, np.concatenate([part, np.full(size - len(part), part[0])])))
+  return out
+
+
+def _take(tree, n: int, size: int):
+  """The first n rows of every leaf (no copy when nothing was padded)."""
+  return tree if n == size else jax.tree.map(lambda a: a[:n], tree)
+
+
 def make_round(setting: RoundSetting) -> Algorithm:
   """Builds the round of `setting.method` (see the module docstring)."""
   s = setting
   method = s.method
-  num = len(s.weights)
-  client_ids = jnp.arange(num)
-  full_units = {layer.name: np.full(num, layer.size) for layer in s.unit_spec}
-  num_params = None  # D: fixed for the run, counted from the first params seen
+  population = len(s.weights)
+  cohort_size = s.cohort or population
+  scores_needed = method.masks == "client_invariance"
+  flat_size = None  # D: fixed for the run, counted from the first params seen
+  unravel = None
+  if s.mesh is not None:
+    sharding = jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec("clients"))
+    put = lambda a: jax.device_put(a, sharding)  # noqa: E731
+    multiple = s.mesh.devices.size
+  else:
+    put, multiple = jnp.asarray, 1
 
   def init(params) -> RunState:
     return RunState(server=s.server_init(params),
-                    clip=methods.init_clip_state(s.unit_spec, num),
+                    clip=methods.init_clip_state(s.unit_spec, population),
                     fluid=s.fluid_init() if s.fluid_init is not None else None,
-                    last_times=None, virtual_time=0.0)
+                    reports=population_lib.Reports.empty(population),
+                    refs=population_lib.References.empty(population), virtual_time=0.0)
 
-  def charge(kept_units, kept_params, num_params, setup, broadcasting, relay_bytes):
+  def charge(num, kept_units, kept_params, num_params, setup, broadcasting, relay_bytes):
     streams = (np.asarray([1 + len(setup.neighbours(u)) for u in range(num)])
                if (s.secure and setup is not None) else 0)
     sent, received = relay_bytes
@@ -164,8 +216,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
         broadcast=broadcasting, broadcast_bytes_sent=sent, broadcast_bytes_received=received,
         server_prunes=method.server_prunes)
 
-  def aborted(state, r, err, charged, row):
-    times = s.clock.times(r, charged)
+  def aborted(state, r, ids, err, charged, row):
+    times = s.clock.times(r, charged, ids)
     round_s = secagg.aborted_round_seconds(times, err, s.server_seconds)
     row.update({"aborted": str(err), "aborted_stage": err.stage,
                 "aborted_participants": list(err.participants), "train_loss": float("nan"),
@@ -173,16 +225,33 @@ def make_round(setting: RoundSetting) -> Algorithm:
                 "secagg_too_few_holders": list(err.too_few_holders),
                 "round_time_s": round_s, "virtual_time_s": state.virtual_time + round_s})
     row.update(clock_lib.metrics_fields(times, charged))
-    row["survivors"] = [False] * num
+    row["survivors"] = [False] * len(ids)
     row["server_seconds"] = s.server_seconds
     return row, times, round_s
 
+  def client_scores(params, refs, ids):
+    """Each cohort client's invariance scores against the model it received before."""
+    nonlocal unravel
+    if unravel is None:
+      unravel = ravel_pytree(params)[1]
+    versions = refs.ref[ids]
+    unique = np.unique(versions)
+    per_version = [s.scorer(params, params if v < 0 else unravel(jnp.asarray(refs.models[v])))
+                   for v in unique]
+    index = jnp.asarray(np.searchsorted(unique, versions))
+    return jax.tree.map(lambda *a: jnp.stack(a)[index], *per_version), int(np.sum(versions < 0))
+
   def apply(state: RunState, r: int) -> tuple[RunState, dict]:
+    nonlocal flat_size
+    ids = population_lib.sample_cohort(s.seed, r, population, cohort_size)
+    num = len(ids)
     row: dict[str, Any] = {"round": r + 1, "stragglers": [], "keep_fraction": [1.0] * num}
-    nonlocal num_params
+    if num < population:
+      row["cohort"] = ids.tolist()
     params = state.server.params
-    if num_params is None:
-      num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+    if flat_size is None:
+      flat_size = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+    full_units = {layer.name: np.full(num, layer.size) for layer in s.unit_spec}
     round_seed = s.seed * 1_000_003 + r
     # (1) keys, then straggler self-identification and keep fractions.
     setup = None
@@ -192,71 +261,110 @@ def make_round(setting: RoundSetting) -> Algorithm:
         setup = secagg.setup_round(num, seed=round_seed, round_index=r, dropouts=dropouts,
                                    **s.keys.kwargs)
       except secagg.RoundAborted as e:  # too few keys advertised: the round ends before training
-        charged = charge(full_units, np.full(num, num_params), num_params, None, False,
+        charged = charge(num, full_units, np.full(num, flat_size), flat_size, None, False,
                          (0, 0))
-        row, _, round_s = aborted(state, r, e, charged, row)
+        row, _, round_s = aborted(state, r, ids, e, charged, row)
         return dataclasses.replace(state, virtual_time=state.virtual_time + round_s), row
     is_straggler = np.zeros(num, bool)
     keep = np.ones(num, np.float32)
     broadcasting = False
     relay_bytes = (0, 0)
-    if method.prunes and state.last_times is not None:
-      last = state.last_times
+    reported = state.reports.known(ids)  # clients that trained before have times to report
+    if method.prunes and reported.any():
+      fit, net = (np.nan_to_num(a[ids]) for a in (state.reports.fit_full, state.reports.net))
       if method.broadcasts:
-        alive = np.isin(np.arange(num), setup.advertised)
-        known, relay = broadcast.exchange_time_reports(setup, last.fit_full, last.report_net,
-                                                       alive)
+        alive = np.isin(np.arange(num), setup.advertised) & reported
+        known, relay = broadcast.exchange_time_reports(setup, fit, net, alive)
         broadcasting = True
         relay_bytes = _broadcast_bytes(relay, num)
         row["broadcast_bytes"] = relay.bytes_relayed
       else:  # the server sees every client's times in the clear (FLuID's clients report them)
-        known = broadcast.KnownTimes(fit=np.tile(last.fit_full, (num, 1)),
-                                     net=np.tile(last.report_net, (num, 1)),
-                                     valid=~np.eye(num, dtype=bool))
+        known = broadcast.KnownTimes(fit=np.tile(fit, (num, 1)), net=np.tile(net, (num, 1)),
+                                     valid=~np.eye(num, dtype=bool) & reported[None, :])
       is_straggler, keep = broadcast.decide_keep_fractions(
-          known, last.fit_full, last.report_net,
-          straggler_fraction=s.keep.straggler_fraction, rule=method.keep_rule,
+          known, fit, net, straggler_fraction=s.keep.straggler_fraction, rule=method.keep_rule,
           table=s.keep.table, rho_min=s.keep.rho_min)
+      is_straggler = np.asarray(is_straggler) & reported  # no own times: no decision
+      keep = np.where(reported, keep, 1.0).astype(np.float32)
       row["stragglers"] = np.flatnonzero(is_straggler).tolist()
       row["keep_fraction"] = [round(float(p), 4) for p in keep]
-    # (2) masks and local training, blocked on so host seconds are training's own.
-    keys = round_lib.client_keys(s.base_key, jnp.int32(r), client_ids)
-    tick = time.perf_counter()
-    trained = jax.block_until_ready(s.pruned_round(
-        params, state.server.prev_params, state.clip,
-        state.fluid.choice if state.fluid is not None else None, jnp.asarray(keep),
-        keys, s.x, s.y, s.valid))
-    row["host_seconds_train"] = time.perf_counter() - tick
-    host = jax.device_get({"kept": trained.kept_units, "kept_params": trained.kept_params,
-                           "loss": trained.loss_sum, "seen": trained.num_seen,
-                           "inv": trained.invariant_units, "slack": trained.slack_units})
-    kept = {k: np.asarray(v) for k, v in host["kept"].items()}
-    charged = charge(kept, np.asarray(host["kept_params"]), num_params, setup, broadcasting,
-                     relay_bytes)
-    state = dataclasses.replace(state, clip=trained.clip_state)  # the clients did update it
+    if num < population:
+      row["unreported_clients"] = int(np.sum(~reported))
+    # The cohort downloads w(t); CLIP clients score it against the model they received before.
+    refs, scores = state.refs, None
+    if scores_needed:
+      refs = refs.download(ids, int(state.server.round), np.asarray(ravel_pytree(params)[0]))
+      scores, unreferenced = client_scores(params, refs, ids)
+      if num < population:
+        row["clients_without_reference"] = unreferenced
+    # (2) masks and local training, chunk by chunk, each chunk summed as it is trained.
+    keys = round_lib.client_keys(s.base_key, jnp.int32(r), jnp.asarray(ids))
+    choice = state.fluid.choice if state.fluid is not None else None
+    procs = s.processes
+    layout = [[rows for rows, _ in _chunks(procs.rows(num, p), s.chunk, multiple)]
+              for p in range(procs.count)]
+    accumulator = s.aggregate.begin(s.weights[ids], setup, procs, layout)
+    clip_state = state.clip
+    host_parts, deltas, clip_rows = [], [], []
+    train_s = 0.0
+    for rows, padded in _chunks(procs.rows(num), s.chunk, multiple):
+      n, pid = len(rows), ids[padded]
+      tick = time.perf_counter()
+      trained = jax.block_until_ready(s.pruned_round(
+          params, None if scores is None else jax.tree.map(lambda a: put(a[padded]), scores),
+          jax.tree.map(lambda a: put(a[pid]), clip_state), choice,
+          put(keep[padded]), put(keys[padded]), put(s.x[pid]), put(s.y[pid]),
+          put(s.valid[pid])))
+      train_s += time.perf_counter() - tick
+      out = _take(trained, n, len(padded))
+      host_parts.append(jax.device_get({
+          "kept": out.kept_units, "kept_params": out.kept_params, "loss": out.loss_sum,
+          "seen": out.num_seen, "inv": out.invariant_units, "slack": out.slack_units}))
+      if procs.count == 1:
+        clip_state = jax.tree.map(lambda a, b: a.at[pid[:n]].set(b), clip_state, out.clip_state)
+      else:
+        clip_rows.append((pid[:n], jax.device_get(out.clip_state)))
+      accumulator.add(rows, out.delta, out.param_prune_mask)
+      if s.fluid_update is not None:
+        deltas.append(out.delta)
+      del trained, out
+    row["host_seconds_train"] = train_s
+    if procs.count > 1:  # every process gets all clients' metrics and invariance state
+      host_parts = sum(procs.allgather(host_parts), [])
+      for pid, rows_state in sum(procs.allgather(clip_rows), []):
+        clip_state = jax.tree.map(lambda a, b: a.at[pid].set(b), clip_state, rows_state)
+    host = {k: np.concatenate([np.asarray(p[k]) for p in host_parts])
+            for k in ("kept_params", "loss", "seen", "inv", "slack")}
+    kept = {k: np.concatenate([np.asarray(p["kept"][k]) for p in host_parts])
+            for k in host_parts[0]["kept"]}
+    charged = charge(num, kept, host["kept_params"], flat_size, setup, broadcasting, relay_bytes)
+    state = dataclasses.replace(state, clip=clip_state, refs=refs)  # the clients did update it
     # (3) aggregation.
     tick = time.perf_counter()
     try:
-      agg = s.aggregate(trained.delta, s.weights, trained.param_prune_mask, setup)
+      agg = accumulator.finish()
     except secagg.RoundAborted as e:  # too few survivors: the model stays as it is
-      row, times, round_s = aborted(state, r, e, charged, row)
-      return dataclasses.replace(state, last_times=times,
-                                 virtual_time=state.virtual_time + round_s), row
+      row, times, round_s = aborted(state, r, ids, e, charged, row)
+      return dataclasses.replace(
+          state, reports=state.reports.update(ids, times.fit_full, times.report_net),
+          virtual_time=state.virtual_time + round_s), row
     mean_delta = jax.block_until_ready(agg.mean_delta)
     if s.secure:
       row["host_seconds_secagg"] = time.perf_counter() - tick
-      row.update(_secagg_fields(agg.secagg))
+      row.update(agg.report)
     # (4) server step, and FLuID's choice for the next round from this round's updates.
     server = s.server_step(state.server, mean_delta)
     fluid_state = state.fluid
     if s.fluid_update is not None:  # voters: this round's non-stragglers that reported
       voters = jnp.asarray(~is_straggler & agg.survivors)
       fluid_key = jax.random.fold_in(jax.random.fold_in(s.base_key, 0xF1D), r)
-      fluid_state, fluid_row = s.fluid_update(fluid_state, params, trained.delta, voters,
+      all_deltas = deltas[0] if len(deltas) == 1 else jax.tree.map(
+          lambda *a: jnp.concatenate(a), *deltas)
+      fluid_state, fluid_row = s.fluid_update(fluid_state, params, all_deltas, voters,
                                               jnp.asarray(keep), fluid_key)
       row.update(fluid_row)
     # (5) the virtual clock.
-    times = s.clock.times(r, charged)
+    times = s.clock.times(r, charged, ids)
     round_s = devices.round_time(times, agg.survivors, s.server_seconds)
     pruning = np.asarray(keep) < 1.0
     row.update({
@@ -268,23 +376,11 @@ def make_round(setting: RoundSetting) -> Algorithm:
         "server_seconds": s.server_seconds,
     })
     row.update(clock_lib.metrics_fields(times, charged))
-    return RunState(server=server, clip=state.clip, fluid=fluid_state, last_times=times, virtual_time=state.virtual_time + round_s), row
+    return RunState(server=server, clip=state.clip, fluid=fluid_state,
+                    reports=state.reports.update(ids, times.fit_full, times.report_net),
+                    refs=state.refs, virtual_time=state.virtual_time + round_s), row
 
   return Algorithm(init, apply)
-
-
-def _secagg_fields(result) -> dict[str, Any]:
-  """The SecAgg fields of a metrics row: survivors, drop-outs, bytes per client."""
-  stats = result.stats
-  sent = sum(np.asarray(v, np.float64) for v in stats.bytes_sent.values())
-  received = sum(np.asarray(v, np.float64) for v in stats.bytes_received.values())
-  return {"secagg_survivors": int(np.sum(result.survivors)),
-          "secagg_dropped": int(np.size(result.survivors) - np.sum(result.survivors)),
-          "secagg_bytes_sent_per_client": float(np.mean(sent)),
-          "secagg_bytes_received_per_client": float(np.mean(received)),
-          "secagg_seconds": {k: round(float(v), 4) for k, v in stats.seconds.items()},
-          "secagg_nonfinite": list(result.nonfinite),
-          "secagg_too_few_holders": list(result.too_few_holders)}
 
 
 def recompute_round_time(row: dict) -> float:

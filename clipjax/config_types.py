@@ -65,6 +65,15 @@ def _aggregation(value: str, method: str) -> str:
   return value
 
 
+def _shard_devices(value: int) -> int:
+  available = jax.device_count()
+  if value < 0 or value > available:
+    raise ValueError(f"config.scale.shard_devices={value} must be in [0, {available}] (0: all "
+                     f"{available} devices JAX sees; on CPU, more come from XLA_FLAGS="
+                     "--xla_force_host_platform_device_count=N set before JAX starts).")
+  return value or available
+
+
 def _fraction(key: str, value: float, lo: float = 0.0, hi: float = 1.0, hi_open: bool = False):
   if not (lo <= value <= hi) or (hi_open and value == hi):
     right = ")" if hi_open else "]"
@@ -142,6 +151,15 @@ class DeviceSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScaleSpec:
+  """How a round's cohort is laid out on the hardware (DESIGN 2.9); results do not depend on
+  it beyond float summation order."""
+
+  chunk_clients: int   # clients trained and summed at once; 0: the whole cohort
+  shard_devices: int   # devices the chunk's client axis is sharded over; 1: no sharding
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
   """Everything one run needs, validated."""
 
@@ -156,6 +174,8 @@ class ExperimentSpec:
   server_lr: float
   eval_every: int
   eval_batch_size: int
+  cohort_size: int | None
+  scale: ScaleSpec
   method: str
   checkpoint_every: int
   client_batch: int
@@ -166,16 +186,37 @@ class ExperimentSpec:
   clip: ClipSpec
   devices: DeviceSpec
 
+  @property
+  def population(self) -> int:
+    """K: clients in the population (known once the data are loaded when num_clients = 0)."""
+    return self.num_clients
+
+  @property
+  def clients_per_round(self) -> int:
+    """C: the cohort sampled each round (C = K: fixed participation)."""
+    return self.cohort_size or self.num_clients
+
   @classmethod
-  def from_config(cls, config) -> "ExperimentSpec":
+  def from_config(cls, config, population: int | None = None) -> "ExperimentSpec":
+    """Validates `config`; `population` is the number of clients the data hold, needed when
+    `num_clients` = 0 (all of them) to resolve the defaults that depend on it."""
     c = config
     g = lambda path, default=None: _get(c, path, default)  # noqa: E731
+    num_clients = int(_positive("num_clients", int(c.num_clients), allow_zero=True))
+    if num_clients == 0 and population is not None:
+      num_clients = int(population)
+    cohort = int(_positive("cohort_size", int(g("cohort_size", 0)), allow_zero=True)) or None
+    if cohort is not None and num_clients and cohort > num_clients:
+      raise ValueError(f"config.cohort_size={cohort} exceeds the population num_clients="
+                       f"{num_clients}; sample at most the whole population (or set "
+                       "cohort_size=0 for all clients every round).")
+    summands = cohort or num_clients or 1  # clients in one secure sum
     secagg = SecAggSpec(
         enabled=bool(g("secagg.enabled", False)),
         protocol=_choice("secagg.protocol", g("secagg.protocol", "secagg+"), PROTOCOLS),
         degree=int(g("secagg.degree", 0)) or None,
         threshold=int(g("secagg.threshold", 0)) or None,
-        bits=int(g("secagg.bits", 0)) or max_safe_bits(int(c.num_clients)),
+        bits=int(g("secagg.bits", 0)) or max_safe_bits(summands),
         clip=float(g("secagg.clip", 0.0)) or DEFAULT_SECAGG_CLIP,
         dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate", 0.0), hi_open=True),
         max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight", 1000.0)))),
@@ -211,7 +252,6 @@ class ExperimentSpec:
       raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
     if clip.rho_min is not None:
       _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
-    num_clients = int(_positive("num_clients", int(c.num_clients)))
     devices = DeviceSpec(
         compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow", 0), allow_zero=True)),
         network_slow=int(_positive("devices.network_slow", g("devices.network_slow", 0), allow_zero=True)),
@@ -224,7 +264,7 @@ class ExperimentSpec:
         server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds", 0.0), allow_zero=True)),
     )
     slow = devices.compute_slow + devices.network_slow + devices.both_slow
-    if slow > num_clients:
+    if num_clients and slow > num_clients:
       raise ValueError(f"config.devices: {slow} slow clients (compute_slow + network_slow + "
                        f"both_slow) exceed num_clients={num_clients}.")
     spec = cls(
@@ -239,6 +279,11 @@ class ExperimentSpec:
         server_lr=float(_positive("server_lr", float(g("server_lr", 1.0)))),
         eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
+        cohort_size=cohort,
+        scale=ScaleSpec(
+            chunk_clients=int(_positive("scale.chunk_clients", int(g("scale.chunk_clients", 0)),
+                                        allow_zero=True)),
+            shard_devices=_shard_devices(int(g("scale.shard_devices", 1)))),
         method=_choice("method", c.method, tuple(METHODS)),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 5)), allow_zero=True)),
         client_batch=_client_batch(int(g("client_batch", -1)), c.model.name),

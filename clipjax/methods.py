@@ -126,30 +126,42 @@ def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, 
   return prune_mask, new_state, invariant, slack_count
 
 
+def make_scorer(unit_spec: units.UnitSpec, kind: str = "max_relative"):
+  """Jitted `score(params, reference) -> {layer: f32[n]}`: CLIP's invariance scores of the
+  global model `params` against the model a client received before it (`units.unit_scores`).
+  """
+  return jax.jit(lambda params, reference: units.unit_scores(unit_spec, params, reference,
+                                                             kind=kind))
+
+
 def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2,
-               slack: str = "lowest_score", score: str = "max_relative",
-               threshold_init: str = "min"):
+               slack: str = "lowest_score", threshold_init: str = "min"):
   """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
-    `masks(params, prev_params, clip_state, server_choice, p, keys) -> (prune_mask,
-    param_prune_mask, clip_state, invariant_units, slack_units, train_keys)`, everything with
-    a leading client axis C; `prune_mask` and `param_prune_mask` are None for `fedavg`.
-    `prev_params` is w(t-1) (CLIP's scores compare it with w(t)); `server_choice` is FLuID's
-    server-side drop order, a `fluid.ServerChoice` (ignored by the other methods).
+    `masks(params, scores, clip_state, server_choice, p, keys) -> (prune_mask, param_prune_mask,
+    clip_state, invariant_units, slack_units, train_keys)`, everything with a leading client
+    axis C; `prune_mask` and `param_prune_mask` are None for `fedavg`. `scores` is each
+    client's invariance scores {layer: f32[C, n]} (`make_scorer` against the model that client
+    received before, DESIGN 2.4 and 2.9), used by CLIP only (None for the other methods);
+    `server_choice` is FLuID's server-side drop order, a `fluid.ServerChoice` (ignored by the
+    other methods). `params` is w(t): the parameter masks take its shapes.
   """
 
-  def masks(params, prev_params, clip_state, server_choice, p, keys):
+  def masks(params, scores, clip_state, server_choice, p, keys):
     mask_keys, train_keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
     zeros = jnp.zeros(p.shape, jnp.int32)
     if not method.prunes:  # nothing is pruned: no masks to build or apply
       return None, None, clip_state, zeros, zeros, train_keys
-    scores = (units.unit_scores(unit_spec, params, prev_params, kind=score)
-              if method.masks == "client_invariance" else None)
+    if method.masks != "client_invariance":
+      scores = None
+    elif scores is None:
+      raise ValueError(f"method {method.name!r} needs each client's invariance scores")
     prune_mask, new_state, invariant, slack_count = jax.vmap(
-        lambda st, pk, kk: _client_masks(method, unit_spec, scores, server_choice, st, pk, kk,
-                                         growth=growth, slack=slack,
-                                         threshold_init=threshold_init))(clip_state, p, mask_keys)
+        lambda sc, st, pk, kk: _client_masks(method, unit_spec, sc, server_choice, st, pk, kk,
+                                             growth=growth, slack=slack,
+                                             threshold_init=threshold_init),
+        in_axes=(None if scores is None else 0, 0, 0, 0))(scores, clip_state, p, mask_keys)
     param_mask = jax.vmap(lambda m: units.param_prune_mask(unit_spec, m, params))(prune_mask)
     return prune_mask, param_mask, new_state, invariant, slack_count, train_keys
 
@@ -157,8 +169,7 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2
 
 
 def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *, growth: float = 1.2,
-                      slack: str = "lowest_score", score: str = "max_relative",
-               threshold_init: str = "min"):
+                      slack: str = "lowest_score", threshold_init: str = "min"):
   """Builds one round's masked training for all clients: jitted masks, then `train`.
 
   Args:
@@ -166,22 +177,22 @@ def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *, growt
     unit_spec: the model's prunable units.
     train: all clients' local training, from `clipjax.fl.training.make_trainer` (a host loop
       of jitted steps on CPU, one jitted scan elsewhere).
-    growth, slack, score, threshold_init: CLIP's invariance settings (DESIGN 2.4;
-      `units.SCORES`, `invariance.THRESHOLD_INITS`).
+    growth, slack, threshold_init: CLIP's invariance settings (DESIGN 2.4;
+      `invariance.SLACK_ORDERS`, `invariance.THRESHOLD_INITS`).
 
   Returns:
-    `pruned_round(params, prev_params, clip_state, server_choice, p, keys, x, y, valid) ->
-    PrunedOutput`. `p` is f32[C] keep fractions, `keys` typed keys [C]. Host code: it calls
-    jitted pieces.
+    `pruned_round(params, scores, clip_state, server_choice, p, keys, x, y, valid) ->
+    PrunedOutput`. `scores` as for `make_masks`, `p` is f32[C] keep fractions, `keys` typed
+    keys [C]. Host code: it calls jitted pieces.
   """
-  masks = jax.jit(make_masks(method, unit_spec, growth=growth, slack=slack, score=score,
+  masks = jax.jit(make_masks(method, unit_spec, growth=growth, slack=slack,
                              threshold_init=threshold_init))
   count_params = jax.jit(jax.vmap(
       lambda m: sum(jnp.sum(a, dtype=jnp.int32) for a in jax.tree.leaves(m))))
 
-  def pruned_round(params, prev_params, clip_state, server_choice, p, keys, x, y, valid):
+  def pruned_round(params, scores, clip_state, server_choice, p, keys, x, y, valid):
     prune_mask, param_mask, new_state, invariant, slack_count, train_keys = masks(
-        params, prev_params, clip_state, server_choice, p, keys)
+        params, scores, clip_state, server_choice, p, keys)
     out = train(params, x, y, valid, train_keys, prune_mask, param_mask)
     num = p.shape[0]
     if prune_mask is None:

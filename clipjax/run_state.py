@@ -1,8 +1,8 @@
 """Checkpoints of the whole run state, so a stopped run resumes exactly (DESIGN 4).
 
 Host side, called only by the loop in `clipjax.experiment`. A checkpoint holds the round's
-`algorithm.RunState` (server state, every client's invariance state, FLuID's server state,
-last round's client times, the virtual clock) and the number of finished rounds, saved with
+`algorithm.RunState` (server state, every population client's invariance state, last
+reported times and received models, FLuID's server state, the virtual clock) and the number of finished rounds, saved with
 orbax under `<workdir>/checkpoints/state_<round>`. `metrics.jsonl` holds the rows; on resume
 the loop keeps the rows up to the checkpoint's round and goes on from there. Keys are derived
 from (seed, round) and SecAgg's masks cancel exactly, so the resumed metrics equal an
@@ -18,14 +18,12 @@ import shutil
 import jax
 import numpy as np
 
-from clipjax import algorithm
-from clipjax.clip import devices
+from clipjax import algorithm, population
 
 _PREFIX = "state_"
 
 
-_HOST = "host.npz"   # float64 host values, exactly (orbax would restore them as float32)
-_TIME_FIELDS = ("download", "fit", "mask", "upload", "latency", "total", "fit_full")
+_HOST = "host.npz"   # host values, exactly (orbax would restore float64 as float32)
 
 
 def _device_tree(state: algorithm.RunState) -> dict:
@@ -56,11 +54,11 @@ def save(folder: pathlib.Path, state: algorithm.RunState, rounds_done: int) -> N
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path / "device", _device_tree(state), force=True)
   checkpointer.wait_until_finished()
-  times = state.last_times
-  host = {f"times_{k}": np.asarray(getattr(times, k), np.float64) for k in _TIME_FIELDS
-          } if times is not None else {}
+  models = {f"model_{v}": m for v, m in state.refs.models.items()}
   np.savez(path / _HOST, virtual_time=np.float64(state.virtual_time),
-           rounds_done=np.int64(rounds_done), **host)
+           rounds_done=np.int64(rounds_done), reports_fit_full=state.reports.fit_full,
+           reports_net=state.reports.net, refs_held=state.refs.held, refs_ref=state.refs.ref,
+           **models)
   for old in folder.glob(f"{_PREFIX}*"):
     if old.name != path.name and old.name[len(_PREFIX):].isdigit():
       shutil.rmtree(old, ignore_errors=True)
@@ -73,10 +71,10 @@ def restore(path: pathlib.Path, like: algorithm.RunState) -> tuple[algorithm.Run
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _device_tree(like))
   tree = ocp.StandardCheckpointer().restore((path / "device").resolve(), abstract)
   with np.load(path / _HOST) as host:
-    times = None
-    if "times_total" in host:
-      times = devices.ClientTimes(**{k: host[f"times_{k}"] for k in _TIME_FIELDS})
-    state = dataclasses.replace(like, server=tree["server"], clip=tree["clip"],
-                                fluid=tree.get("fluid"), last_times=times,
-                                virtual_time=float(host["virtual_time"]))
+    models = {int(k[len("model_"):]): host[k] for k in host.files if k.startswith("model_")}
+    state = dataclasses.replace(
+        like, server=tree["server"], clip=tree["clip"], fluid=tree.get("fluid"),
+        reports=population.Reports(host["reports_fit_full"], host["reports_net"]),
+        refs=population.References(host["refs_held"], host["refs_ref"], models),
+        virtual_time=float(host["virtual_time"]))
     return state, int(host["rounds_done"])

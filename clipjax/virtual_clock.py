@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
+import jax
 import numpy as np
 
 from clipjax.clip import devices
@@ -150,20 +151,35 @@ class ClockModel:
       self._cache[key] = float(self.flops_per_example(dict(kept)))
     return self._cache[key]
 
-  def client_flops(self, kept_units: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(executed, full-model) training FLOPs per client from per-client kept unit counts."""
-    scale = np.asarray(self.num_examples, np.float64) * self.epochs
+  def client_flops(self, kept_units: Mapping[str, np.ndarray],
+                   ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(executed, full-model) training FLOPs of the clients `ids` (default all), from their
+    kept unit counts (in the order of `ids`)."""
+    examples = np.asarray(self.num_examples, np.float64)
+    scale = (examples if ids is None else examples[ids]) * self.epochs
     executed = np.array([
         self._flops({k: int(v[c]) for k, v in kept_units.items()}) for c in range(len(scale))])
     return executed * scale, self._flops(self.full_widths) * scale
 
-  def times(self, round_index: int, charge: Charges) -> devices.ClientTimes:
-    """Per-client time components of one round."""
-    executed, full = self.client_flops(charge.kept_units)
-    jitter = (devices.round_jitter(self.seed, round_index, len(executed), sigma=self.jitter_sigma)
-              if self.jitter_sigma > 0 else None)
+  def times(self, round_index: int, charge: Charges,
+            ids: np.ndarray | None = None) -> devices.ClientTimes:
+    """Per-client time components of one round of the population clients `ids` (default all).
+
+    A client's jitter depends on (seed, round, population id) only, so a cohort's clients get
+    the times they would get in a round of the whole population.
+    """
+    executed, full = self.client_flops(charge.kept_units, ids)
+    profile = self.population.profile
+    num = profile.num_clients
+    jitter = None
+    if self.jitter_sigma > 0:
+      jitter = devices.round_jitter(self.seed, round_index, num, sigma=self.jitter_sigma)
+      if ids is not None:
+        jitter = jax.tree.map(lambda a: np.asarray(a)[ids], jitter)
+    if ids is not None:
+      profile = jax.tree.map(lambda a: np.asarray(a)[ids], profile)
     return devices.client_times(
-        self.population.profile, fit_flops=executed, full_fit_flops=full,
+        profile, fit_flops=executed, full_fit_flops=full,
         upload_bytes=charge.upload_bytes, download_bytes=charge.download_bytes,
         mask_expansion_flops=charge.mask_words * CHACHA_OPS_PER_WORD,
         protocol_messages=charge.messages, jitter=jitter)

@@ -11,7 +11,10 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.rounds = 30
-  c.num_clients = 20            # clients sampled once (by seed) and used in every round
+  c.num_clients = 20            # population K: clients chosen once by seed (0: all writers /
+                                # roles; CIFAR-10: partitions, 0 = 100)
+  c.cohort_size = 0             # C: clients sampled per round from the population, a pure
+                                # function of (seed, round); 0: all K every round (the paper)
   c.local_epochs = 1
   c.batch_size = 10
   c.client_lr = 0.1             # client SGD learning rate
@@ -29,6 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.client_batch = -1           # clients per vmapped chunk; -1: the measured default for the
                                 # model and backend (1 on CPU, all on GPU/TPU); 0: all at once.
                                 # Measure with scripts/bench_train.py.
+
+  c.scale = ml_collections.ConfigDict()  # layout only: results equal up to summation order
+  c.scale.chunk_clients = 0     # clients trained and securely summed at once; memory is set by
+                                # the chunk, not the cohort (0: the whole cohort at once)
+  c.scale.shard_devices = 1     # devices a chunk's client axis is sharded over (0: all JAX sees)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "femnist"       # femnist | shakespeare | cifar10

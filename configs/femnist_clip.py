@@ -2,11 +2,18 @@
 
 Scenario "a": 4 stragglers at 2/3 compute speed, everyone on 5G.
 Scenario "b": the same 4, two of them also on 4G.
+Scenario "population": all 300 writers of the data form the population, a cohort of 20 is
+  sampled each round (DESIGN 2.9; the paper does not cover it); 20% of the population (60
+  writers) have the slow CPU. A writer reports the times of the last round it took part in, so
+  a writer in its first round keeps the whole model.
 
   python scripts/compare.py --config configs/femnist_clip.py:a --workdir runs/femnist_a \
       --methods=fedavg,random,ordered,fluid,clip_compute,clip_network
   python scripts/compare.py --config configs/femnist_clip.py:b --workdir runs/femnist_b \
       --methods=fedavg,clip_compute,clip_network
+  python scripts/compare.py --config configs/femnist_clip.py:population \
+      --config.model.width=0.25 --workdir runs/femnist_population \
+      --methods=fedavg,random,clip_compute --seeds=0,1,2
 
 Measured on 2 CPU cores with --config.model.width=0.25, every round evaluated, seed 0
 (2026-11-22, README tables; the clock charges each method only its own protocol steps):
@@ -31,6 +38,11 @@ def get_config(scenario: str = "a"):
   elif scenario == "b":
     c.devices.compute_slow = 2
     c.devices.both_slow = 2
+  elif scenario == "population":
+    c.num_clients = 0      # every writer
+    c.cohort_size = 20
+    c.devices.compute_slow = 60
+    c.scale.chunk_clients = 10
   else:
-    raise ValueError(f"scenario must be 'a' or 'b', got {scenario!r}")
+    raise ValueError(f"scenario must be 'a', 'b' or 'population', got {scenario!r}")
   return c

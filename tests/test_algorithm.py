@@ -70,13 +70,13 @@ def flops_per_example(kept):
 
 
 def make_setting(method_name, counts, *, secure=False, rule="padded", compute_slow=1,
-                 dropout_rate=0.0):
+                 dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host"):
   method = methods.get_method(method_name)
   num = len(counts)
   x, y, valid = make_data(counts)
   train = training.make_trainer(apply_fn, lambda xc, yc, i: (xc[i], yc[i]), optax.sgd(LR),
-                                local.LocalSpec(epochs=1, batch_size=6), loop="host",
-                                client_batch=1)
+                                local.LocalSpec(epochs=1, batch_size=6), loop=loop,
+                                client_batch=1 if loop == "host" else 0)
   params = init_params()
   server_opt = server_lib.make_server_optimizer("sgd", 1.0)
   tiers = devices.Tiers(compute={"fast": 1e5, "slow": 5e4})
@@ -89,7 +89,7 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
   keys = None
   if secure or method.broadcasts:
     keys = algorithm.SecAggSetting(
-        kwargs=dict(protocol="secagg", threshold=num, allow_weak=True), dropout_rate=dropout_rate)
+        kwargs=dict(protocol="secagg", threshold=cohort or num, allow_weak=True), dropout_rate=dropout_rate)
   settings = (aggregation.SecureSettings(bits=secagg.max_safe_bits(num), clip=1.0,
                                          max_weight=100.0) if secure else None)
   setting = algorithm.RoundSetting(
@@ -100,7 +100,8 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
       server_init=lambda p: server_lib.server_init(p, server_opt), clock=clock,
       keep=algorithm.KeepSetting(0.2, table, None), keys=keys, x=x, y=y, valid=valid,
       weights=np.asarray(counts, np.float32), base_key=jax.random.key(3), seed=0,
-      server_seconds=0.125)
+      server_seconds=0.125, scorer=methods.make_scorer(SPEC), chunk=chunk, cohort=cohort,
+      mesh=mesh)
   return algorithm.make_round(setting), params, (np.asarray(x), np.asarray(y)), population
 
 

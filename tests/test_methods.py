@@ -14,7 +14,9 @@ def _masks(name, params, prev, p, clip_state=None, server_rank=None, seed=0):
   num = len(p)
   clip_state = methods.init_clip_state(SPEC, num) if clip_state is None else clip_state
   keys = jax.random.split(jax.random.key(seed), num)
-  return jax.jit(methods.make_masks(method, SPEC))(params, prev, clip_state, server_rank,
+  scores = methods.make_scorer(SPEC)(params, prev)  # every client received prev before
+  scores = jax.tree.map(lambda s: jnp.broadcast_to(s, (num,) + s.shape), scores)
+  return jax.jit(methods.make_masks(method, SPEC))(params, scores, clip_state, server_rank,
                                                    jnp.asarray(p, jnp.float32), keys)
 
 

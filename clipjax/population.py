@@ -1,0 +1,99 @@
+"""Populations and cohorts (DESIGN 2.9): who takes part in a round, and what each client keeps.
+
+A run has a population of K clients and samples a cohort of C of them per round, a pure function
+of (seed, round); C = K is the paper's fixed participation. What a client carries from one of its
+rounds to its next belongs to the population, indexed by population id:
+
+* `Reports`: the times it measured in the last round it took part in, which it reports to its
+  peers (DESIGN 2.2). A client that has never trained has nothing to report: it sends no report
+  and keeps the whole model.
+* `References`: the global models it received. CLIP scores invariance by comparing the model a
+  client downloads now with the last *different* model it received before (DESIGN 2.4, 2.9): with
+  full participation that is the server's w(t-1); a client that missed rounds compares against
+  what it last saw; a client that has never received a model has no reference and scores every
+  unit 0 (its invariant units are then a keyed random choice). An aborted round's model is the
+  one the client already holds, so the reference does not move.
+
+The global models still referenced by some client are kept on the host, flattened, keyed by the
+server's version (its step count): at most min(rounds, K) + 1 of them, two with full
+participation. Everything here is host code on NumPy arrays; it is checkpointed as such
+(`clipjax.run_state`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+_COHORT_STREAM = 0xC0407  # separates the cohort draw from every other use of the seed
+
+
+def sample_cohort(seed: int, round_index: int, population: int, cohort: int) -> np.ndarray:
+  """Sorted population ids of round `round_index`'s cohort, a pure function of its arguments.
+
+  Raises:
+    ValueError: if `cohort` is not in [1, population].
+  """
+  if not 1 <= cohort <= population:
+    raise ValueError(f"cohort_size={cohort} must be in [1, {population}] (the population).")
+  if cohort == population:
+    return np.arange(population)
+  rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(round_index), _COHORT_STREAM])
+  return np.sort(rng.choice(population, size=cohort, replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reports:
+  """Each population client's last measured times, NaN where it has never trained.
+
+  Attributes:
+    fit_full: f64[K] full-model fit seconds of its last round.
+    net: f64[K] the rest of its last round (`ClientTimes.report_net`).
+  """
+
+  fit_full: np.ndarray
+  net: np.ndarray
+
+  @classmethod
+  def empty(cls, population: int) -> "Reports":
+    return cls(np.full(population, np.nan), np.full(population, np.nan))
+
+  def known(self, ids: np.ndarray) -> np.ndarray:
+    return np.isfinite(self.fit_full[ids])
+
+  def update(self, ids: np.ndarray, fit_full: np.ndarray, net: np.ndarray) -> "Reports":
+    fit, rest = self.fit_full.copy(), self.net.copy()
+    fit[ids], rest[ids] = fit_full, net
+    return Reports(fit, rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+  """The global models each population client received.
+
+  Attributes:
+    held: int64[K] version of the last model the client received (-1: none).
+    ref: int64[K] version of the model it received before that one (-1: none): its w(t-1).
+    models: version -> float32[D] flattened global model, for every version in held or ref.
+  """
+
+  held: np.ndarray
+  ref: np.ndarray
+  models: dict
+
+  @classmethod
+  def empty(cls, population: int) -> "References":
+    return cls(np.full(population, -1, np.int64), np.full(population, -1, np.int64), {})
+
+  def download(self, ids: np.ndarray, version: int, flat_params: np.ndarray) -> "References":
+    """The cohort `ids` receive the global model `version` (flattened `flat_params`)."""
+    held, ref = self.held.copy(), self.ref.copy()
+    moved = ids[held[ids] != version]
+    ref[moved] = held[moved]
+    held[ids] = version
+    live = set(np.unique(held).tolist()) | set(np.unique(ref).tolist())
+    models = {v: m for v, m in self.models.items() if v in live}
+    if version not in models:
+      models[version] = np.asarray(flat_params, np.float32).copy()
+    return References(held, ref, models)

@@ -1,0 +1,109 @@
+"""Several devices and several processes give the single-device results (DESIGN 2.9).
+
+Both run in fresh interpreters: JAX fixes its device count (and its distributed runtime) when
+it starts, so a test cannot change them in the pytest process.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SHARDED = r'''
+import json, os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np
+from tests.test_algorithm import make_setting
+
+assert jax.device_count() == 4, jax.devices()
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("clients",))
+counts = [5, 3, 6, 4, 6, 2, 5]
+out = {}
+for method, secure in [("clip_compute", True), ("fedavg", False)]:
+  runs = {}
+  for name, kw in [("one", {}), ("sharded", {"mesh": mesh, "chunk": 4})]:
+    algo, params, _, _ = make_setting(method, counts, secure=secure, loop="scan", **kw)
+    state, rows = algo.init(params), []
+    for r in range(3):
+      state, row = algo.apply(state, r)
+      rows.append({k: row.get(k) for k in ("keep_fraction", "stragglers", "invariant_units",
+                                           "train_loss", "round_time_s", "secagg_survivors")})
+    runs[name] = {"rows": rows,
+                  "params": [np.asarray(a).tolist() for a in jax.tree.leaves(state.server.params)]}
+  out[method] = runs
+print("RESULT" + json.dumps(out))
+'''
+
+
+def _python(code: str, timeout: int = 300, env=None) -> str:
+  env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def _close(a, b, rtol):
+  import numpy as np
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-6)
+
+
+def test_a_round_sharded_over_four_devices_equals_the_one_device_round():
+  out = _python(SHARDED)
+  result = json.loads(out.split("RESULT", 1)[1])
+  for method, runs in result.items():
+    one, sharded = runs["one"], runs["sharded"]
+    for a, b in zip(one["rows"], sharded["rows"]):
+      for key in ("keep_fraction", "stragglers", "invariant_units", "secagg_survivors"):
+        assert a[key] == b[key], (method, key)
+      assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+      assert a["round_time_s"] == pytest.approx(b["round_time_s"], rel=1e-9)
+    _close(one["params"], sharded["params"], rtol=1e-5)
+
+
+def _train(workdir, *extra, **popen):
+  cmd = [sys.executable, "scripts/train.py", "--config", "configs/quickstart.py",
+         f"--workdir={workdir}", "--config.rounds=3", "--config.eval_every=3",
+         "--config.num_clients=8", "--config.cohort_size=6", "--config.model.width=0.125",
+         "--config.scale.chunk_clients=2", *extra]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _rows(workdir):
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_processes_give_the_one_process_run(tmp_path):
+  # A free port for the coordinator: bind to 0 and let the OS choose.
+  import socket
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    port = sock.getsockname()[1]
+  one = _train(tmp_path / "one")
+  out_one, _ = one.communicate(timeout=600)
+  assert one.returncode == 0, out_one[-3000:]
+  procs = [_train(tmp_path / "two", f"--coordinator=localhost:{port}", "--num_processes=2",
+                  f"--process_id={i}") for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  single, lead = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+  other = _rows(tmp_path / "two" / "process_1")
+  assert len(single) == len(lead) == len(other) == 3
+  for a, b, c in zip(single, lead, other):
+    for key in ("cohort", "stragglers", "keep_fraction", "invariant_units", "slack_units",
+                "survivors", "secagg_survivors", "messages", "train_loss", "round_time_s",
+                "test_accuracy"):
+      assert a.get(key) == b.get(key) == c.get(key), key
+  assert any(row["stragglers"] for row in single)  # CLIP pruned in some round
