@@ -1,0 +1,291 @@
+"""Sweep tables: runs grouped by (scenario, method) over seeds, with 95% intervals.
+
+Host side only. A sweep folder holds `<scenario>/<method>/seed<s>/` run folders
+(`scripts/reproduce.py`, `configs/paper/sweep.py`). Per scenario and method this module gives the
+mean virtual round time and its cut against the method's reference (`fedavg`, or `fedavg_plain`
+for a run without SecAgg, as in `clipjax.tables`), the time to a target accuracy and its cut, the
+final accuracy as a mean with a 95% t-interval over seeds, and the accuracy delta against the
+reference paired by seed (the mean of per-seed differences with its t-interval). Cuts use the
+seeds both runs have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from clipjax import report, tables
+from clipjax.clip import devices
+
+METHOD_ORDER = ("fedavg", "random", "ordered", "fedavg_plain", "fluid", "clip_compute",
+                "clip_network")
+SCENARIO_ORDER = ("compute", "compute_network")
+_SEED_DIR = re.compile(r"seed(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One finished or partial run of a sweep (its metrics rows, summary and config)."""
+
+  scenario: str
+  method: str
+  seed: int
+  history: list[dict[str, Any]]
+  summary: dict[str, Any]
+  config: dict[str, Any]
+
+  @property
+  def finished(self) -> bool:
+    """Whether the run wrote its summary (a partial run is tabulated as it stands)."""
+    return bool(self.summary)
+
+  @property
+  def secure(self) -> bool:
+    if "secagg" in self.summary:
+      return self.summary["secagg"] != "off"
+    return bool(self.config.get("secagg", {}).get("enabled", True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+  """Mean of n values with its two-sided t-interval (NaN bounds when n < 2)."""
+
+  mean: float
+  low: float
+  high: float
+  n: int
+
+
+Groups = dict[str, dict[str, dict[int, Run]]]  # scenario -> method -> seed -> run
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+  """Mean +- t_{(1+confidence)/2, n-1} x s / sqrt(n), s the sample sd (ddof 1).
+
+  Raises:
+    ValueError: for no values or a confidence outside (0, 1).
+  """
+  if not 0 < confidence < 1:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+  x = np.asarray(values, np.float64)
+  if x.size == 0:
+    raise ValueError("t_interval needs at least one value.")
+  mean = float(x.mean())
+  if x.size < 2:
+    return Interval(mean, math.nan, math.nan, 1)
+  half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+  return Interval(mean, mean - half, mean + half, int(x.size))
+
+
+def paired_delta(values: Mapping[int, float], reference: Mapping[int, float],
+                 confidence: float = 0.95) -> Interval | None:
+  """t-interval of `values[s] - reference[s]` over the seeds both have (None if none)."""
+  seeds = sorted(set(values) & set(reference))
+  if not seeds:
+    return None
+  return t_interval([values[s] - reference[s] for s in seeds], confidence)
+
+
+def load_sweep(root: str | pathlib.Path) -> list[Run]:
+  """Every `<scenario>/<method>/seed<s>/metrics.jsonl` under `root` with at least one row.
+
+  Raises:
+    ValueError: if `root` holds no such run.
+  """
+  root = pathlib.Path(root)
+  runs = []
+  for metrics in sorted(root.glob("*/*/seed*/metrics.jsonl")):
+    folder = metrics.parent
+    match = _SEED_DIR.match(folder.name)
+    if match is None:
+      continue
+    summary, history = tables.load_run(folder)
+    if not history:
+      continue
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    runs.append(Run(folder.parent.parent.name, folder.parent.name, int(match.group(1)),
+                    history, summary, config))
+  if not runs:
+    raise ValueError(f"no runs under {root} (expected <scenario>/<method>/seed<s>/metrics.jsonl); "
+                     "run scripts/reproduce.py with this --root first.")
+  return runs
+
+
+def _ordered(names, order) -> list[str]:
+  return [n for n in order if n in names] + sorted(n for n in names if n not in order)
+
+
+def group(runs: Sequence[Run]) -> Groups:
+  """scenario -> method -> seed -> run, scenarios and methods in the paper's order."""
+  raw: dict[str, dict[str, dict[int, Run]]] = {}
+  for r in runs:
+    raw.setdefault(r.scenario, {}).setdefault(r.method, {})[r.seed] = r
+  return {s: {m: dict(sorted(raw[s][m].items())) for m in _ordered(raw[s], METHOD_ORDER)}
+          for s in _ordered(raw, SCENARIO_ORDER)}
+
+
+def reference(method: str, by_method: Mapping[str, Mapping[int, Run]]) -> str | None:
+  """The run a method is measured against: `fedavg_plain` for runs without SecAgg."""
+  secure = next(iter(by_method[method].values())).secure
+  if not secure and "fedavg_plain" in by_method:
+    return "fedavg_plain"
+  return "fedavg" if "fedavg" in by_method else None
+
+
+def mean_round_time(history) -> float:
+  return float(np.mean([r["round_time_s"] for r in history]))
+
+
+def final_accuracy(history) -> float | None:
+  evals = [r["test_accuracy"] for r in history if "test_accuracy" in r]
+  return evals[-1] if evals else None
+
+
+def straggler_keep(history) -> float | None:
+  """Mean keep fraction over the clients that decided they were stragglers."""
+  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
+  return float(np.mean(kept)) if kept else None
+
+
+def fast_tier(config: Mapping[str, Any]) -> float:
+  """The fast compute tier in FLOP/s (`devices.fast_flops`, 0 meaning the default)."""
+  return float(config.get("devices", {}).get("fast_flops", 0.0)) or devices.FAST_FLOPS_PER_S
+
+
+def _cut(values: Mapping[int, float], ref: Mapping[int, float]) -> float | None:
+  """1 - mean(values) / mean(ref) over the seeds both have."""
+  seeds = sorted(set(values) & set(ref))
+  if not seeds:
+    return None
+  return 1.0 - float(np.mean([values[s] for s in seeds])) / float(np.mean([ref[s] for s in seeds]))
+
+
+def _per_seed(runs: Mapping[int, Run], fn) -> dict[int, float]:
+  out = {s: fn(r.history) for s, r in runs.items()}
+  return {s: v for s, v in out.items() if v is not None}
+
+
+def _mean(values) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def _interval_text(iv: Interval | None, scale: float = 1.0, signed: bool = False) -> str:
+  if iv is None:
+    return ""
+  fmt = "{:+.2f}" if signed else "{:.4f}"
+  text = fmt.format(scale * iv.mean)
+  if iv.n < 2:
+    return f"{text} (n=1)"
+  return f"{text} [{fmt.format(scale * iv.low)}, {fmt.format(scale * iv.high)}] (n={iv.n})"
+
+
+def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> list[tuple]:
+  """One row per method, in the columns of `header(target)`."""
+  round_s = {m: _per_seed(runs, mean_round_time) for m, runs in by_method.items()}
+  acc = {m: _per_seed(runs, final_accuracy) for m, runs in by_method.items()}
+  tta = {m: _per_seed(runs, lambda h: tables.time_to_accuracy(h, target))
+         for m, runs in by_method.items()}
+  rows = []
+  for method, runs in by_method.items():
+    ref = reference(method, by_method)
+    vs = ref is not None and ref != method
+    seeds = sorted(runs)
+    unfinished = [s for s in seeds if not runs[s].finished]
+    reached = len(tta[method])
+    tta_text = ("never" if not reached else
+                f"{np.mean(list(tta[method].values())):.1f}"
+                + ("" if reached == len(seeds) else f" ({reached}/{len(seeds)} seeds)"))
+    spacing = max((tables.eval_spacing(r.history) or 0) for r in runs.values())
+    if spacing > 1:
+      tta_text += f" (eval every {spacing})"
+    cut = _cut(round_s[method], round_s[ref]) if vs else None
+    tta_cut = _cut(tta[method], tta[ref]) if vs else None
+    delta = paired_delta(acc[method], acc[ref]) if vs else None
+    inv, slack = zip(*(tables.straggler_counts(r.history) for r in runs.values()))
+    rows.append((
+        method, "on" if next(iter(runs.values())).secure else "off",
+        f"{','.join(map(str, seeds))} (n={len(seeds)})"
+        + (f", unfinished: {','.join(map(str, unfinished))}" if unfinished else ""),
+        _mean(round_s[method].values()),
+        "" if cut is None else f"{100 * cut:+.1f}% vs {ref}",
+        tta_text,
+        "" if tta_cut is None else f"{100 * tta_cut:+.1f}% vs {ref}",
+        _interval_text(t_interval(list(acc[method].values())) if acc[method] else None),
+        _interval_text(delta, scale=100.0, signed=True),
+        _blank(_mean(straggler_keep(r.history) for r in runs.values())),
+        _mean(np.mean([len(x.get("stragglers", [])) for x in r.history]) for r in runs.values()),
+        _blank(_mean(inv)), _blank(_mean(slack)),
+        "/".join(sorted({f"{fast_tier(r.config) / 1e9:g}" for r in runs.values()})),
+    ))
+  return rows
+
+
+def _blank(v):
+  return "" if v is None else v
+
+
+def header(target: float) -> list[str]:
+  return ["method", "SecAgg", "seeds", "mean round s (virtual)", "round-time cut",
+          f"virtual s to acc {target:g}", "time-to-acc cut", "final acc, mean [95% CI]",
+          "acc delta, points [95% CI, paired]", "straggler keep fraction", "stragglers/round",
+          "invariant units (stragglers)", "slack units (stragglers)", "fast tier GFLOP/s"]
+
+
+def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
+  """One line: clients, slow clients of each kind, compute tiers, rounds, model."""
+  run = next(iter(next(iter(by_method.values())).values()))
+  c, d = run.config, run.config.get("devices", {})
+  fast = fast_tier(c)
+  return (f"{c.get('data', {}).get('name', '?')}, {c.get('model', {}).get('name', '?')} "
+          f"x{c.get('model', {}).get('width', '?')}, {c.get('num_clients', '?')} clients, "
+          f"{c.get('rounds', '?')} rounds, {c.get('local_epochs', '?')} local epoch(s); slow "
+          f"clients: {d.get('compute_slow', 0)} compute, {d.get('network_slow', 0)} network (4G), "
+          f"{d.get('both_slow', 0)} both; compute tiers {fast / 1e9:g} / "
+          f"{fast * d.get('slow_compute_ratio', 2 / 3) / 1e9:.3g} GFLOP/s")
+
+
+def markdown(groups: Groups, target: float) -> str:
+  """Every scenario's table with a heading and a description line."""
+  parts = []
+  for scenario, by_method in groups.items():
+    parts += [f"## {scenario}", "", describe_scenario(by_method), "",
+              report.markdown_table(header(target), scenario_rows(by_method, target)), ""]
+  parts.append("Intervals: 95% t-intervals over seeds (n stated); the accuracy delta is the mean "
+               "of per-seed differences against the reference, paired by seed. Cuts: 1 - "
+               "mean(method) / mean(reference) over the seeds both have (for time to accuracy: "
+               "that reached the target; a mean over fewer seeds says k/n). Times are virtual "
+               "seconds.")
+  return "\n".join(parts) + "\n"
+
+
+def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: float,
+          plots: bool = True) -> tuple[pathlib.Path, list[pathlib.Path] | None]:
+  """Writes `<out>/tables.md` (and the PNG plots) for the sweep under `root`.
+
+  Returns:
+    The tables file and the PNG files written (None when matplotlib is not installed or
+    `plots` is False).
+
+  Raises:
+    ValueError: if `root` holds no runs.
+  """
+  groups = group(load_sweep(root))
+  out = pathlib.Path(out or root)
+  out.mkdir(parents=True, exist_ok=True)
+  table_file = out / "tables.md"
+  table_file.write_text(markdown(groups, target))
+  pngs = None
+  if plots:
+    from clipjax import sweep_plots  # matplotlib is optional
+    pngs = sweep_plots.plot_sweep(groups, out)
+  return table_file, pngs

@@ -1,0 +1,69 @@
+"""scripts/reproduce.py end to end on a tiny FEMNIST sweep: tables written, finished runs skipped."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from clipjax.data import paths
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# 2 methods x 1 seed x 1 scenario, 3 writers (one straggler), 2 rounds, LEAF CNN at x0.125.
+TINY = ["--config", "configs/paper/femnist_cnn.py", "--seeds", "0", "--methods",
+        "fedavg,clip_compute", "--only_scenario", "compute", "--override", "num_clients=3",
+        "--override", "rounds=2", "--override", "model.width=0.125"]
+
+
+def _reproduce(root, *args):
+  return subprocess.run([sys.executable, "scripts/reproduce.py", "--root", str(root), *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_tiny_sweep_writes_tables_and_skips_finished_runs(tmp_path):
+  try:
+    paths.find_data_file("femnist/femnist_leaf_300writers_uint8.npz", "femnist")
+  except FileNotFoundError:
+    pytest.skip("real FEMNIST data not found ($CLIPJAX_DATA or ../shared/data)")
+  first = _reproduce(tmp_path, *TINY)
+  assert first.returncode == 0, first.stderr[-3000:]
+  sweep = tmp_path / "femnist_cnn_cpu"
+  table = (sweep / "tables.md").read_text()
+  assert "## compute" in table and "| fedavg | on |" in table and "| clip_compute | on |" in table
+  assert "[1/2] compute/fedavg/seed0: new" in first.stdout
+  assert (sweep / "sweep.json").exists()
+
+  second = _reproduce(tmp_path, *TINY)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "[2/2] compute/clip_compute/seed0: finished" in second.stdout
+  assert "ran 0, skipped 2" in second.stdout
+
+
+def test_bad_input_ends_with_one_clear_line(tmp_path):
+  bad = _reproduce(tmp_path, *TINY, "--only_scenario", "typhoon", "--dry_run")
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown scenario 'typhoon'")
+  missing = _reproduce(tmp_path, "--config", "configs/paper/nope.py")
+  assert missing.returncode == 1 and "sweep file configs/paper/nope.py not found" in missing.stderr
+
+
+def test_overrides_are_checked_and_derive_the_stragglers():
+  from configs.paper import femnist_cnn, sweep
+  with pytest.raises(ValueError, match="no key 'depth'"):
+    femnist_cnn.get_sweep(overrides={"model.depth": 3})
+  with pytest.raises(ValueError, match="sweep axis"):
+    femnist_cnn.get_sweep(overrides={"seed": 3})
+  assert sweep.parse_overrides(["rounds=2", "model.width=0.125", "data.name=femnist"]) == {
+      "rounds": 2, "model.width": 0.125, "data.name": "femnist"}
+  runs = dict(femnist_cnn.get_sweep(seeds=[0], methods=["fedavg", "fluid"],
+                                    overrides={"num_clients": 10}))
+  assert list(runs) == [f"{s}/{m}/seed0" for s in sweep.SCENARIOS
+                        for m in ("fedavg", "fedavg_plain", "fluid")]
+  assert not runs["compute/fedavg_plain/seed0"].secagg.enabled
+  assert runs["compute/fedavg_plain/seed0"].method == "fedavg"
+  assert runs["compute/fedavg/seed0"].secagg.enabled
+  network = runs["compute_network/fluid/seed0"].devices
+  assert (network.compute_slow, network.network_slow, network.both_slow) == (1, 0, 1)
+  assert sweep.straggler_counts("compute_network", 20) == {
+      "compute_slow": 2, "network_slow": 1, "both_slow": 1}
