@@ -46,6 +46,8 @@ def summarize(spec, history: list[dict[str, Any]], *, num_params: int, clients: 
       "final_train_loss": history[-1]["train_loss"] if history else float("nan"),
       "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
       "host_seconds": float(sum(r["host_seconds"] for r in history)),
+      "calibration": spec.devices.calibration, "fast_flops": spec.devices.fast_flops,
+      "slow_flops": spec.devices.fast_flops * spec.devices.slow_compute_ratio,
   }
 
 

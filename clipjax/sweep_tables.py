@@ -156,9 +156,18 @@ def straggler_keep(history) -> float | None:
   return float(np.mean(kept)) if kept else None
 
 
-def fast_tier(config: Mapping[str, Any]) -> float:
-  """The fast compute tier in FLOP/s (`devices.fast_flops`, 0 meaning the default)."""
+def fast_tier(config: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> float:
+  """The fast compute tier in FLOP/s the run used: its summary's resolved value, else the
+  config's `devices.fast_flops` (0 meaning the default estimate)."""
+  if summary and summary.get("fast_flops"):
+    return float(summary["fast_flops"])
   return float(config.get("devices", {}).get("fast_flops", 0.0)) or devices.FAST_FLOPS_PER_S
+
+
+def calibration(run: "Run") -> str:
+  """`default` (the documented estimate) or `measured` (this machine's, measure_device.py)."""
+  return run.summary.get("calibration") or run.config.get("devices", {}).get("calibration",
+                                                                              "default")
 
 
 def _cut(values: Mapping[int, float], ref: Mapping[int, float]) -> float | None:
@@ -225,7 +234,8 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
         _blank(_mean(straggler_keep(r.history) for r in runs.values())),
         _mean(np.mean([len(x.get("stragglers", [])) for x in r.history]) for r in runs.values()),
         _blank(_mean(inv)), _blank(_mean(slack)),
-        "/".join(sorted({f"{fast_tier(r.config) / 1e9:g}" for r in runs.values()})),
+        "/".join(sorted({f"{fast_tier(r.config, r.summary) / 1e9:.3g} ({calibration(r)})"
+                         for r in runs.values()})),
     ))
   return rows
 
@@ -238,20 +248,22 @@ def header(target: float) -> list[str]:
   return ["method", "SecAgg", "seeds", "mean round s (virtual)", "round-time cut",
           f"virtual s to acc {target:g}", "time-to-acc cut", "final acc, mean [95% CI]",
           "acc delta, points [95% CI, paired]", "straggler keep fraction", "stragglers/round",
-          "invariant units (stragglers)", "slack units (stragglers)", "fast tier GFLOP/s"]
+          "invariant units (stragglers)", "slack units (stragglers)",
+          "fast tier GFLOP/s (calibration)"]
 
 
 def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
   """One line: clients, slow clients of each kind, compute tiers, rounds, model."""
   run = next(iter(next(iter(by_method.values())).values()))
   c, d = run.config, run.config.get("devices", {})
-  fast = fast_tier(c)
+  fast = fast_tier(c, run.summary)
   return (f"{c.get('data', {}).get('name', '?')}, {c.get('model', {}).get('name', '?')} "
           f"x{c.get('model', {}).get('width', '?')}, {c.get('num_clients', '?')} clients, "
           f"{c.get('rounds', '?')} rounds, {c.get('local_epochs', '?')} local epoch(s); slow "
           f"clients: {d.get('compute_slow', 0)} compute, {d.get('network_slow', 0)} network (4G), "
           f"{d.get('both_slow', 0)} both; compute tiers {fast / 1e9:g} / "
-          f"{fast * d.get('slow_compute_ratio', 2 / 3) / 1e9:.3g} GFLOP/s")
+          f"{fast * d.get('slow_compute_ratio', 2 / 3) / 1e9:.3g} GFLOP/s ({calibration(run)} "
+          "calibration)")
 
 
 def markdown(groups: Groups, target: float) -> str:
@@ -269,8 +281,10 @@ def markdown(groups: Groups, target: float) -> str:
 
 
 def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: float,
-          plots: bool = True) -> tuple[pathlib.Path, list[pathlib.Path] | None]:
+          plots: bool = True, preface: str = "") -> tuple[pathlib.Path, list[pathlib.Path] | None]:
   """Writes `<out>/tables.md` (and the PNG plots) for the sweep under `root`.
+
+  `preface` (Markdown, e.g. a study's grid table) goes before the per-scenario tables.
 
   Returns:
     The tables file and the PNG files written (None when matplotlib is not installed or
@@ -283,7 +297,7 @@ def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: floa
   out = pathlib.Path(out or root)
   out.mkdir(parents=True, exist_ok=True)
   table_file = out / "tables.md"
-  table_file.write_text(markdown(groups, target))
+  table_file.write_text(preface + markdown(groups, target))
   pngs = None
   if plots:
     from clipjax import sweep_plots  # matplotlib is optional

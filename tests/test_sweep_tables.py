@@ -82,7 +82,7 @@ def test_rows_measure_each_method_against_its_reference():
   assert rows["clip_compute"][8] == "+3.00 [-9.71, +15.71] (n=2)"
   assert rows["clip_compute"][7] == "0.6800 [-0.0824, 1.4424] (n=2)"
   assert rows["clip_compute"][9:13] == (0.5, 1.0, 7.0, 3.0)
-  assert rows["clip_compute"][13] == "10"  # the default fast tier, 10 GFLOP/s
+  assert rows["clip_compute"][13] == "10 (default)"  # the default fast tier, 10 GFLOP/s
 
 
 def _write_run(root, name, history, finished=True):

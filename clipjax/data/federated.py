@@ -15,6 +15,7 @@ from clipjax.data import partition as partition_lib
 
 DATASETS = ("femnist", "shakespeare", "cifar10")
 PARTITIONS = ("iid", "dirichlet")
+TEST_CLIENTS = ("chosen", "all")  # whose test data the model is evaluated on
 DEFAULT_CIFAR10_CLIENTS = 100
 
 
@@ -43,6 +44,7 @@ def load_federated(
     alpha: float = 0.5,
     min_examples: int = 1,
     num_partitions: int | None = None,
+    test_clients: str = "chosen",
 ) -> packing.FederatedData:
   """Loads a federated dataset, packed as ``[C, N_max, ...]`` with a ``valid`` mask.
 
@@ -61,6 +63,10 @@ def load_federated(
     min_examples: drop clients with fewer train examples before choosing.
     num_partitions: CIFAR-10 only: partition the data over this many clients and choose
       ``num_clients`` of them by seed (default: ``num_clients`` partitions, all returned).
+    test_clients: "chosen": the test data of the chosen clients (one row each); "all": the
+      test data of every client of the dataset (FEMNIST: every writer, Shakespeare: every
+      role, CIFAR-10: the whole test set), a larger and fixed evaluation set whatever clients
+      are chosen. Only the pooled test accuracy is comparable between the two.
 
   Returns:
     The packed FederatedData.
@@ -72,11 +78,13 @@ def load_federated(
     raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
   if partition not in PARTITIONS:
     raise ValueError(f"Unknown partition {partition!r}; known: {', '.join(PARTITIONS)}.")
+  if test_clients not in TEST_CLIENTS:
+    raise ValueError(f"Unknown test_clients {test_clients!r}; known: {', '.join(TEST_CLIENTS)}.")
   if not isinstance(min_examples, (int, np.integer)) or min_examples < 0:
     raise ValueError(f"min_examples must be a non-negative integer, got {min_examples!r}.")
   if name == "cifar10":
     return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples,
-                         num_partitions)
+                         num_partitions, test_clients)
   if name == "femnist":
     clients = femnist.load_clients(data_dir)
     kind, num_classes, seq_len = "images", femnist.NUM_CLASSES, 0
@@ -90,7 +98,8 @@ def load_federated(
   if len(eligible) == 0:
     raise ValueError(f"No {name} client has min_examples={min_examples} train examples.")
   chosen = eligible[choose_clients(len(eligible), num_clients, seed)]
-  train, test = _pack(kind, clients, chosen, seq_len)
+  train, test = _pack(kind, clients, chosen, seq_len,
+                      np.arange(len(clients.client_ids)) if test_clients == "all" else chosen)
   return packing.FederatedData(
       name=name, kind=kind, train=train, test=test,
       client_ids=tuple(clients.client_ids[i] for i in chosen),
@@ -102,23 +111,24 @@ def _count(kind: str, x: np.ndarray, seq_len: int) -> int:
   return len(x) if kind == "images" else max(len(x) - seq_len, 0)
 
 
-def _pack(kind, clients: tfds_store.ClientLists, chosen, seq_len):
+def _pack(kind, clients: tfds_store.ClientLists, chosen, seq_len, tested):
   if kind == "images":
     train = packing.pack_images([clients.train_x[i] for i in chosen],
                                 [clients.train_y[i] for i in chosen])
-    test = packing.pack_images([clients.test_x[i] for i in chosen],
-                               [clients.test_y[i] for i in chosen])
+    test = packing.pack_images([clients.test_x[i] for i in tested],
+                               [clients.test_y[i] for i in tested])
   else:
     train = packing.pack_text([clients.train_x[i] for i in chosen], seq_len)
-    test = packing.pack_text([clients.test_x[i] for i in chosen], seq_len)
+    test = packing.pack_text([clients.test_x[i] for i in tested], seq_len)
   return train, test
 
 
-def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, num_partitions=None):
+def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, num_partitions=None,
+                  test_clients="chosen"):
   """CIFAR-10: train partitioned over clients; the test set is split IID over the same clients.
 
-  The union of the clients' test parts is the whole test set, so summed test counts give the
-  usual global test accuracy.
+  The union of all partitions' test parts is the whole test set (`test_clients="all"`), so
+  summed test counts give the usual global test accuracy.
   """
   num_clients = DEFAULT_CIFAR10_CLIENTS if num_clients is None else num_clients
   chosen_count = num_clients
@@ -137,7 +147,9 @@ def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, n
         y_train, num_clients, alpha, seed, min_size=max(min_examples, 1))
   test_parts = partition_lib.partition_iid(y_test, num_clients, seed + 1)
   chosen = choose_clients(num_clients, chosen_count, seed)
-  parts, test_parts = [parts[c] for c in chosen], [test_parts[c] for c in chosen]
+  parts = [parts[c] for c in chosen]
+  if test_clients == "chosen":
+    test_parts = [test_parts[c] for c in chosen]
   train = packing.pack_images([x_train[p] for p in parts], [y_train[p] for p in parts])
   test = packing.pack_images([x_test[p] for p in test_parts], [y_test[p] for p in test_parts])
   return packing.FederatedData(

@@ -29,6 +29,7 @@ def size_config(size: str = "cpu"):
   sweep.check_size(size)
   c = femnist_cnn.get_config()
   c.eval_every = 1
+  c.data.test_clients = "all"  # every writer's test data (4,763 images), not only the 20's
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
   if size == "cpu":
