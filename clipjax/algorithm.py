@@ -23,8 +23,10 @@ fixed-participation round.
 An aborted SecAgg round leaves the model unchanged, charges the clock for the work done up to
 the abort and returns a record with `aborted` set: `apply` never raises `RoundAborted`.
 
-`apply` is host code (pycryptodome, NumPy) around jitted pieces; it times its own training and
-aggregation (`host_seconds_train`, `host_seconds_secagg`) after blocking on the device.
+`apply` is host code (pycryptodome, NumPy) around jitted pieces; it times, after blocking on
+the device, its training (`host_seconds_train`), the chunk sums (`host_seconds_sum`: under
+SecAgg every client's masking and ChaCha20 mask expansion) and the end of the aggregation
+(`host_seconds_secagg`: unmasking and decoding).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from clipjax import population as population_lib
 from clipjax import virtual_clock as clock_lib
 from clipjax.clip import devices
 from clipjax.clip import keep as keep_lib
+from clipjax.clip import reports as reports_lib
 from clipjax.fl import aggregation
 from clipjax.fl import round as round_lib
 from clipjax.fl import server as server_lib
@@ -88,6 +91,20 @@ class KeepSetting:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportSetting:
+  """Time reports beyond the paper (`clipjax.clip.reports`): who lies, by how much, and the
+  decision rule. The default is DESIGN 2.2: nobody lies, the plain quantile."""
+
+  liars: np.ndarray | None = None   # bool[K] population clients that lie
+  factor: float = 1.0               # their reported times = true x factor
+  rule: str = "quantile"            # `reports.REPORT_RULES`
+  tiers: Any = None                 # public `devices.Tiers` (plausible rule)
+  max_examples: float = 0.0         # public bound on a client's examples (plausible rule)
+  jitter_sigma: float = 0.0
+  sigmas: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
 class SecAggSetting:
   """Round setup of the pairwise keys (SecAgg and/or the broadcast)."""
 
@@ -126,6 +143,12 @@ class RoundSetting:
     mesh: a `jax.sharding.Mesh` with axis "clients" to shard each chunk over, or None.
     processes: this process's place among several (`clipjax.multihost`): it trains its slice
       of every cohort; `multihost.SINGLE` for one process.
+    reports: lying clients and the straggler decision rule (`ReportSetting`).
+    reference: what CLIP scores w(t) against (`population.REFERENCES`): `last_seen`, the last
+      different model the client received; `server`, the server's w(t-1), sent as a second
+      download.
+    unavailable_rate: each cohort client is away this round with this probability
+      (`population.away`): it takes no part and misses the round's model.
   """
 
   method: methods.Method
@@ -153,6 +176,9 @@ class RoundSetting:
   chunk: int = 0
   mesh: Any = None
   processes: multihost.Processes = multihost.SINGLE
+  reports: ReportSetting = ReportSetting()
+  reference: str = "last_seen"
+  unavailable_rate: float = 0.0
 
 
 def _broadcast_bytes(relay, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +215,10 @@ def make_round(setting: RoundSetting) -> Algorithm:
   method = s.method
   population = len(s.weights)
   cohort_size = s.cohort or population
+  server_reference = s.reference == "server" and method.masks == "client_invariance"
   scores_needed = method.masks == "client_invariance"
+  liars = (np.zeros(population, bool) if s.reports.liars is None
+           else np.asarray(s.reports.liars, bool))
   flat_size = None  # D: fixed for the run, counted from the first params seen
   unravel = None
   if s.mesh is not None:
@@ -214,7 +243,21 @@ def make_round(setting: RoundSetting) -> Algorithm:
         kept_units=kept_units, kept_params=kept_params, num_params=num_params, secure=s.secure,
         upload_vectors=aggregation.upload_vectors(s.aggregation, s.secure), prg_streams=streams,
         broadcast=broadcasting, broadcast_bytes_sent=sent, broadcast_bytes_received=received,
-        server_prunes=method.server_prunes)
+        server_prunes=method.server_prunes, reference_download=server_reference)
+
+  def report_bounds(num, full_units, setup, relay_bytes) -> reports_lib.Bounds:
+    """What an honest report can show, from public quantities (`reports.plausible_bounds`):
+    a full-model client's charges in a round without and with the broadcast."""
+    nominal = [charge(num, full_units, np.full(num, flat_size), flat_size, setup, b,
+                      relay_bytes if b else (0, 0)) for b in (False, True)]
+    pick = lambda f: np.concatenate([f(c) for c in nominal])  # noqa: E731
+    rep = s.reports
+    return reports_lib.plausible_bounds(
+        rep.tiers, full_flops_per_example=s.clock.flops_per_example(dict(s.clock.full_widths)),
+        max_examples=rep.max_examples, epochs=s.clock.epochs,
+        download_bytes=pick(lambda c: c.download_bytes), upload_bytes=pick(lambda c: c.upload_bytes),
+        mask_flops=pick(lambda c: c.mask_words) * clock_lib.CHACHA_OPS_PER_WORD,
+        messages=pick(lambda c: c.messages), jitter_sigma=rep.jitter_sigma, sigmas=rep.sigmas)
 
   def aborted(state, r, ids, err, charged, row):
     times = s.clock.times(r, charged, ids)
@@ -244,10 +287,23 @@ def make_round(setting: RoundSetting) -> Algorithm:
   def apply(state: RunState, r: int) -> tuple[RunState, dict]:
     nonlocal flat_size
     ids = population_lib.sample_cohort(s.seed, r, population, cohort_size)
+    away = population_lib.away(s.seed, r, ids, s.unavailable_rate)
+    ids = ids[~away]
     num = len(ids)
     row: dict[str, Any] = {"round": r + 1, "stragglers": [], "keep_fraction": [1.0] * num}
+    if s.unavailable_rate > 0:
+      row["away"] = int(away.sum())
     if num < population:
       row["cohort"] = ids.tolist()
+    if num == 0:  # every sampled client is away: nothing to train, the model stays
+      empty = np.zeros(0)
+      row.update({"skipped": "no cohort client was available", "train_loss": float("nan"),
+                  "round_time_s": s.server_seconds, "server_seconds": s.server_seconds,
+                  "virtual_time_s": state.virtual_time + s.server_seconds, "survivors": [],
+                  "invariant_units": [], "slack_units": [], "download_s": [], "fit_s": [],
+                  "mask_s": [], "upload_s": [], "latency_s": [], "messages": [],
+                  "client_time_s": empty.tolist()})
+      return dataclasses.replace(state, virtual_time=state.virtual_time + s.server_seconds), row
     params = state.server.params
     if flat_size is None:
       flat_size = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
@@ -272,15 +328,24 @@ def make_round(setting: RoundSetting) -> Algorithm:
     reported = state.reports.known(ids)  # clients that trained before have times to report
     if method.prunes and reported.any():
       fit, net = (np.nan_to_num(a[ids]) for a in (state.reports.fit_full, state.reports.net))
+      said_fit, said_net = reports_lib.reported(fit, net, liars[ids], s.reports.factor)
       if method.broadcasts:
         alive = np.isin(np.arange(num), setup.advertised) & reported
-        known, relay = broadcast.exchange_time_reports(setup, fit, net, alive)
+        known, relay = broadcast.exchange_time_reports(setup, said_fit, said_net, alive)
         broadcasting = True
         relay_bytes = _broadcast_bytes(relay, num)
         row["broadcast_bytes"] = relay.bytes_relayed
       else:  # the server sees every client's times in the clear (FLuID's clients report them)
-        known = broadcast.KnownTimes(fit=np.tile(fit, (num, 1)), net=np.tile(net, (num, 1)),
+        known = broadcast.KnownTimes(fit=np.tile(said_fit, (num, 1)),
+                                     net=np.tile(said_net, (num, 1)),
                                      valid=~np.eye(num, dtype=bool) & reported[None, :])
+      if liars.any():
+        row["liars"] = np.flatnonzero(liars[ids]).tolist()
+      if s.reports.rule == "plausible":  # implausible reports count as never received
+        bounds = report_bounds(num, full_units, setup, relay_bytes)
+        allowed = bounds.allows(known.fit, known.net)
+        row["implausible_reports"] = int(np.sum(known.valid & ~allowed))
+        known = dataclasses.replace(known, valid=known.valid & allowed)
       is_straggler, keep = broadcast.decide_keep_fractions(
           known, fit, net, straggler_fraction=s.keep.straggler_fraction, rule=method.keep_rule,
           table=s.keep.table, rho_min=s.keep.rho_min)
@@ -292,7 +357,10 @@ def make_round(setting: RoundSetting) -> Algorithm:
       row["unreported_clients"] = int(np.sum(~reported))
     # The cohort downloads w(t); CLIP clients score it against the model they received before.
     refs, scores = state.refs, None
-    if scores_needed:
+    if server_reference:  # the server sends w(t-1) too: every client scores against it
+      one = s.scorer(params, state.server.prev_params)
+      scores = jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + a.shape), one)
+    elif scores_needed:
       refs = refs.download(ids, int(state.server.round), np.asarray(ravel_pytree(params)[0]))
       scores, unreferenced = client_scores(params, refs, ids)
       if num < population:
@@ -306,7 +374,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
     accumulator = s.aggregate.begin(s.weights[ids], setup, procs, layout)
     clip_state = state.clip
     host_parts, deltas, clip_rows = [], [], []
-    train_s = 0.0
+    train_s = sum_s = 0.0
     for rows, padded in _chunks(procs.rows(num), s.chunk, multiple):
       n, pid = len(rows), ids[padded]
       tick = time.perf_counter()
@@ -324,11 +392,14 @@ def make_round(setting: RoundSetting) -> Algorithm:
         clip_state = jax.tree.map(lambda a, b: a.at[pid[:n]].set(b), clip_state, out.clip_state)
       else:
         clip_rows.append((pid[:n], jax.device_get(out.clip_state)))
-      accumulator.add(rows, out.delta, out.param_prune_mask)
+      tick = time.perf_counter()
+      accumulator.add(rows, out.delta, out.param_prune_mask)  # SecAgg: the chunk's masking
+      sum_s += time.perf_counter() - tick
       if s.fluid_update is not None:
         deltas.append(out.delta)
       del trained, out
     row["host_seconds_train"] = train_s
+    row["host_seconds_sum"] = sum_s
     if procs.count > 1:  # every process gets all clients' metrics and invariance state
       host_parts = sum(procs.allgather(host_parts), [])
       for pid, rows_state in sum(procs.allgather(clip_rows), []):
@@ -391,4 +462,4 @@ def recompute_round_time(row: dict) -> float:
   total = (np.asarray(row["download_s"]) + np.asarray(row["fit_s"]) + np.asarray(row["mask_s"])
            + np.asarray(row["upload_s"]) + np.asarray(row["latency_s"]))
   survivors = np.asarray(row["survivors"], bool)
-  return float(np.max(total[survivors]) + row["server_seconds"])
+  return float(np.max(total[survivors], initial=0.0) + row["server_seconds"])

@@ -17,15 +17,19 @@ from typing import Any
 
 import jax
 
+from clipjax.clip import calibration as calibration_lib
 from clipjax.clip import devices as devices_lib
 from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
+from clipjax.clip.reports import REPORT_RULES
 from clipjax.data import DATASETS
+from clipjax.data.federated import TEST_CLIENTS
 from clipjax.fl import training
 from clipjax.fl.aggregation import AGGREGATIONS
 from clipjax.fl.server import SERVER_OPTIMIZERS
 from clipjax.methods import METHODS
 from clipjax.models import KNOWN_MODELS
 from clipjax.models.units import SCORES
+from clipjax.population import REFERENCES
 from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
 
@@ -97,6 +101,7 @@ class DataSpec:
   partition: str
   alpha: float
   num_partitions: int | None
+  test_clients: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +142,7 @@ class ClipSpec:
   score: str
   threshold_init: str
   aggregation: str
+  reference: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +154,17 @@ class DeviceSpec:
   fast_flops: float
   slow_compute_ratio: float
   server_seconds: float
+  calibration: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+  """Time reports (DESIGN 2.2), clients that lie in them, and the straggler decision rule."""
+
+  liar_fraction: float
+  liar_factor: float
+  rule: str
+  bound_sigmas: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +192,7 @@ class ExperimentSpec:
   eval_every: int
   eval_batch_size: int
   cohort_size: int | None
+  unavailable_rate: float
   scale: ScaleSpec
   method: str
   checkpoint_every: int
@@ -185,6 +203,7 @@ class ExperimentSpec:
   secagg: SecAggSpec
   clip: ClipSpec
   devices: DeviceSpec
+  reports: ReportSpec
 
   @property
   def population(self) -> int:
@@ -247,21 +266,33 @@ class ExperimentSpec:
         threshold_init=_choice("clip.threshold_init", g("clip.threshold_init", "min"),
                                THRESHOLD_INITS),
         aggregation=_aggregation(g("clip.aggregation", "auto"), c.method),
+        reference=_choice("clip.reference", g("clip.reference", "last_seen"), REFERENCES),
     )
     if clip.growth <= 1.0:
       raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
     if clip.rho_min is not None:
       _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
+    calibration = _choice("devices.calibration", g("devices.calibration", "default"),
+                          calibration_lib.CALIBRATIONS)
     devices = DeviceSpec(
         compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow", 0), allow_zero=True)),
         network_slow=int(_positive("devices.network_slow", g("devices.network_slow", 0), allow_zero=True)),
         both_slow=int(_positive("devices.both_slow", g("devices.both_slow", 0), allow_zero=True)),
         jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma", 0.05), allow_zero=True)),
         fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops", 0.0),
-                                   allow_zero=True)) or devices_lib.FAST_FLOPS_PER_S,
+                                   allow_zero=True)) or calibration_lib.fast_flops(
+                                       calibration, c.model.name, float(g("model.width", 1.0))),
         slow_compute_ratio=_fraction("devices.slow_compute_ratio",
                                      g("devices.slow_compute_ratio", 2.0 / 3.0), lo=1e-3),
         server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds", 0.0), allow_zero=True)),
+        calibration=calibration,
+    )
+    reports = ReportSpec(
+        liar_fraction=_fraction("reports.liar_fraction", g("reports.liar_fraction", 0.0)),
+        liar_factor=float(_positive("reports.liar_factor", float(g("reports.liar_factor", 1.0)))),
+        rule=_choice("reports.rule", g("reports.rule", "quantile"), REPORT_RULES),
+        bound_sigmas=float(_positive("reports.bound_sigmas",
+                                     float(g("reports.bound_sigmas", 4.0)))),
     )
     slow = devices.compute_slow + devices.network_slow + devices.both_slow
     if num_clients and slow > num_clients:
@@ -280,6 +311,7 @@ class ExperimentSpec:
         eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
         cohort_size=cohort,
+        unavailable_rate=_fraction("unavailable_rate", g("unavailable_rate", 0.0), hi_open=True),
         scale=ScaleSpec(
             chunk_clients=int(_positive("scale.chunk_clients", int(g("scale.chunk_clients", 0)),
                                         allow_zero=True)),
@@ -293,10 +325,12 @@ class ExperimentSpec:
                       partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),
                       alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5)))),
                       num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions", 0)),
-                                                   allow_zero=True)) or None),
+                                                   allow_zero=True)) or None,
+                      test_clients=_choice("data.test_clients", g("data.test_clients", "chosen"),
+                                           TEST_CLIENTS)),
         model=ModelSpec(name=_choice("model.name", c.model.name, KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width", 1.0))))),
-        secagg=secagg, clip=clip, devices=devices)
+        secagg=secagg, clip=clip, devices=devices, reports=reports)
     if not METHODS[spec.method].secure and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "
                        "cannot run under secure aggregation; set --config.secagg.enabled=False "

@@ -21,6 +21,7 @@ from clipjax import algorithm, fluid as fluid_lib, methods, multihost, report, r
 from clipjax import virtual_clock as clock_lib
 from clipjax.clip import devices
 from clipjax.clip import keep as keep_lib
+from clipjax.clip import reports as reports_lib
 from clipjax.config_types import ExperimentSpec
 from clipjax.data import example_batch, load_federated, pooled_batch
 from clipjax.fl import aggregation
@@ -43,9 +44,14 @@ def _mesh(spec: ExperimentSpec):
   return jax.sharding.Mesh(np.asarray(devices), ("clients",))
 
 
+def _tiers(spec: ExperimentSpec) -> devices.Tiers:
+  d = spec.devices
+  return devices.Tiers(compute={"fast": d.fast_flops, "slow": d.fast_flops * d.slow_compute_ratio})
+
+
 def _population(spec: ExperimentSpec) -> devices.Population:
   d = spec.devices
-  tiers = devices.Tiers(compute={"fast": d.fast_flops, "slow": d.fast_flops * d.slow_compute_ratio})
+  tiers = _tiers(spec)
   counts = {"compute": d.compute_slow, "network": d.network_slow, "both": d.both_slow}
   if sum(counts.values()) == 0:  # default: the straggler fraction, compute-slow
     return devices.make_population(spec.num_clients, straggler_fraction=spec.clip.straggler_fraction,
@@ -139,7 +145,13 @@ def build_round(spec: ExperimentSpec, data, model, params,
       base_key=jax.random.key(spec.seed), seed=spec.seed,
       server_seconds=spec.devices.server_seconds, fluid_init=fluid_init,
       fluid_update=fluid_update, scorer=methods.make_scorer(model.unit_spec, spec.clip.score),
-      cohort=cohort, chunk=spec.scale.chunk_clients, mesh=_mesh(spec), processes=processes))
+      cohort=cohort, chunk=spec.scale.chunk_clients, mesh=_mesh(spec), processes=processes,
+      reports=algorithm.ReportSetting(
+          liars=reports_lib.choose_liars(spec.seed, population, spec.reports.liar_fraction),
+          factor=spec.reports.liar_factor, rule=spec.reports.rule, tiers=_tiers(spec),
+          max_examples=sa.max_weight, jitter_sigma=spec.devices.jitter_sigma,
+          sigmas=spec.reports.bound_sigmas),
+      reference=spec.clip.reference, unavailable_rate=spec.unavailable_rate))
 
 
 def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -185,7 +197,8 @@ def run(config, workdir: str, *, stop_after: int | None = None,
 
   data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
                         data_dir=spec.data.data_dir, partition=spec.data.partition,
-                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions)
+                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
+                        test_clients=spec.data.test_clients)
   num_clients = len(data.client_ids)
   if spec.num_clients == 0:  # the whole population: resolve what depends on its size
     spec = ExperimentSpec.from_config(config, population=num_clients)

@@ -27,6 +27,7 @@ import dataclasses
 import numpy as np
 
 _COHORT_STREAM = 0xC0407  # separates the cohort draw from every other use of the seed
+REFERENCES = ("last_seen", "server")  # what CLIP scores w(t) against (`clip.reference`)
 
 
 def sample_cohort(seed: int, round_index: int, population: int, cohort: int) -> np.ndarray:
@@ -41,6 +42,24 @@ def sample_cohort(seed: int, round_index: int, population: int, cohort: int) -> 
     return np.arange(population)
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(round_index), _COHORT_STREAM])
   return np.sort(rng.choice(population, size=cohort, replace=False))
+
+
+_AWAY_STREAM = 0xA3A7  # the per-round unavailability draw
+
+
+def away(seed: int, round_index: int, ids: np.ndarray, rate: float) -> np.ndarray:
+  """bool[len(ids)]: which of the cohort `ids` are unavailable in round `round_index` (churn).
+
+  Each population client is away with probability `rate`, independently per round, a pure
+  function of (seed, round, client id), so a client's availability does not depend on who
+  else was sampled.
+  """
+  ids = np.asarray(ids)
+  if rate <= 0:
+    return np.zeros(len(ids), bool)
+  rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(round_index), _AWAY_STREAM])
+  draw = rng.random(int(ids.max()) + 1 if len(ids) else 0)
+  return draw[ids] < rate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Charges:
 def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, num_params: int,
             secure: bool, upload_vectors: int = 1, prg_streams=0, broadcast: bool = False,
             broadcast_bytes_sent=0, broadcast_bytes_received=0,
-            server_prunes: bool = False) -> Charges:
+            server_prunes: bool = False, reference_download: bool = False) -> Charges:
   """Charges of one round (see the module docstring's table).
 
   Args:
@@ -82,6 +82,8 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     broadcast: the sealed time broadcast runs this round.
     broadcast_bytes_sent, broadcast_bytes_received: int[C] or scalar ciphertext bytes.
     server_prunes: the server sends each client its sub-model (in the clear only).
+    reference_download: the server also sends w(t-1) (CLIP's `clip.reference=server`): a
+      second full-model download.
 
   Raises:
     ValueError: for a negative or non-integer count, or upload_vectors not 1 or 2.
@@ -104,6 +106,8 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     download = WORD_BYTES * (kept_params if server_prunes else full)
     messages = BASE_MESSAGES + (KEY_AGREEMENT_MESSAGES if broadcast else 0)
     mask_words = np.zeros(num)
+  if reference_download:
+    download = download + WORD_BYTES * full
   if broadcast:
     messages += BROADCAST_MESSAGES
     upload = upload + np.asarray(broadcast_bytes_sent, np.float64)

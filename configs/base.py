@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
                                 # roles; CIFAR-10: partitions, 0 = 100)
   c.cohort_size = 0             # C: clients sampled per round from the population, a pure
                                 # function of (seed, round); 0: all K every round (the paper)
+  c.unavailable_rate = 0.0      # churn: each cohort client is away this round with this
+                                # probability (a pure function of seed, round, client); away
+                                # clients take no part and miss the round's model
   c.local_epochs = 1
   c.batch_size = 10
   c.client_lr = 0.1             # client SGD learning rate
@@ -45,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.alpha = 0.5            # cifar10 Dirichlet concentration
   c.data.num_partitions = 0     # cifar10: partition over this many clients, train num_clients
                                 # of them chosen by seed (0: num_clients partitions)
+  c.data.test_clients = "chosen"  # evaluate on the test data of: chosen (the run's clients) |
+                                  # all (every client of the dataset; CIFAR-10: the test set)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "leaf_cnn"     # leaf_cnn | vgg9 | leaf_lstm
@@ -80,8 +85,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.slack = "lowest_score"     # lowest_score | random order of non-invariant units
   c.clip.score = "max_relative"     # invariance score: max_relative (DESIGN 2.4, max over the
                                     # group of |dw|/|w|) | relative_l2 (||dw||/||w|| of the group)
+  c.clip.reference = "last_seen"    # w(t-1) of CLIP's scores: last_seen (the last different
+                                    # global model the client received, DESIGN 2.9) | server
+                                    # (the server also sends w(t-1): a second download)
   c.clip.aggregation = "auto"       # auto (the method's own: padded, fluid participation-
                                     # weighted) | padded (paper) | participation_weighted
+
+  # Time reports (DESIGN 2.2) and clients that lie in them (beyond the paper; see
+  # clipjax/clip/reports.py): a seeded fraction of the population multiplies the times it
+  # broadcasts by a factor; honest clients cannot tell who.
+  c.reports = ml_collections.ConfigDict()
+  c.reports.liar_fraction = 0.0     # fraction of the population that lies
+  c.reports.liar_factor = 1.0       # their reported times = true times x factor
+  c.reports.rule = "quantile"       # straggler decision: quantile (DESIGN 2.2) | plausible
+                                    # (the same quantile over reports that public bounds allow)
+  c.reports.bound_sigmas = 4.0      # plausible: jitter allowance, log-normal sigmas each way
 
   # Devices (clipjax/clip/devices.py documents every default and its source): fast CPUs at
   # 10 GFLOP/s, slow ones at 2/3 of that (the paper's 3 GHz vs 2 GHz); 5G vs 4G links.
@@ -90,7 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.devices.network_slow = 0        # clients on 4G only
   c.devices.both_slow = 0           # slow CPU and 4G; all three 0: clip.straggler_fraction compute-slow
   c.devices.jitter_sigma = 0.05     # per-round log-normal jitter of compute and network times
-  c.devices.fast_flops = 0.0        # 0: the default fast tier (10 GFLOP/s)
+  c.devices.fast_flops = 0.0        # 0: the calibration's fast tier
+  c.devices.calibration = "default" # default: the documented 10 GFLOP/s estimate | measured:
+                                    # this machine, from scripts/measure_device.py --save
   c.devices.slow_compute_ratio = 2.0 / 3.0
   c.devices.server_seconds = 0.0
   return c

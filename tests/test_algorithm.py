@@ -70,7 +70,7 @@ def flops_per_example(kept):
 
 
 def make_setting(method_name, counts, *, secure=False, rule="padded", compute_slow=1,
-                 dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host"):
+                 dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host", **extra):
   method = methods.get_method(method_name)
   num = len(counts)
   x, y, valid = make_data(counts)
@@ -101,7 +101,7 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
       keep=algorithm.KeepSetting(0.2, table, None), keys=keys, x=x, y=y, valid=valid,
       weights=np.asarray(counts, np.float32), base_key=jax.random.key(3), seed=0,
       server_seconds=0.125, scorer=methods.make_scorer(SPEC), chunk=chunk, cohort=cohort,
-      mesh=mesh)
+      mesh=mesh, **extra)
   return algorithm.make_round(setting), params, (np.asarray(x), np.asarray(y)), population
 
 

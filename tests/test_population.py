@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from clipjax import population
+from clipjax import algorithm, population
+from clipjax.clip import devices
 from tests.test_algorithm import make_setting
 
 
@@ -111,3 +112,55 @@ def test_a_cohort_round_touches_only_its_clients():
     seen |= set(ids.tolist())
   assert np.isfinite(state.reports.fit_full[sorted(seen)]).all()
   assert np.isnan(np.delete(state.reports.fit_full, sorted(seen))).all()
+
+
+def test_away_clients_take_no_part_and_a_round_without_clients_keeps_the_model():
+  counts = [5, 3, 6, 4, 6, 2, 5, 4]
+  algo, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.4)
+  state, rows = _run(algo, params, 3)
+  for r, row in enumerate(rows):
+    away = population.away(0, r, np.arange(8), 0.4)
+    assert row["away"] == int(away.sum()) > 0
+    assert row["cohort"] == np.flatnonzero(~away).tolist()
+    assert len(row["client_time_s"]) == len(row["survivors"]) == int((~away).sum())
+  # A client's availability is its own draw: it does not depend on who else was sampled.
+  np.testing.assert_array_equal(population.away(0, 1, np.array([2, 5]), 0.4),
+                                population.away(0, 1, np.arange(8), 0.4)[[2, 5]])
+  nobody, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.999)
+  state, (row,) = _run(nobody, params, 1)
+  assert row["away"] == 8 and row["skipped"] and row["round_time_s"] == 0.125
+  for g, w in zip(jax.tree.leaves(state.server.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_server_sent_reference_equals_last_seen_under_full_participation_and_costs_a_download():
+  counts = [5, 3, 6, 4, 6]
+  last, params, _, _ = make_setting("clip_compute", counts)
+  sent = make_setting("clip_compute", counts, reference="server")[0]
+  (_, want), (_, got) = _run(last, params, 3), _run(sent, params, 3)
+  num_params = sum(int(np.size(a)) for a in jax.tree.leaves(params))
+  downlink = devices.Tiers().network["5g"].downlink_bps
+  for a, b in zip(want, got):
+    for key in ("stragglers", "keep_fraction", "invariant_units", "slack_units", "train_loss"):
+      assert a[key] == b[key], key
+    extra = np.asarray(b["download_s"]) - np.asarray(a["download_s"])
+    # metrics.jsonl rounds times to 1e-9 s, so a difference of two is exact to 1e-9 s
+    np.testing.assert_allclose(extra, 8.0 * 4 * num_params / downlink, rtol=0, atol=1.01e-9)
+
+
+def test_lying_clients_reports_are_scaled_and_the_plausible_rule_drops_them():
+  counts = [5, 3, 6, 4, 6]
+  liars = np.array([False, True, False, False, False])
+  tiers = devices.Tiers(compute={"fast": 1e5, "slow": 5e4})
+  setting = algorithm.ReportSetting(liars=liars, factor=10.0, rule="plausible", tiers=tiers,
+                                    max_examples=6, jitter_sigma=0.0, sigmas=4.0)
+  algo, params, _, _ = make_setting("clip_compute", counts, reports=setting)
+  _, rows = _run(algo, params, 3)
+  assert "implausible_reports" not in rows[0]          # round 1: nobody has times to report
+  for row in rows[1:]:
+    assert row["liars"] == [1]
+    assert row["implausible_reports"] == 4             # client 1's report, heard by the other 4
+  honest = algorithm.ReportSetting(liars=liars, factor=1.0, rule="plausible", tiers=tiers,
+                                   max_examples=6, jitter_sigma=0.0, sigmas=4.0)
+  _, rows = _run(make_setting("clip_compute", counts, reports=honest)[0], params, 3)
+  assert all(row["implausible_reports"] == 0 for row in rows[1:])  # honest reports all pass
