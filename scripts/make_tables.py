@@ -10,7 +10,8 @@ its cut, final accuracy with its 95% t-interval over seeds, the accuracy delta p
 with its interval, straggler keep fractions, invariant/slack counts and the compute tier. With
 matplotlib installed, also per scenario: accuracy vs virtual time with seed bands, round time,
 keep fractions and unit counts per round (`clipjax.sweep_plots`). Partial runs are included
-as they stand. The default target is the one `reproduce.py` wrote to `<root>/sweep.json`.
+as they stand. The default target is the one `reproduce.py` wrote to `<root>/sweep.json`; when
+that names a study file (`configs/studies/`), its grid table comes first.
 """
 
 import json
@@ -22,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import app, flags  # noqa: E402
 
 from clipjax import sweep_tables  # noqa: E402
+from configs.paper import sweep  # noqa: E402
 
 _ROOT = flags.DEFINE_string("root", None, "Sweep folder, e.g. runs/paper/femnist_cnn_cpu.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: --root).")
@@ -40,12 +42,24 @@ def _target(root: pathlib.Path) -> float:
                    "pass --target_accuracy.")
 
 
+def _preface(root: pathlib.Path, target: float) -> str:
+  """The study table when `<root>/sweep.json` names a study file (`configs/studies/`)."""
+  manifest = root / "sweep.json"
+  if not manifest.exists():
+    return ""
+  config = json.loads(manifest.read_text()).get("config")
+  if not config or not pathlib.Path(config).is_file():
+    return ""
+  return sweep.study_preface(sweep.load_sweep_file(config), root, target)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   root = pathlib.Path(_ROOT.value)
   try:
-    table_file, plots = sweep_tables.write(root, _OUT.value, _target(root))
+    target = _target(root)
+    table_file, plots = sweep_tables.write(root, _OUT.value, target, preface=_preface(root, target))
   except ValueError as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
   print(table_file.read_text())

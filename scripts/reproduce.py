@@ -1,4 +1,5 @@
-"""Runs a paper sweep (`configs/paper/*.py`) run by run, then writes its tables and plots.
+"""Runs a sweep (`configs/paper/*.py`, `configs/studies/*.py`) run by run, then writes its
+tables and plots.
 
   python scripts/reproduce.py --config configs/paper/femnist_cnn.py --size cpu
   python scripts/reproduce.py --config configs/paper/cifar10_vgg9.py --size full \
@@ -9,7 +10,8 @@ Every run goes to `<root>/<sweep>_<size>/<scenario>/<method>/seed<s>` through
 `clipjax.experiment.run`: a finished run (its summary.json written under the same config) is
 skipped, an interrupted one resumes from its checkpoint, so the same command can be started
 again at any time. At the end `clipjax.sweep_tables.write` puts `tables.md` and the PNG plots in
-`<root>/<sweep>_<size>/` (`scripts/make_tables.py` redoes that alone).
+`<root>/<sweep>_<size>/` (`scripts/make_tables.py` redoes that alone); a study file's own
+`write_tables(root, target)` grid goes at the top of `tables.md`.
 
 `--override key=value` (repeatable) sets a config key on every run of the sweep, e.g. to try a
 sweep small: `--override rounds=2 --override num_clients=3 --override model.width=0.125`
@@ -18,7 +20,6 @@ folder holding runs of other overrides is refused; use another --root for them. 
 programs are cached on disk (`--compilation_cache`), so runs of the same shapes compile once.
 """
 
-import importlib.util
 import json
 import pathlib
 import sys
@@ -52,24 +53,6 @@ _COMPILE_CACHE = flags.DEFINE_string(
     "~/.cache/clipjax/jax; '' turns it off).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs and their state; run nothing.")
 flags.mark_flags_as_required(["config"])
-
-
-def load_sweep_file(path: str):
-  """The sweep module at `path` (it must define `get_sweep(size, ...)`).
-
-  Raises:
-    FileNotFoundError: if the file does not exist.
-    ValueError: if it defines no `get_sweep`.
-  """
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise FileNotFoundError(f"sweep file {file} not found; choose one of configs/paper/*.py.")
-  spec = importlib.util.spec_from_file_location(f"sweep_file_{file.stem}", file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise ValueError(f"{file} defines no get_sweep(size); is it a sweep file of configs/paper/?")
-  return module
 
 
 def run_state(folder: pathlib.Path, config) -> str:
@@ -127,7 +110,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   size = _SIZE.value
   try:
-    module = load_sweep_file(_CONFIG.value)
+    module = sweep.load_sweep_file(_CONFIG.value)
     runs = _plan(module, size)
     target = _target(module, size)
   except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
@@ -165,7 +148,8 @@ def main(argv):
   print(f"sweep {root}: {len(runs)} runs, ran {ran}, skipped {skipped} (finished earlier), "
         f"{_clock(time.monotonic() - start)}", flush=True)
   try:
-    table_file, plots = sweep_tables.write(root, root, target)
+    table_file, plots = sweep_tables.write(root, root, target,
+                                           preface=sweep.study_preface(module, root, target))
   except ValueError as e:
     sys.exit(f"error: {e}")
   print(table_file.read_text())

@@ -21,6 +21,8 @@ Scenarios, with s = round(0.2 x clients) stragglers (the paper's 20%, at least o
 from __future__ import annotations
 
 import ast
+import importlib.util
+import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -158,3 +160,28 @@ def build(base: ml_collections.ConfigDict, *, seeds: Sequence[int] = SEEDS,
         apply_overrides(c, overrides)
         runs.append((f"{scenario}/{name}/seed{seed}", c))
   return runs
+
+
+def load_sweep_file(path: str):
+  """The sweep module at `path` (it must define `get_sweep(size, ...)`).
+
+  Raises:
+    FileNotFoundError: if the file does not exist.
+    ValueError: if it defines no `get_sweep`.
+  """
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise FileNotFoundError(f"sweep file {file} not found; choose one of configs/paper/*.py.")
+  spec = importlib.util.spec_from_file_location(f"sweep_file_{file.stem}", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise ValueError(f"{file} defines no get_sweep(size); is it a sweep file of configs/paper/?")
+  return module
+
+
+def study_preface(module, root, target: float) -> str:
+  """A study file's own grid table (its `write_tables(root, target)`), "" for a paper sweep."""
+  if not hasattr(module, "write_tables"):
+    return ""
+  return f"# {module.__name__.removeprefix('sweep_file_')}\n\n{module.write_tables(root, target)}\n"

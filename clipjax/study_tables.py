@@ -1,0 +1,120 @@
+"""Tables of the studies beyond the paper (`configs/studies/`): lying clients and churn.
+
+Host side only. The runs are a sweep folder as `clipjax.sweep_tables` reads it
+(`<setting>/<method>/seed<s>`); these tables lay the settings out as a grid and measure every
+cell against `fedavg` on the same seeds: the round-time cut is 1 - mean(method) / mean(fedavg)
+over the seeds both have, the accuracy delta the mean of per-seed differences of the final
+test accuracy with its 95% t-interval. Every value comes from `metrics.jsonl` rows.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from clipjax import report, sweep_tables, tables
+
+
+def _cells(runs: Mapping[int, sweep_tables.Run], ref: Mapping[int, sweep_tables.Run] | None,
+           target: float) -> dict:
+  """The numbers of one (setting, method) cell, against `ref` when given."""
+  per = lambda fn, rs: sweep_tables._per_seed(rs, fn)  # noqa: E731
+  round_s = per(sweep_tables.mean_round_time, runs)
+  acc = per(sweep_tables.final_accuracy, runs)
+  out = {"seeds": len(runs), "round_s": float(np.mean(list(round_s.values()))),
+         "acc": sweep_tables.t_interval(list(acc.values())) if acc else None,
+         "stragglers": float(np.mean([np.mean([len(r.get("stragglers", [])) for r in run.history])
+                                      for run in runs.values()])),
+         "tta": per(lambda h: tables.time_to_accuracy(h, target), runs)}
+  inv = [tables.straggler_counts(run.history)[0] for run in runs.values()]
+  inv = [v for v in inv if v is not None]
+  out["invariant"] = float(np.mean(inv)) if inv else None
+  out["implausible"] = float(np.mean([np.mean([r.get("implausible_reports", 0) for r in run.history])
+                                      for run in runs.values()]))
+  if ref:
+    ref_s = per(sweep_tables.mean_round_time, ref)
+    out["cut"] = sweep_tables._cut(round_s, ref_s)
+    out["delta"] = sweep_tables.paired_delta(acc, per(sweep_tables.final_accuracy, ref))
+  return out
+
+
+def _pct(v) -> str:
+  return "" if v is None else f"{100 * v:+.1f}%"
+
+
+def _delta(iv) -> str:
+  return sweep_tables._interval_text(iv, scale=100.0, signed=True)
+
+
+def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequence[str],
+                target: float) -> str:
+  """Liar fraction x factor -> round-time cut and accuracy delta vs fedavg, per method and rule.
+
+  Raises:
+    ValueError: if `root` holds no runs, or no `honest/fedavg` runs to measure against.
+  """
+  groups = sweep_tables.group(sweep_tables.load_sweep(root))
+  ref = groups.get("honest", {}).get("fedavg")
+  if not ref:
+    raise ValueError(f"{root} has no honest/fedavg runs: the study's reference is missing.")
+  header = ["liars", "factor"]
+  for m in methods:
+    for rule in rules:
+      label = m if rule == "quantile" else f"{m} + {rule}"
+      header += [f"{label}: round-time cut", f"{label}: acc delta, points [95% CI]",
+                 f"{label}: stragglers/round"]
+  rows = []
+  for setting, by_method in groups.items():
+    fraction, factor = (0.0, 1.0) if setting == "honest" else _parse_setting(setting)
+    row = [f"{fraction:g}", f"{factor:g}"]
+    for m in methods:
+      for rule in rules:
+        name = m if rule == "quantile" else f"{m}+{rule}"
+        cell = _cells(by_method[name], ref, target) if name in by_method else None
+        row += (["", "", ""] if cell is None else
+                [_pct(cell["cut"]), _delta(cell["delta"]), f"{cell['stragglers']:.2f}"])
+    rows.append(row)
+  rows.sort(key=lambda r: (float(r[0]), float(r[1])))
+  fed = _cells(ref, None, target)
+  return "\n".join([
+      report.markdown_table(header, rows), "",
+      f"Reference: fedavg (honest setting), mean round {fed['round_s']:.4g} virtual s, final "
+      f"accuracy {sweep_tables._interval_text(fed['acc'])}; seeds "
+      f"{','.join(map(str, sorted(ref)))}. Cut: 1 - mean(method round s) / mean(fedavg round "
+      "s); delta: final accuracy minus fedavg's, paired by seed, mean with 95% t-interval.", ""])
+
+
+def _parse_setting(name: str) -> tuple[float, float]:
+  head, _, factor = name.partition("_x")
+  return float(head[len("liars"):]), float(factor)
+
+
+def churn_table(root: str | pathlib.Path, methods: Sequence[str], target: float) -> str:
+  """Cohort fraction x method (and CLIP's reference) -> accuracy, round time, invariant units.
+
+  Raises:
+    ValueError: if `root` holds no runs.
+  """
+  groups = sweep_tables.group(sweep_tables.load_sweep(root))
+  header = ["cohort", "method", "seeds", "final acc [95% CI]", "acc delta vs fedavg, points",
+            "mean round s (virtual)", "round-time cut vs fedavg", f"virtual s to acc {target:g}",
+            "stragglers/round", "invariant units (stragglers)"]
+  rows = []
+  for setting in sorted(groups, key=lambda s: int(s[len("cohort"):]) if s[6:].isdigit() else 0):
+    by_method = groups[setting]
+    ref = by_method.get("fedavg")
+    for m in methods:
+      if m not in by_method:
+        continue
+      cell = _cells(by_method[m], ref if m != "fedavg" else None, target)
+      tta = cell["tta"]
+      rows.append([setting[len("cohort"):] + "%", m, cell["seeds"],
+                   sweep_tables._interval_text(cell["acc"]), _delta(cell.get("delta")),
+                   cell["round_s"], _pct(cell.get("cut")),
+                   f"{np.mean(list(tta.values())):.1f} ({len(tta)}/{cell['seeds']})" if tta
+                   else "never",
+                   f"{cell['stragglers']:.2f}",
+                   "" if cell["invariant"] is None else f"{cell['invariant']:.1f}"])
+  return report.markdown_table(header, rows) + "\n"

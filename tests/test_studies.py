@@ -1,0 +1,77 @@
+"""The studies beyond the paper (configs/studies/): their run grids and their tables."""
+
+import json
+
+import pytest
+
+from clipjax import study_tables
+from configs.studies import churn, lying
+
+
+def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
+  runs = dict(lying.get_sweep(seeds=[0, 1]))
+  names = list(runs)
+  assert names.count("honest/fedavg/seed0") == 1 and "liars0.3_x10/fedavg/seed0" not in runs
+  per_seed = 1 + (1 + len(lying.FRACTIONS) * len(lying.FACTORS)) * 2 * 2
+  assert len(names) == 2 * per_seed
+  c = runs["liars0.3_x0.1/clip_network+plausible/seed1"]
+  assert (c.reports.liar_fraction, c.reports.liar_factor, c.reports.rule) == (0.3, 0.1, "plausible")
+  assert c.method == "clip_network" and c.seed == 1 and c.secagg.enabled
+  assert (c.devices.compute_slow, c.devices.network_slow, c.devices.both_slow) == (2, 1, 1)
+  honest = runs["honest/clip_compute/seed0"]
+  assert honest.reports.liar_fraction == 0.0 and honest.reports.rule == "quantile"
+  only = dict(lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"]))
+  assert sorted(only) == sorted(f"liars0.1_x10/{m}/seed0" for m in (
+      "clip_compute", "clip_compute+plausible", "clip_network", "clip_network+plausible"))
+
+
+def test_churn_grid_samples_cohorts_of_the_population():
+  runs = dict(churn.get_sweep(seeds=[2]))
+  assert len(runs) == len(churn.COHORT_FRACTIONS) * len(churn.METHODS)
+  c = runs["cohort10/clip_compute+server/seed2"]
+  assert (c.num_clients, c.cohort_size, c.unavailable_rate) == (50, 5, 0.2)
+  assert c.method == "clip_compute" and c.clip.reference == "server"
+  assert runs["cohort100/clip_compute/seed2"].clip.reference == "last_seen"
+  assert runs["cohort50/random/seed2"].cohort_size == 25
+  assert runs["cohort50/random/seed2"].devices.compute_slow == 10
+  small = dict(churn.get_sweep(seeds=[0], overrides={"num_clients": 10}))
+  assert small["cohort50/fedavg/seed0"].cohort_size == 5
+
+
+def _write_run(root, setting, method, seed, round_s, acc, stragglers=()):
+  folder = root / setting / method / f"seed{seed}"
+  folder.mkdir(parents=True)
+  rows = [{"round": r + 1, "round_time_s": t, "virtual_time_s": sum(round_s[:r + 1]),
+           "test_accuracy": a, "stragglers": list(stragglers), "keep_fraction": [0.5, 1.0],
+           "invariant_units": [3, 0], "slack_units": [1, 0]}
+          for r, (t, a) in enumerate(zip(round_s, acc))]
+  (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (folder / "summary.json").write_text(json.dumps({"secagg": "secagg+"}))
+
+
+def test_lying_table_measures_every_cell_against_honest_fedavg(tmp_path):
+  for seed, (fed_acc, clip_acc) in enumerate([(0.5, 0.52), (0.6, 0.61)]):
+    _write_run(tmp_path, "honest", "fedavg", seed, [2.0, 2.0], [0.3, fed_acc])
+    _write_run(tmp_path, "liars0.3_x10", "clip_compute", seed, [1.5, 1.5], [0.3, clip_acc], [0])
+  table = study_tables.lying_table(tmp_path, ["clip_compute"], ["quantile", "plausible"], 0.5)
+  row = [line for line in table.splitlines() if line.startswith("| 0.3 | 10 |")][0]
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells[2] == "+25.0%"                  # 1 - 1.5 / 2.0
+  assert cells[3].startswith("+1.50 [")        # mean of +2 and +1 points, paired by seed
+  assert cells[4] == "1.00" and cells[5:] == ["", "", ""]  # the plausible runs are absent
+  alone = tmp_path / "no_reference"
+  _write_run(alone, "liars0.3_x10", "clip_compute", 0, [1.5], [0.3])
+  with pytest.raises(ValueError, match="no honest/fedavg"):
+    study_tables.lying_table(alone, ["clip_compute"], ["quantile"], 0.5)
+
+
+def test_churn_table_rows_per_cohort_and_method(tmp_path):
+  _write_run(tmp_path, "cohort10", "fedavg", 0, [1.0], [0.4])
+  _write_run(tmp_path, "cohort10", "clip_compute", 0, [0.8], [0.45], [0])
+  _write_run(tmp_path, "cohort100", "fedavg", 0, [2.0], [0.6])
+  table = study_tables.churn_table(tmp_path, ["fedavg", "clip_compute"], 0.42)
+  lines = [line for line in table.splitlines() if line.startswith("| 10% |")
+           or line.startswith("| 100% |")]
+  assert [line.split("|")[2].strip() for line in lines] == ["fedavg", "clip_compute", "fedavg"]
+  clip = [c.strip() for c in lines[1].strip("|").split("|")]
+  assert clip[4].startswith("+5.00") and clip[6] == "+20.0%" and clip[9] == "3.0"
