@@ -4,8 +4,12 @@ A population of CIFAR-10 partitions (default 1,000 IID partitions of 50 training
 at a stated width, SecAgg+ on, `clip_compute` (rounds from the second on broadcast sealed times
 and prune). For each cohort size C, one fresh process runs `--rounds` rounds with the cohort
 trained and securely summed in chunks of `--chunk` clients, and reports the host seconds of its
-last round (the first compiles) and its peak resident memory (`ru_maxrss`, the whole process:
-Python, JAX, the population's data). One process per C, because peak memory only grows.
+last round (the first compiles) split into training, masking (every client's ChaCha20 mask
+expansion for its 1 + k streams: the simulator really computes each masked vector), unmasking
+and the rest (key agreement, ShareKeys, the sealed broadcast), and its peak resident memory
+(`ru_maxrss`, the whole process: Python, JAX, the population's data). One process per C,
+because peak memory only grows. SecAgg+'s degree k grows like log C, so masking work grows
+like C (1 + k): the last-but-one column divides it out.
 
   python scripts/bench_scale.py                          # C = 10, 100, 1000, chunk 50
   python scripts/bench_scale.py --cohorts=10,100 --chunk=25 --width=0.125
@@ -64,12 +68,15 @@ def run_one(cohort: int, out: str) -> None:
     experiment.run(config_for(cohort), workdir)
     wall = time.perf_counter() - tick
     rows = [json.loads(x) for x in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((pathlib.Path(workdir) / "summary.json").read_text())
   last = rows[-1]
   peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   pathlib.Path(out).write_text(json.dumps({
       "cohort": cohort, "host_s_last_round": last["host_seconds"],
       "host_s_train": last.get("host_seconds_train"),
+      "host_s_masking": last.get("host_seconds_sum"),
       "host_s_secagg": last.get("host_seconds_secagg"), "peak_rss_gb": peak_kib / 2**20,
+      "degree": summary["secagg_parameters"]["degree"],
       "wall_s": wall, "stragglers": len(last["stragglers"]),
       "aborted": "aborted" in last, "secagg_survivors": last.get("secagg_survivors")}))
 
@@ -92,12 +99,16 @@ def main(argv):
   print(f"\nVGG-9 width {_WIDTH.value}, CIFAR-10 {_POPULATION.value} IID partitions, "
         f"{_METHOD.value}, SecAgg+, chunk {_CHUNK.value}, round {_ROUNDS.value} of each run; "
         f"{jax.default_backend()}, {os.cpu_count()} cores, {platform.processor() or '?'}\n")
-  print("| C | host s / round | train s | SecAgg s | s per client | peak RSS (GB) |")
-  print("|---:|---:|---:|---:|---:|---:|")
+  print("| C | SecAgg+ k | host s / round | train s | masking s | unmasking s | other s | "
+        "ms per client | ms per client-stream (1 + k) | peak RSS (GB) |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for r in results:
-    print(f"| {r['cohort']} | {r['host_s_last_round']:.1f} | {r['host_s_train']:.1f} | "
-          f"{r['host_s_secagg'] or 0:.1f} | {r['host_s_last_round'] / r['cohort']:.3f} | "
-          f"{r['peak_rss_gb']:.2f} |")
+    parts = [r["host_s_train"], r["host_s_masking"] or 0.0, r["host_s_secagg"] or 0.0]
+    other = r["host_s_last_round"] - sum(parts)
+    per = 1e3 * r["host_s_last_round"] / r["cohort"]
+    print(f"| {r['cohort']} | {r['degree']} | {r['host_s_last_round']:.1f} | {parts[0]:.1f} | "
+          f"{parts[1]:.1f} | {parts[2]:.1f} | {other:.1f} | {per:.0f} | "
+          f"{per / (1 + r['degree']):.1f} | {r['peak_rss_gb']:.2f} |")
   print(json.dumps({"bench": "scale", "width": _WIDTH.value, "chunk": _CHUNK.value,
                     "population": _POPULATION.value, "backend": jax.default_backend(),
                     "results": results}))
