@@ -34,6 +34,7 @@ def size_config(size: str = "cpu"):
   sweep.check_size(size)
   c = cifar10_vgg9.get_config()
   c.eval_every = 1
+  c.data.test_clients = "all"  # the whole 10,000-image test set, not the chosen partitions' share
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
   if size == "cpu":
