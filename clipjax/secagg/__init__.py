@@ -33,14 +33,14 @@ References:
   J. Bell et al. Secure Single-Server Aggregation with (Poly)Logarithmic Overhead. CCS 2020.
 """
 
-from clipjax.secagg.aggregate import (MAX_DIM, ChunkKeys, SecAggStats, SecureSumResult,
-                                      SecureSumStream, masked_partial, secure_sum, secure_sum_tree,
-                                      weight_codes)
+from clipjax.secagg.aggregate import MAX_DIM, SecAggStats, SecureSumResult, weight_codes
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
 from clipjax.secagg.protocol import (ABORT_COST, STAGES, Dropouts, RoundAborted, RoundSetup,
                                      ServerTranscript, aborted_round_seconds, open_from_peer,
                                      seal_for_peer, setup_round)
 from clipjax.secagg.quantize import check_bits, max_safe_bits
+from clipjax.secagg.stream import (ChunkKeys, SecureSumStream, masked_partial, secure_sum,
+                                   secure_sum_tree)
 
 __all__ = [
     "ABORT_COST", "MAX_DIM", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted", "RoundSetup",

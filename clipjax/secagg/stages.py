@@ -5,7 +5,7 @@ before it. It returns a frozen record of what the stage decided (who is still in
 keys the device steps need) with its per-client traffic, adds what the server receives to
 ``setup.server``, and raises :class:`RoundAborted` when fewer than t clients remain. The device
 work (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`;
-:func:`clipjax.secagg.aggregate.secure_sum` runs both in protocol order.
+:mod:`clipjax.secagg.stream` runs both in protocol order.
 
 Client sets follow Bonawitz et al.: U1 advertised keys, U2 shared them (``SharedKeys.clients``),
 U3 sent a masked input (``MaskedInput.senders``), U4 revealed shares

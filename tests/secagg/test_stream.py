@@ -22,6 +22,7 @@ import pytest
 
 from clipjax import secagg
 from clipjax.secagg import aggregate, blinding, params, quantize
+from clipjax.secagg import stream as stream_lib
 
 DIM = 37
 _encode_inputs = jax.jit(blinding.encode_inputs, static_argnames=("clip", "bits"))
@@ -107,12 +108,12 @@ def test_chunked_sum_is_bit_identical_to_one_shot(protocol, seed):
   np.testing.assert_array_equal(one_shot.encoded_sum,
                                 _oracle(x, one_shot.survivors, seed, w, 100.0))
   for size in (1, 3, 7, N):
-    shapes, before = set(), aggregate._client_messages._cache_size()
+    shapes, before = set(), stream_lib._client_messages._cache_size()
     res = _outcome(lambda: _streamed(x, w, drops, protocol, seed, size, shapes))
     # Chunks of one length have one shape (edges padded to a public bound): one compile at
     # most per run (none for size N: the one-shot path is the stream with all C rows).
     assert len(shapes) == 1, shapes
-    assert aggregate._client_messages._cache_size() - before <= (size != N)
+    assert stream_lib._client_messages._cache_size() - before <= (size != N)
     _assert_same_result(res, one_shot)
     assert res.setup.server.masked_inputs is None  # the stream keeps no masked inputs
     assert res.setup.server.masked_ids == tuple(np.flatnonzero(res.survivors))
@@ -128,7 +129,7 @@ def test_masked_total_is_the_same_for_any_split_and_partials_equal_add():
     out = []
     for ids in _chunks(n, size, split_seed):
       keys = pickle.loads(pickle.dumps(stream.client_keys(ids)))  # as another process would
-      out.append(aggregate.masked_partial(keys, x[ids], clip=1.0, bits=16))
+      out.append(stream_lib.masked_partial(keys, x[ids], clip=1.0, bits=16))
     return out
 
   def masked_total(parts):

@@ -1,0 +1,460 @@
+"""One round's secure sum, streamed by chunks of clients: ShareKeys, MaskedInputCollection and
+Unmasking (SecAgg, SecAgg+).
+
+:class:`SecureSumStream` is a short driver over the stages: the host side of each one (who takes
+part, which seeds blind what, share sealing and reconstruction) is :mod:`clipjax.secagg.stages`;
+the device side (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`, jitted
+here; :mod:`clipjax.secagg.aggregate` validates the arguments and decodes the sum. The stream is
+fed chunk by chunk: client u's masked input depends only on its own seeds and its edges inside
+U2, not on whether its neighbours send, so the masked inputs of any group of clients can be
+computed and summed on their own, and the server's uint32 total is the same however the senders
+are split. Live memory is one chunk's ``[N, D + 1]`` words plus the keystream budget, never
+``C x D``. :func:`masked_partial` blinds a chunk from its :class:`ChunkKeys` alone (another
+process can run it); :func:`secure_sum` is the stream fed with all clients at once.
+
+References:
+  K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
+  CCS 2017.
+  J. Bell et al. Secure Single-Server Aggregation with (Poly)Logarithmic Overhead. CCS 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clipjax.secagg import blinding, quantize, stages
+from clipjax.secagg import params as params_lib
+from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, _check_budget, _check_dim,
+                                      _check_options, _decode, _dropped, _input_shape,
+                                      _server_sum, _setup_for, _timer, _unmasked_sum,
+                                      noise_keys)
+from clipjax.secagg.protocol import STAGES, Dropouts, RoundSetup
+
+def _sent_messages(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
+                   chunk_words: int) -> jax.Array:
+  """:func:`blinding.client_messages` of a padded chunk; rows that send nothing encode zeros."""
+  x = jnp.where(sent[:, None], updates.astype(jnp.float32), jnp.zeros((), jnp.float32))
+  return blinding.client_messages(x, *args, clip=clip, bits=bits, chunk_words=chunk_words)
+
+
+_client_messages = jax.jit(_sent_messages, static_argnames=("clip", "bits", "chunk_words"))
+_accumulate = jax.jit(lambda total, messages, sent: total + blinding.server_sum(messages, sent))
+_finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkKeys:
+  """The key material one chunk of clients needs to blind its inputs.
+
+  Plain numpy arrays, so another process can receive them: made by
+  :meth:`SecureSumStream.client_keys`, used by :func:`masked_partial`.
+
+  Attributes:
+    ids: int64 ``[N]`` the chunk's client ids: row i of its updates is client ``ids[i]``.
+    sends: bool ``[N]``: the client is in U2 and did not drop before MaskedInputCollection; the
+      other rows get no keys and send nothing.
+    weight_codes: uint32 ``[N]`` public weight codes r.
+    noise_keys: uint32 ``[N, 8]`` stochastic-rounding keys (zeros where the row sends nothing).
+    self_keys: uint32 ``[N, 8]`` self-blind seeds ``b_u`` (zeros where the row sends nothing).
+    edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv`` of the graph edges inside U2 that touch
+      a sending row, then dummy edges (zero keys, both rows N) up to a count fixed by N and the
+      public graph, so chunks of one length share one compiled shape.
+    edge_lo, edge_hi: int32 ``[E]`` row of each edge's lower (upper) endpoint, or N where that
+      endpoint is not a sending row of this chunk.
+  """
+  ids: np.ndarray
+  sends: np.ndarray
+  weight_codes: np.ndarray
+  noise_keys: np.ndarray
+  self_keys: np.ndarray
+  edge_keys: np.ndarray
+  edge_lo: np.ndarray
+  edge_hi: np.ndarray
+
+
+def _edge_bound(setup: RoundSetup, rows: int) -> int:
+  """The most graph edges that N = ``rows`` clients can touch; a chunk's edges are padded to it.
+
+  It depends only on public parameters (C, k, the graph), so every chunk of N ids, in every
+  round of the same C and k, has one shape and compiles once. The dummy edges cost keystream
+  work where clients dropped out (about twice the drop-out fraction) or where the chunk's
+  clients are each other's neighbours.
+  """
+  c, k, total = setup.num_clients, setup.degree, len(setup.edges)
+  bound = min(rows * k, total)  # each edge touching the rows is one of their k per row
+  if k == c - 1:  # complete graph: the edges among the other C - N clients never touch them
+    bound = min(bound, total - (c - rows) * (c - rows - 1) // 2)
+  return bound
+
+
+def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: int,
+                    budget_words: int) -> tuple[jax.Array | None, np.ndarray, np.ndarray]:
+  """MaskedInputCollection of one chunk on the device.
+
+  Returns:
+    (uint32 ``[N, D + 1]`` masked messages, or None if no row sends; bool ``[N]`` rows that
+    send; bool ``[N]`` rows that would send but whose update is not finite). Rows that send
+    nothing hold junk and must never be summed.
+  """
+  num, dim = updates.shape
+  if not keys.sends.any():
+    return None, np.zeros(num, bool), np.zeros(num, bool)
+  finite = np.asarray(_finite_rows(updates))
+  sent, nonfinite = keys.sends & finite, keys.sends & ~finite
+  if not sent.any():
+    return None, sent, nonfinite
+  chunk = blinding.chunk_words_for(2 * num + len(keys.edge_keys), dim + 1, budget_words)
+  scale_hi, scale_lo = quantize.scale_pair(keys.weight_codes, clip)
+  messages = _client_messages(
+      updates, jnp.asarray(sent), jnp.asarray(scale_hi), jnp.asarray(scale_lo),
+      jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), jnp.asarray(keys.self_keys),
+      jnp.asarray(keys.edge_keys), jnp.asarray(keys.edge_lo), jnp.asarray(keys.edge_hi),
+      clip=clip, bits=bits, chunk_words=chunk)
+  return messages.block_until_ready(), sent, nonfinite
+
+
+def _ids_where(ids: np.ndarray, which: np.ndarray) -> tuple[int, ...]:
+  return tuple(sorted(ids[which].tolist()))
+
+
+def masked_partial(keys: ChunkKeys, updates, *, clip: float, bits: int,
+                   budget_words: int = blinding.DEFAULT_BUDGET_WORDS,
+                   ) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
+  """The sum of one chunk's masked inputs: what the server adds for these clients.
+
+  Pure: it needs only the chunk's keys, so it can run in another process; hand its result to
+  :meth:`SecureSumStream.add_partial`. ``clip`` and ``bits`` must be the stream's.
+
+  Args:
+    keys: the chunk's :class:`ChunkKeys` (:meth:`SecureSumStream.client_keys`).
+    updates: float ``[N, D]`` updates, row i of client ``keys.ids[i]``; rows that are not
+      finite send nothing (drop-outs), rows without keys are ignored.
+    clip: clipping bound c.
+    bits: quantisation bits b.
+    budget_words: live keystream words per chunk.
+
+  Returns:
+    (uint32 ``[D + 1]`` sum mod 2^32 of the senders' masked inputs, sorted ids of the senders,
+    sorted ids whose update was not finite).
+
+  Raises:
+    ValueError: on a bad clip, bits or budget, or updates that do not have one row per id.
+  """
+  clip = quantize.check_clip(clip)
+  quantize.check_bits(1, bits)
+  _check_budget(budget_words)
+  num, dim = _input_shape(updates)
+  if num != len(keys.ids):
+    raise ValueError(f"updates has {num} rows but the keys are for {len(keys.ids)} clients; "
+                     "pass one row per id of the keys, in their order")
+  messages, sent, nonfinite = _chunk_messages(keys, jnp.asarray(updates), clip=clip, bits=bits,
+                                              budget_words=budget_words)
+  total = (np.zeros(dim + 1, np.uint32) if messages is None
+           else np.asarray(_server_sum(messages, jnp.asarray(sent))))
+  return total, _ids_where(keys.ids, sent), _ids_where(keys.ids, nonfinite)
+
+
+class SecureSumStream:
+  """One round's secure sum fed chunk by chunk: memory is bounded by a chunk, not by C.
+
+  ``__init__`` runs ShareKeys; :meth:`add` (or :meth:`client_keys`, :func:`masked_partial` and
+  :meth:`add_partial` elsewhere) runs MaskedInputCollection for a chunk of clients and adds
+  their masked inputs into the server's running uint32 ``[D + 1]`` total; :meth:`finish` runs
+  Unmasking and decodes. Every client of :attr:`clients` must be added exactly once; the result
+  is bit-identical to :func:`secure_sum` however the clients are split. A chunk of N ids is
+  computed as N rows (those that send nothing are not summed) and its edges are padded to a
+  count fixed by N and the public graph, so chunks of one length compile once per C and k.
+  The stream keeps no masked inputs in the transcript (``setup.server.masked_inputs``).
+
+  Attributes:
+    setup: the round's :class:`RoundSetup` (used by this stream).
+    dim: D, coordinates of each update.
+    clients: sorted ids that must be added: U2 less the masked-input drop-outs of the spec.
+  """
+
+  def __init__(self, setup: RoundSetup, weights=None, *, max_weight: float | None = None,
+               dim: int, bits: int = 16, clip: float = 1.0, rng: jax.Array | None = None,
+               budget_words: int = blinding.DEFAULT_BUDGET_WORDS):
+    """Validates the round's options and runs ShareKeys.
+
+    Args:
+      setup: a :class:`RoundSetup` from ``setup_round``, not used before.
+      weights, max_weight, bits, clip, rng, budget_words: as for :func:`secure_sum`.
+      dim: D, coordinates of each update (``1 <= D <= MAX_DIM``).
+
+    Raises:
+      ValueError: on a bad setup (or one already used), dim, weights, max_weight, bits, clip
+        or budget.
+      RoundAborted: if fewer than t clients can share their keys.
+    """
+    if not isinstance(setup, RoundSetup):
+      raise ValueError(f"setup={setup!r} must be a RoundSetup from setup_round")
+    n = setup.num_clients
+    self.dim = _check_dim(dim)
+    self._clip, self._codes, self._scale = _check_options(n, bits, clip, budget_words, weights,
+                                                          max_weight)
+    self._bits, self._budget = bits, budget_words
+    if setup.used:
+      raise ValueError("setup was already used by a secure sum: pairwise masks must never be "
+                       "reused; call setup_round again")
+    setup.used = True
+    self.setup = setup
+    self._seconds = {"advertise_keys": setup.seconds}
+    self._advertised = stages.advertise_keys_traffic(setup)
+    with _timer(self._seconds, "share_keys"):
+      self._shared = stages.share_keys(setup)
+    for name in ("masked_input_host", "masked_input_device", "server_sum"):
+      self._seconds[name] = 0.0
+    with _timer(self._seconds, "masked_input_host"):
+      if rng is None:
+        rng = jax.random.key(setup.seed if setup.seed is not None else secrets.randbits(63))
+      self._noise = np.asarray(noise_keys(rng, n))
+      self.clients = stages.expected_senders(setup, self._shared)
+      self._expected = np.isin(np.arange(n), self.clients)
+      self._edges = stages.inner_edges(setup, self._shared)
+    self._total = jnp.zeros(self.dim + 1, jnp.uint32)
+    self._added = np.zeros(n, bool)
+    self._senders: set[int] = set()
+    self._nonfinite: set[int] = set()
+    self._finished = False
+
+  def _check_open(self) -> None:
+    if self._finished:
+      raise ValueError("this SecureSumStream is finished; a round sums once: start the next "
+                       "one with setup_round and a new stream")
+
+  def _check_ids(self, ids, name: str = "ids") -> np.ndarray:
+    """int64 ``[N]`` distinct client ids in [0, C) that were not added before."""
+    n = self.setup.num_clients
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+      raise ValueError(f"{name} must be a 1-D sequence of integer client ids in [0, {n}); got "
+                       f"{arr.dtype}{arr.shape}")
+    arr = arr.astype(np.int64)
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+      raise ValueError(f"{name} has client ids {bad.tolist()} outside [0, {n})")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+      raise ValueError(f"{name} lists clients {uniq[counts > 1].tolist()} more than once")
+    again = arr[self._added[arr]]
+    if again.size:
+      raise ValueError(f"clients {sorted(again.tolist())} were already added to this stream; "
+                       "each client sends one masked input per round")
+    return arr
+
+  def client_keys(self, ids) -> ChunkKeys:
+    """The key material the clients ``ids`` need to blind their inputs (no state changes).
+
+    Args:
+      ids: distinct client ids in [0, C) not added yet; those that do not send (not in U2, or
+        dropped before MaskedInputCollection by the spec) get no keys.
+
+    Returns:
+      The chunk's :class:`ChunkKeys`.
+    """
+    self._check_open()
+    ids = self._check_ids(ids)
+    sends = self._expected[ids]
+    keys = stages.blinding_keys(self.setup, self._shared, ids, sends, self._edges)
+    pad = _edge_bound(self.setup, len(ids)) - len(keys.edge_keys)  # dummies add nothing
+    return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids],
+                     noise_keys=np.where(sends[:, None], self._noise[ids], np.uint32(0)),
+                     self_keys=keys.self_keys,
+                     edge_keys=np.concatenate([keys.edge_keys, np.zeros((pad, 8), np.uint32)]),
+                     edge_lo=np.concatenate([keys.edge_lo, np.full(pad, len(ids), np.int32)]),
+                     edge_hi=np.concatenate([keys.edge_hi, np.full(pad, len(ids), np.int32)]))
+
+  def add(self, ids, updates) -> None:
+    """Blinds the clients ``ids``' updates on the device and adds their sum to the total.
+
+    Same as ``add_partial(*masked_partial(client_keys(ids), updates, ...))`` without leaving
+    the device.
+
+    Args:
+      ids: distinct client ids in [0, C), each added once per stream; ids that do not send
+        (see :meth:`client_keys`) are accepted and ignored.
+      updates: float ``[len(ids), D]``; rows that are not finite send nothing (drop-outs,
+        logged and reported in ``nonfinite`` by :meth:`finish`).
+
+    Raises:
+      ValueError: on bad or repeated ids, updates of the wrong shape, or a finished stream.
+    """
+    self._add(ids, updates, keep_messages=False)
+
+  def _add(self, ids, updates, keep_messages: bool) -> None:
+    self._check_open()
+    ids = self._check_ids(ids)
+    num, dim = _input_shape(updates)
+    if (num, dim) != (len(ids), self.dim):
+      raise ValueError(f"updates has shape ({num}, {dim}); expected ({len(ids)}, {self.dim}): "
+                       f"one row of the stream's dim={self.dim} coordinates per id")
+    with _timer(self._seconds, "masked_input_host"):
+      keys = self.client_keys(ids)
+    with _timer(self._seconds, "masked_input_device"):
+      messages, sent, nonfinite = _chunk_messages(keys, jnp.asarray(updates), clip=self._clip,
+                                                  bits=self._bits, budget_words=self._budget)
+    if messages is not None:
+      with _timer(self._seconds, "server_sum"):
+        self._total = _accumulate(self._total, messages, jnp.asarray(sent)).block_until_ready()
+    if keep_messages:
+      self.setup.server.masked_inputs = (np.zeros((0, self.dim + 1), np.uint32)
+                                         if messages is None else np.asarray(messages)[sent])
+    self._record(ids, ids[sent], ids[nonfinite])
+
+  def _record(self, ids: np.ndarray, senders: np.ndarray, nonfinite: np.ndarray) -> None:
+    self._added[ids] = True
+    self._senders.update(senders.tolist())
+    self._nonfinite.update(nonfinite.tolist())
+
+  def add_partial(self, total, senders, nonfinite=()) -> None:
+    """Adds a partial server sum computed elsewhere by :func:`masked_partial`.
+
+    Args:
+      total: uint32 ``[D + 1]`` sum of the senders' masked inputs.
+      senders: ids whose masked input is in ``total``.
+      nonfinite: ids that would have sent but had a non-finite update.
+
+    Raises:
+      ValueError: on a total of the wrong shape or dtype, ids that are repeated, were added
+        before or cannot send this round, or a finished stream.
+    """
+    self._check_open()
+    arr = np.asarray(total)
+    if arr.shape != (self.dim + 1,) or arr.dtype != np.uint32:
+      raise ValueError(f"total is {arr.dtype}{arr.shape}; expected uint32 ({self.dim + 1},): "
+                       "the dim + 1 words masked_partial returns")
+    senders, nonfinite = self._check_ids(senders, "senders"), self._check_ids(nonfinite,
+                                                                               "nonfinite")
+    both = np.concatenate([senders, nonfinite])
+    if len(np.unique(both)) < len(both):
+      raise ValueError(f"clients {sorted(set(senders.tolist()) & set(nonfinite.tolist()))} are "
+                       "listed both as senders and as nonfinite")
+    stray = both[~self._expected[both]]
+    if stray.size:
+      raise ValueError(f"clients {sorted(stray.tolist())} cannot send this round (not in U2, or "
+                       "dropped before MaskedInputCollection); only stream.clients send")
+    with _timer(self._seconds, "server_sum"):
+      self._total = (self._total + jnp.asarray(arr)).block_until_ready()
+    self._record(both, senders, nonfinite)
+
+  def finish(self) -> SecureSumResult:
+    """Unmasking and decoding, once every client of :attr:`clients` was added.
+
+    Raises:
+      ValueError: if a client of :attr:`clients` was not added (the stream stays open), or the
+        stream is finished.
+      RoundAborted: if fewer than t clients sent (stage masked_input) or Unmasking fails.
+    """
+    self._check_open()
+    missing = [u for u in self.clients if u not in self._senders and u not in self._nonfinite]
+    if missing:
+      raise ValueError(f"clients {missing} were never added: add their updates (add or "
+                       "add_partial) before finish; a client that drops out before "
+                       "MaskedInputCollection belongs in the Dropouts spec")
+    self._finished = True
+    setup, shared, seconds = self.setup, self._shared, self._seconds
+    with _timer(seconds, "masked_input_host"):
+      masked = stages.collect_masked_inputs(setup, shared, self._senders, self._nonfinite,
+                                            self.dim + 1)
+    setup.server.masked_ids = masked.senders
+    total, self._total = self._total, None
+    with _timer(seconds, "unmasking_host"):
+      unmasking = stages.unmasking_keys(setup, shared, masked)
+    with _timer(seconds, "unmasking_device"):
+      encoded = _unmasked_sum(total, unmasking, self._budget)
+      total_f, weight_total, mean = _decode(encoded, len(masked.senders), self._clip,
+                                            self._bits, self._scale)
+    seconds["total"] = sum(seconds.values())
+    traffic = dict(zip(STAGES, (self._advertised, shared.traffic, masked.traffic,
+                                unmasking.traffic)))
+    return SecureSumResult(
+        total=total_f, weight_total=weight_total, mean=mean,
+        survivors=np.isin(np.arange(setup.num_clients), masked.senders),
+        dropped=_dropped(setup, shared, masked, unmasking), nonfinite=masked.nonfinite,
+        too_few_holders=shared.too_few_holders,
+        stats=SecAggStats({s: x.sent for s, x in traffic.items()},
+                          {s: x.received for s, x in traffic.items()}, seconds),
+        encoded_sum=encoded, setup=setup)
+
+
+def secure_sum(updates, weights=None, *, max_weight: float | None = None,
+               protocol: str | None = None, threshold: int | None = None,
+               degree: int | None = None, bits: int = 16, clip: float = 1.0,
+               dropouts: Dropouts | None = None, seed: int | None = None,
+               rng: jax.Array | None = None, setup: RoundSetup | None = None,
+               round_index: int | None = None, threat: params_lib.ThreatModel | None = None,
+               allow_weak: bool | None = None, keep_transcript_inputs: bool = True,
+               budget_words: int = blinding.DEFAULT_BUDGET_WORDS) -> SecureSumResult:
+  """Securely sums ``weights[k] * clip(updates[k])`` over the clients that survive the round.
+
+  A :class:`SecureSumStream` fed all C clients as one chunk; feed a stream directly to bound
+  memory by a chunk of clients.
+
+  Args:
+    updates: float ``[C, D]`` client updates (``1 <= D <= MAX_DIM``); rows that are not finite
+      are left out as drop-outs (see module doc).
+    weights: ``[C]`` non-negative weights (e.g. example counts), or None for all ones.
+    max_weight: public bound W >= every weight (required with weights).
+    protocol: "secagg+" (default) or "secagg".
+    threshold, degree, threat, allow_weak: see :func:`clipjax.secagg.setup_round`.
+    bits: quantisation bits b; ``C * (2^b - 1)`` must fit in 32 bits.
+    clip: clipping bound c of each update coordinate (positive, finite).
+    dropouts: :class:`Dropouts` spec (explicit ids per stage and/or a rate).
+    seed: seed of the public and simulated choices: graph, drop-outs and (if ``rng`` is None)
+      stochastic rounding. None: OS randomness. Keys never come from it.
+    rng: typed JAX key for stochastic rounding.
+    setup: a :class:`RoundSetup` from ``setup_round`` to use (once). It fixes protocol,
+      degree, threshold, seed, round_index, dropouts and threat: passing a different value of
+      any of them (or allow_weak) with it is an error.
+    round_index: round number bound into AES-GCM associated data (default 0).
+    keep_transcript_inputs: store the senders' masked inputs in the server transcript
+      (``setup.server.masked_inputs``, a host copy).
+    budget_words: live keystream words per chunk (memory bound of the jitted steps).
+
+  Returns:
+    A :class:`SecureSumResult`.
+
+  Raises:
+    ValueError: on bad shapes, weights, max_weight, bits (overflow), clip, threshold, protocol,
+      seed, round index, drop-out ids, arguments that conflict with ``setup``, or a reused setup.
+    RoundAborted: if fewer than t clients survive a stage or a secret lacks t shares.
+  """
+  n, dim = _input_shape(updates)
+  _check_options(n, bits, clip, budget_words, weights, max_weight)  # before any key is drawn
+  setup = _setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
+                     allow_weak)
+  stream = SecureSumStream(setup, weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
+                           rng=rng, budget_words=budget_words)
+  # All C rows (those that send nothing are not summed): one compiled shape per C and k.
+  stream._add(np.arange(n), updates, keep_messages=keep_transcript_inputs)
+  return stream.finish()
+
+
+def secure_sum_tree(tree: Any, weights=None, **kwargs) -> tuple[Any, SecureSumResult]:
+  """:func:`secure_sum` of a pytree of ``[C, ...]`` arrays; returns (mean tree, result).
+
+  The tree's leaves are flattened into one ``[C, D]`` matrix; ``result.total`` stays flat and
+  the mean tree's leaves are float64 numpy arrays.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  if not leaves:
+    raise ValueError("tree has no leaves")
+  n = leaves[0].shape[0]
+  for leaf in leaves:
+    if leaf.shape[:1] != (n,):
+      raise ValueError(f"every leaf needs leading client axis {n}; got shape {leaf.shape}")
+  flat = jnp.concatenate([jnp.reshape(x, (n, -1)).astype(jnp.float32) for x in leaves], axis=1)
+  result = secure_sum(flat, weights, **kwargs)
+  out, offset = [], 0
+  for leaf in leaves:
+    size = int(np.prod(leaf.shape[1:], dtype=np.int64))
+    out.append(result.mean[offset:offset + size].reshape(leaf.shape[1:]))
+    offset += size
+  return jax.tree_util.tree_unflatten(treedef, out), result
