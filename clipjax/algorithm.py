@@ -219,6 +219,10 @@ def make_round(setting: RoundSetting) -> Algorithm:
   scores_needed = method.masks == "client_invariance"
   liars = (np.zeros(population, bool) if s.reports.liars is None
            else np.asarray(s.reports.liars, bool))
+  min_clients = 1  # key agreement needs 2 clients, and an explicit t or k as many as they say
+  if s.keys is not None:
+    fixed = s.keys.kwargs
+    min_clients = max(2, fixed.get("threshold") or 0, (fixed.get("degree") or 0) + 1)
   flat_size = None  # D: fixed for the run, counted from the first params seen
   unravel = None
   if s.mesh is not None:
@@ -235,7 +239,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
                     reports=population_lib.Reports.empty(population),
                     refs=population_lib.References.empty(population), virtual_time=0.0)
 
-  def charge(num, kept_units, kept_params, num_params, setup, broadcasting, relay_bytes):
+  def charge(num, kept_units, kept_params, num_params, setup, broadcasting, relay_bytes,
+             reference=False):
     streams = (np.asarray([1 + len(setup.neighbours(u)) for u in range(num)])
                if (s.secure and setup is not None) else 0)
     sent, received = relay_bytes
@@ -243,13 +248,16 @@ def make_round(setting: RoundSetting) -> Algorithm:
         kept_units=kept_units, kept_params=kept_params, num_params=num_params, secure=s.secure,
         upload_vectors=aggregation.upload_vectors(s.aggregation, s.secure), prg_streams=streams,
         broadcast=broadcasting, broadcast_bytes_sent=sent, broadcast_bytes_received=received,
-        server_prunes=method.server_prunes, reference_download=server_reference)
+        server_prunes=method.server_prunes, reference_download=reference)
 
-  def report_bounds(num, full_units, setup, relay_bytes) -> reports_lib.Bounds:
+  def report_bounds(num, full_units, setup, relay_bytes, reference) -> reports_lib.Bounds:
     """What an honest report can show, from public quantities (`reports.plausible_bounds`):
-    a full-model client's charges in a round without and with the broadcast."""
-    nominal = [charge(num, full_units, np.full(num, flat_size), flat_size, setup, b,
-                      relay_bytes if b else (0, 0)) for b in (False, True)]
+    a client's charges in a round without and with the broadcast; in the clear, from an
+    upload of nothing but the weight to the full model."""
+    kept = [flat_size] if s.secure else [0, flat_size]  # in the clear the upload shrinks
+    nominal = [charge(num, full_units, np.full(num, k), flat_size, setup, b,
+                      relay_bytes if b else (0, 0), reference)
+               for b in (False, True) for k in kept]
     pick = lambda f: np.concatenate([f(c) for c in nominal])  # noqa: E731
     rep = s.reports
     return reports_lib.plausible_bounds(
@@ -286,6 +294,9 @@ def make_round(setting: RoundSetting) -> Algorithm:
 
   def apply(state: RunState, r: int) -> tuple[RunState, dict]:
     nonlocal flat_size
+    # w(t-1) is sent once a model has a predecessor, to every client (asking only when it
+    # prunes would tell the server who the stragglers are).
+    sends_reference = server_reference and int(state.server.round) > 0
     ids = population_lib.sample_cohort(s.seed, r, population, cohort_size)
     away = population_lib.away(s.seed, r, ids, s.unavailable_rate)
     ids = ids[~away]
@@ -295,14 +306,15 @@ def make_round(setting: RoundSetting) -> Algorithm:
       row["away"] = int(away.sum())
     if num < population:
       row["cohort"] = ids.tolist()
-    if num == 0:  # every sampled client is away: nothing to train, the model stays
+    if num < min_clients:  # churn left too few: nothing to train or agree keys, the model stays
       empty = np.zeros(0)
-      row.update({"skipped": "no cohort client was available", "train_loss": float("nan"),
+      row.update({"skipped": f"{num} cohort clients available, fewer than the {min_clients} "
+                             "this round needs", "train_loss": float("nan"),
                   "round_time_s": s.server_seconds, "server_seconds": s.server_seconds,
                   "virtual_time_s": state.virtual_time + s.server_seconds, "survivors": [],
                   "invariant_units": [], "slack_units": [], "download_s": [], "fit_s": [],
                   "mask_s": [], "upload_s": [], "latency_s": [], "messages": [],
-                  "client_time_s": empty.tolist()})
+                  "client_time_s": empty.tolist(), "keep_fraction": [1.0] * num})
       return dataclasses.replace(state, virtual_time=state.virtual_time + s.server_seconds), row
     params = state.server.params
     if flat_size is None:
@@ -318,7 +330,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
                                    **s.keys.kwargs)
       except secagg.RoundAborted as e:  # too few keys advertised: the round ends before training
         charged = charge(num, full_units, np.full(num, flat_size), flat_size, None, False,
-                         (0, 0))
+                         (0, 0), sends_reference)
         row, _, round_s = aborted(state, r, ids, e, charged, row)
         return dataclasses.replace(state, virtual_time=state.virtual_time + round_s), row
     is_straggler = np.zeros(num, bool)
@@ -342,7 +354,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
       if liars.any():
         row["liars"] = np.flatnonzero(liars[ids]).tolist()
       if s.reports.rule == "plausible":  # implausible reports count as never received
-        bounds = report_bounds(num, full_units, setup, relay_bytes)
+        bounds = report_bounds(num, full_units, setup, relay_bytes, sends_reference)
         allowed = bounds.allows(known.fit, known.net)
         row["implausible_reports"] = int(np.sum(known.valid & ~allowed))
         known = dataclasses.replace(known, valid=known.valid & allowed)
@@ -408,7 +420,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
             for k in ("kept_params", "loss", "seen", "inv", "slack")}
     kept = {k: np.concatenate([np.asarray(p["kept"][k]) for p in host_parts])
             for k in host_parts[0]["kept"]}
-    charged = charge(num, kept, host["kept_params"], flat_size, setup, broadcasting, relay_bytes)
+    charged = charge(num, kept, host["kept_params"], flat_size, setup, broadcasting, relay_bytes,
+                     sends_reference)
     state = dataclasses.replace(state, clip=clip_state, refs=refs)  # the clients did update it
     # (3) aggregation.
     tick = time.perf_counter()

@@ -18,7 +18,6 @@ from typing import Any
 import jax
 
 from clipjax.clip import calibration as calibration_lib
-from clipjax.clip import devices as devices_lib
 from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
 from clipjax.clip.reports import REPORT_RULES
 from clipjax.data import DATASETS
@@ -70,10 +69,10 @@ def _aggregation(value: str, method: str) -> str:
 
 
 def _shard_devices(value: int) -> int:
-  available = jax.device_count()
+  available = jax.local_device_count()  # each process shards its chunks over its own devices
   if value < 0 or value > available:
     raise ValueError(f"config.scale.shard_devices={value} must be in [0, {available}] (0: all "
-                     f"{available} devices JAX sees; on CPU, more come from XLA_FLAGS="
+                     f"{available} local devices JAX sees; on CPU, more come from XLA_FLAGS="
                      "--xla_force_host_platform_device_count=N set before JAX starts).")
   return value or available
 

@@ -107,6 +107,10 @@ def build_round(spec: ExperimentSpec, data, model, params,
   server_opt = server_lib.make_server_optimizer(spec.server_optimizer, spec.server_lr)
   weights = np.asarray(data.train.num_examples, np.float32)
   sa = spec.secagg
+  if spec.reports.rule == "plausible" and weights.max() > sa.max_weight:
+    raise ValueError(f"reports.rule='plausible' bounds a client's examples by the public "
+                     f"secagg.max_weight={sa.max_weight:g}, but a client has {weights.max():g}; "
+                     "raise secagg.max_weight.")
   secure = None
   if sa.enabled:  # a client above the public bound stops the run before any training
     secagg.check_bits(cohort, sa.bits)
@@ -229,7 +233,7 @@ def run(config, workdir: str, *, stop_after: int | None = None,
     for r in progress:
       tick = time.perf_counter()
       state, row = round_algorithm.apply(state, r)
-      cohort = np.asarray(row.get("cohort", np.arange(num_clients)))
+      cohort = np.asarray(row.get("cohort", np.arange(num_clients)), np.int64)
       row["true_stragglers"] = np.flatnonzero(slow_devices[cohort]).tolist()  # cohort positions
       if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
         eval_tick = time.perf_counter()

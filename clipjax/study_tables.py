@@ -65,6 +65,8 @@ def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequenc
       label = m if rule == "quantile" else f"{m} + {rule}"
       header += [f"{label}: round-time cut", f"{label}: acc delta, points [95% CI]",
                  f"{label}: stragglers/round"]
+      if rule != "quantile":
+        header.append(f"{label}: reports dropped/round")
   rows = []
   for setting, by_method in groups.items():
     fraction, factor = (0.0, 1.0) if setting == "honest" else _parse_setting(setting)
@@ -75,6 +77,8 @@ def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequenc
         cell = _cells(by_method[name], ref, target) if name in by_method else None
         row += (["", "", ""] if cell is None else
                 [_pct(cell["cut"]), _delta(cell["delta"]), f"{cell['stragglers']:.2f}"])
+        if rule != "quantile":
+          row.append("" if cell is None else f"{cell['implausible']:.1f}")
     rows.append(row)
   rows.sort(key=lambda r: (float(r[0]), float(r[1])))
   fed = _cells(ref, None, target)

@@ -129,6 +129,12 @@ def test_away_clients_take_no_part_and_a_round_without_clients_keeps_the_model()
   nobody, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.999)
   state, (row,) = _run(nobody, params, 1)
   assert row["away"] == 8 and row["skipped"] and row["round_time_s"] == 0.125
+  # With keys to agree (clip_compute broadcasts), a round needs at least 2 clients.
+  few, _, _, _ = make_setting("clip_compute", counts[:3], unavailable_rate=0.3)
+  _, rows = _run(few, params, 4)
+  left = [int((~population.away(0, r, np.arange(3), 0.3)).sum()) for r in range(4)]
+  assert left == [3, 1, 2, 3]  # make_setting fixes t = 3 for its keys: rounds 2 and 3 skip
+  assert ["skipped" in row for row in rows] == [False, True, True, False]
   for g, w in zip(jax.tree.leaves(state.server.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
@@ -140,12 +146,14 @@ def test_server_sent_reference_equals_last_seen_under_full_participation_and_cos
   (_, want), (_, got) = _run(last, params, 3), _run(sent, params, 3)
   num_params = sum(int(np.size(a)) for a in jax.tree.leaves(params))
   downlink = devices.Tiers().network["5g"].downlink_bps
-  for a, b in zip(want, got):
+  for r, (a, b) in enumerate(zip(want, got)):
     for key in ("stragglers", "keep_fraction", "invariant_units", "slack_units", "train_loss"):
       assert a[key] == b[key], key
     extra = np.asarray(b["download_s"]) - np.asarray(a["download_s"])
-    # metrics.jsonl rounds times to 1e-9 s, so a difference of two is exact to 1e-9 s
-    np.testing.assert_allclose(extra, 8.0 * 4 * num_params / downlink, rtol=0, atol=1.01e-9)
+    # w(t-1) is sent from round 2 on; metrics.jsonl rounds times to 1e-9 s, so a difference
+    # of two is exact to 1e-9 s
+    sent = 8.0 * 4 * num_params / downlink if r > 0 else 0.0
+    np.testing.assert_allclose(extra, sent, rtol=0, atol=1.01e-9)
 
 
 def test_lying_clients_reports_are_scaled_and_the_plausible_rule_drops_them():

@@ -21,8 +21,8 @@ def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
   honest = runs["honest/clip_compute/seed0"]
   assert honest.reports.liar_fraction == 0.0 and honest.reports.rule == "quantile"
   only = dict(lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"]))
-  assert sorted(only) == sorted(f"liars0.1_x10/{m}/seed0" for m in (
-      "clip_compute", "clip_compute+plausible", "clip_network", "clip_network+plausible"))
+  assert sorted(only) == sorted(["honest/fedavg/seed0"] + [f"liars0.1_x10/{m}/seed0" for m in (
+      "clip_compute", "clip_compute+plausible", "clip_network", "clip_network+plausible")])
 
 
 def test_churn_grid_samples_cohorts_of_the_population():
@@ -58,7 +58,7 @@ def test_lying_table_measures_every_cell_against_honest_fedavg(tmp_path):
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[2] == "+25.0%"                  # 1 - 1.5 / 2.0
   assert cells[3].startswith("+1.50 [")        # mean of +2 and +1 points, paired by seed
-  assert cells[4] == "1.00" and cells[5:] == ["", "", ""]  # the plausible runs are absent
+  assert cells[4] == "1.00" and cells[5:] == ["", "", "", ""]  # the plausible runs are absent
   alone = tmp_path / "no_reference"
   _write_run(alone, "liars0.3_x10", "clip_compute", 0, [1.5], [0.3])
   with pytest.raises(ValueError, match="no honest/fedavg"):

@@ -106,8 +106,9 @@ class Accumulator:
 class _PlainAccumulator(Accumulator):
   """In the clear: a single chunk is averaged exactly as one-shot; more chunks are summed."""
 
-  def __init__(self, weights, participation, mean_fn, sums_fn, processes, mine):
+  def __init__(self, weights, participation, mean_fn, sums_fn, processes, mine, zeros):
     self._processes = processes
+    self._zeros = zeros  # params-shaped zeros: the sums of a process without clients
     self._mine = np.zeros(len(weights), bool)
     self._mine[mine] = True
     self._weights = np.asarray(weights, np.float32)
@@ -142,6 +143,8 @@ class _PlainAccumulator(Accumulator):
     if self._processes.count > 1:  # partial sums of every process, added in process order
       if self._first is not None:
         self._sums = self._chunk_sums(*self._first)
+      elif self._sums is None:  # this process had no clients this round
+        self._sums = (self._zeros, self._zeros if self._participation else jnp.zeros(()))
       parts = self._processes.allgather(jax.device_get(self._sums))
       self._sums = jax.tree.map(lambda *a: sum(a[1:], a[0]), *parts)
       self._first = None
@@ -267,6 +270,7 @@ class Aggregator:
       self._mean_fn = jax.jit(server_lib.participation_mean if participation
                               else server_lib.weighted_mean)
       self._sums_fn = _plain_sums(participation)
+      self._zeros = jax.tree.map(jnp.zeros_like, params)
     else:
       _, self._unravel = ravel_pytree(params)
       self._num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
@@ -283,7 +287,7 @@ class Aggregator:
     mine = np.concatenate(layout[processes.index]) if layout[processes.index] else []
     if self.secure is None:
       return _PlainAccumulator(weights, self._participation, self._mean_fn, self._sums_fn,
-                               processes, mine)
+                               processes, mine, self._zeros)
     return _SecureAccumulator(weights, setup, self.secure, self._participation,
                               self._num_params, self._unravel, self._ravel, processes, layout)
 

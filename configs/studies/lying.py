@@ -44,7 +44,8 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
               overrides=None, fractions=FRACTIONS, factors=FACTORS, rules=RULES):
   """`[(run_name, ConfigDict)]`: per seed, the honest runs, then every lying setting.
 
-  `scenarios` (the settings to run, e.g. ["honest"]) filters the settings by name.
+  `scenarios` (the settings to run, e.g. ["liars0.1_x10"]) filters the settings by name;
+  the reference `honest/fedavg` runs always.
   """
   grid = [(0.0, 1.0)] + [(f, x) for f in fractions for x in factors]
   runs = []
@@ -53,10 +54,10 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
                                scenarios=[SCENARIO], overrides=overrides)
     for fraction, factor in grid:
       name = setting_name(fraction, factor)
-      if scenarios and name not in scenarios:
-        continue
       if name == "honest":
         runs.append((f"honest/fedavg/seed{seed}", fedavg))
+      if scenarios and name not in scenarios:
+        continue
       for method in methods:
         (_, config), = sweep.build(femnist_cnn.size_config(size), seeds=[seed],
                                    methods=[method], scenarios=[SCENARIO], overrides=overrides)
