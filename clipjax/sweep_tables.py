@@ -258,7 +258,8 @@ def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
   c, d = run.config, run.config.get("devices", {})
   fast = fast_tier(c, run.summary)
   return (f"{c.get('data', {}).get('name', '?')}, {c.get('model', {}).get('name', '?')} "
-          f"x{c.get('model', {}).get('width', '?')}, {c.get('num_clients', '?')} clients, "
+          f"x{c.get('model', {}).get('width', '?')}, {run.summary.get('clients') or c.get('num_clients', '?')} clients"
+          + (f" (cohorts of {c['cohort_size']} per round)" if c.get("cohort_size") else "") + ", "
           f"{c.get('rounds', '?')} rounds, {c.get('local_epochs', '?')} local epoch(s); slow "
           f"clients: {d.get('compute_slow', 0)} compute, {d.get('network_slow', 0)} network (4G), "
           f"{d.get('both_slow', 0)} both; compute tiers {fast / 1e9:g} / "

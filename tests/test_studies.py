@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clipjax import study_tables
-from configs.studies import churn, lying
+from configs.studies import churn, lying, lying_femnist
 
 
 def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
@@ -17,9 +17,14 @@ def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
   c = runs["liars0.3_x0.1/clip_network+plausible/seed1"]
   assert (c.reports.liar_fraction, c.reports.liar_factor, c.reports.rule) == (0.3, 0.1, "plausible")
   assert c.method == "clip_network" and c.seed == 1 and c.secagg.enabled
-  assert (c.devices.compute_slow, c.devices.network_slow, c.devices.both_slow) == (2, 1, 1)
+  assert c.data.name == "cifar10" and c.num_clients == 10
+  assert (c.devices.compute_slow, c.devices.network_slow, c.devices.both_slow) == (1, 0, 1)
   honest = runs["honest/clip_compute/seed0"]
   assert honest.reports.liar_fraction == 0.0 and honest.reports.rule == "quantile"
+  femnist = dict(lying_femnist.get_sweep(seeds=[0]))["liars0.1_x0.1/clip_compute/seed0"]
+  assert femnist.data.name == "femnist" and femnist.num_clients == 20
+  assert (femnist.devices.compute_slow, femnist.devices.network_slow,
+          femnist.devices.both_slow) == (2, 1, 1)
   only = dict(lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"]))
   assert sorted(only) == sorted(["honest/fedavg/seed0"] + [f"liars0.1_x10/{m}/seed0" for m in (
       "clip_compute", "clip_compute+plausible", "clip_network", "clip_network+plausible")])
