@@ -84,7 +84,10 @@ def run_one(cohort: int, out: str) -> None:
 def main(argv):
   del argv
   if _ONE.value:
-    run_one(_ONE.value, _OUT.value)
+    try:
+      run_one(_ONE.value, _OUT.value)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+      sys.exit(f"error: {e}")
     return
   results = []
   for cohort in (int(c) for c in _COHORTS.value):
@@ -93,7 +96,8 @@ def main(argv):
              f"--population={_POPULATION.value}", f"--chunk={_CHUNK.value}",
              f"--width={_WIDTH.value}", f"--rounds={_ROUNDS.value}", f"--method={_METHOD.value}"]
       env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
-      subprocess.run(cmd, check=True, env=env)
+      if subprocess.run(cmd, env=env).returncode:
+        sys.exit(f"error: the C = {cohort} run failed (its message is above)")
       results.append(json.loads(pathlib.Path(f.name).read_text()))
   import jax
   print(f"\nVGG-9 width {_WIDTH.value}, CIFAR-10 {_POPULATION.value} IID partitions, "

@@ -83,6 +83,13 @@ def stability(config, rounds: int) -> list[tuple]:
 
 def main(argv):
   del argv
+  try:
+    _report()
+  except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    sys.exit(f"error: {e}")
+
+
+def _report():
   if _RUNS.value:
     print(report.markdown_table(
         ["run", "pruning client-rounds", "in [m, 2m]", "below m", "above 2m",

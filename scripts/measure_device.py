@@ -51,7 +51,10 @@ _SAVE = flags.DEFINE_bool("save", False, "Store the result for devices.calibrati
 
 def main(argv):
   del argv
-  data = load_federated(_DATASETS[_MODEL.value], num_clients=20, seed=0)
+  try:
+    data = load_federated(_DATASETS[_MODEL.value], num_clients=20, seed=0)
+  except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    sys.exit(f"error: {e}")
   model = get_model(_MODEL.value, num_classes=data.num_classes, width=_WIDTH.value)
   params = model.init(jax.random.key(0))
   c = _CLIENT.value
