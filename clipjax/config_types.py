@@ -101,6 +101,7 @@ class DataSpec:
   alpha: float
   num_partitions: int | None
   test_clients: str
+  max_examples: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +327,9 @@ class ExperimentSpec:
                       num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions", 0)),
                                                    allow_zero=True)) or None,
                       test_clients=_choice("data.test_clients", g("data.test_clients", "chosen"),
-                                           TEST_CLIENTS)),
+                                           TEST_CLIENTS),
+                      max_examples=int(_positive("data.max_examples", int(g("data.max_examples", 0)),
+                                                 allow_zero=True))),
         model=ModelSpec(name=_choice("model.name", c.model.name, KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width", 1.0))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)

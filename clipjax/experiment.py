@@ -202,7 +202,8 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
                         data_dir=spec.data.data_dir, partition=spec.data.partition,
                         alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
-                        test_clients=spec.data.test_clients)
+                        test_clients=spec.data.test_clients,
+                        max_examples=spec.data.max_examples)
   num_clients = len(data.client_ids)
   if spec.num_clients == 0:  # the whole population: resolve what depends on its size
     spec = ExperimentSpec.from_config(config, population=num_clients)

@@ -267,12 +267,23 @@ def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
           "calibration)")
 
 
-def markdown(groups: Groups, target: float) -> str:
-  """Every scenario's table with a heading and a description line."""
+# The columns of a compact table (README): the comparison without the per-unit diagnostics.
+COMPACT = ("method", "SecAgg", "mean round s (virtual)", "round-time cut", "virtual s to acc",
+           "time-to-acc cut", "final acc, mean [95% CI]", "acc delta, points [95% CI, paired]",
+           "stragglers/round", "straggler keep fraction")
+
+
+def markdown(groups: Groups, target: float, compact: bool = False) -> str:
+  """Every scenario's table with a heading and a description line (`COMPACT` columns only
+  when `compact`)."""
   parts = []
   for scenario, by_method in groups.items():
+    head, rows = header(target), scenario_rows(by_method, target)
+    if compact:
+      keep = [i for i, h in enumerate(head) if any(h.startswith(c) for c in COMPACT)]
+      head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
     parts += [f"## {scenario}", "", describe_scenario(by_method), "",
-              report.markdown_table(header(target), scenario_rows(by_method, target)), ""]
+              report.markdown_table(head, rows), ""]
   parts.append("Intervals: 95% t-intervals over seeds (n stated); the accuracy delta is the mean "
                "of per-seed differences against the reference, paired by seed. Cuts: 1 - "
                "mean(method) / mean(reference) over the seeds both have (for time to accuracy: "

@@ -50,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
                                 # of them chosen by seed (0: num_clients partitions)
   c.data.test_clients = "chosen"  # evaluate on the test data of: chosen (the run's clients) |
                                   # all (every client of the dataset; CIFAR-10: the test set)
+  c.data.max_examples = 0       # femnist/shakespeare: cap each client's train examples (a seeded
+                                # subset; Shakespeare: a contiguous block of windows); 0: keep all
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "leaf_cnn"     # leaf_cnn | vgg9 | leaf_lstm

@@ -61,8 +61,10 @@ def _spearman(a, b) -> float:
 def stability(config, rounds: int) -> list[tuple]:
   config.method, config.rounds = "fedavg", rounds
   spec = config_types.ExperimentSpec.from_config(config)
-  data = load_federated(spec.data.name, num_clients=spec.num_clients, seed=spec.seed,
-                        data_dir=spec.data.data_dir)
+  data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
+                        data_dir=spec.data.data_dir, partition=spec.data.partition,
+                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
+                        max_examples=spec.data.max_examples)
   model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
   params = model.init(jax.random.fold_in(jax.random.key(spec.seed), 0x1417))
   algo = experiment.build_round(spec, data, model, params)

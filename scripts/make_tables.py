@@ -29,6 +29,8 @@ _ROOT = flags.DEFINE_string("root", None, "Sweep folder, e.g. runs/paper/femnist
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: --root).")
 _TARGET = flags.DEFINE_float("target_accuracy", None, "Target test accuracy for the "
                              "time-to-accuracy columns (default: <root>/sweep.json's).")
+_COMPACT = flags.DEFINE_bool("compact", False, "Print only the comparison columns "
+                             "(sweep_tables.COMPACT) to stdout, as in the README; writes nothing.")
 flags.mark_flags_as_required(["root"])
 
 
@@ -59,6 +61,10 @@ def main(argv):
   root = pathlib.Path(_ROOT.value)
   try:
     target = _target(root)
+    if _COMPACT.value:
+      print(sweep_tables.markdown(sweep_tables.group(sweep_tables.load_sweep(root)), target,
+                                  compact=True))
+      return
     table_file, plots = sweep_tables.write(root, _OUT.value, target, preface=_preface(root, target))
   except ValueError as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")

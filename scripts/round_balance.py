@@ -39,7 +39,8 @@ def balance(config) -> dict:
   spec = ExperimentSpec.from_config(config)
   data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
                         data_dir=spec.data.data_dir, partition=spec.data.partition,
-                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions)
+                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
+                        max_examples=spec.data.max_examples)
   model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   dim = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes)))

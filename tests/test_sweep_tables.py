@@ -118,6 +118,21 @@ def test_load_group_and_write(tmp_path):
     assert plots is None
 
 
+def test_compact_markdown_keeps_only_the_comparison_columns(tmp_path):
+  _write_run(tmp_path, "compute/fedavg/seed0", _history(2.0, [0.5, 0.65]))
+  _write_run(tmp_path, "compute/clip_compute/seed0", _history(1.5, [0.6, 0.7], [0]))
+  groups = sweep_tables.group(sweep_tables.load_sweep(tmp_path))
+  full = sweep_tables.markdown(groups, target=0.6)
+  compact = sweep_tables.markdown(groups, target=0.6, compact=True)
+  head = [line for line in compact.splitlines() if line.startswith("| method")][0]
+  cells = [c.strip() for c in head.strip("|").split("|")]
+  assert len(cells) == len(sweep_tables.COMPACT)
+  assert all(any(c.startswith(k) for k in sweep_tables.COMPACT) for c in cells)
+  assert "invariant units" in full and "invariant units" not in compact
+  rows = [line for line in compact.splitlines() if line.startswith("| clip_compute")]
+  assert len(rows) == 1 and rows[0].count("|") == len(cells) + 1
+
+
 def test_empty_root_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="no runs under .*reproduce.py"):
     sweep_tables.load_sweep(tmp_path)

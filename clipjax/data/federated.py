@@ -6,6 +6,7 @@ them, chooses clients as a pure function of the seed and packs them into fixed s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -45,6 +46,7 @@ def load_federated(
     min_examples: int = 1,
     num_partitions: int | None = None,
     test_clients: str = "chosen",
+    max_examples: int = 0,
 ) -> packing.FederatedData:
   """Loads a federated dataset, packed as ``[C, N_max, ...]`` with a ``valid`` mask.
 
@@ -67,6 +69,10 @@ def load_federated(
       test data of every client of the dataset (FEMNIST: every writer, Shakespeare: every
       role, CIFAR-10: the whole test set), a larger and fixed evaluation set whatever clients
       are chosen. Only the pooled test accuracy is comparable between the two.
+    max_examples: FEMNIST/Shakespeare: keep at most this many train examples per chosen
+      client (0: all), drawn with ``default_rng(seed)``: FEMNIST a random subset of its
+      images, Shakespeare a random contiguous block of its windows (its text from a random
+      offset). Bounds the padded shapes, which the largest client sets. Test data is not cut.
 
   Returns:
     The packed FederatedData.
@@ -80,9 +86,13 @@ def load_federated(
     raise ValueError(f"Unknown partition {partition!r}; known: {', '.join(PARTITIONS)}.")
   if test_clients not in TEST_CLIENTS:
     raise ValueError(f"Unknown test_clients {test_clients!r}; known: {', '.join(TEST_CLIENTS)}.")
-  if not isinstance(min_examples, (int, np.integer)) or min_examples < 0:
-    raise ValueError(f"min_examples must be a non-negative integer, got {min_examples!r}.")
+  for key, value in (("min_examples", min_examples), ("max_examples", max_examples)):
+    if not isinstance(value, (int, np.integer)) or value < 0:
+      raise ValueError(f"{key} must be a non-negative integer, got {value!r}.")
   if name == "cifar10":
+    if max_examples:
+      raise ValueError("max_examples cuts FEMNIST/Shakespeare clients; a CIFAR-10 partition's "
+                       "size is set by num_partitions (set data.max_examples=0).")
     return _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples,
                          num_partitions, test_clients)
   if name == "femnist":
@@ -98,6 +108,8 @@ def load_federated(
   if len(eligible) == 0:
     raise ValueError(f"No {name} client has min_examples={min_examples} train examples.")
   chosen = eligible[choose_clients(len(eligible), num_clients, seed)]
+  if max_examples:
+    clients = _capped(clients, chosen, kind, seq_len, max_examples, seed)
   train, test = _pack(kind, clients, chosen, seq_len,
                       np.arange(len(clients.client_ids)) if test_clients == "all" else chosen)
   return packing.FederatedData(
@@ -109,6 +121,24 @@ def load_federated(
 
 def _count(kind: str, x: np.ndarray, seq_len: int) -> int:
   return len(x) if kind == "images" else max(len(x) - seq_len, 0)
+
+
+def _capped(clients: tfds_store.ClientLists, chosen, kind: str, seq_len: int, cap: int, seed: int):
+  """`clients` with the train data of each `chosen` client cut to at most `cap` examples."""
+  rng = np.random.default_rng([seed, 0x6361])
+  train_x = list(clients.train_x)
+  train_y = None if clients.train_y is None else list(clients.train_y)
+  for i in chosen:
+    n = _count(kind, train_x[i], seq_len)
+    if n <= cap:
+      continue
+    if kind == "images":
+      keep = np.sort(rng.choice(n, size=cap, replace=False))
+      train_x[i], train_y[i] = train_x[i][keep], train_y[i][keep]
+    else:  # text: windows start at offsets 0..n-1; keep `cap` consecutive ones
+      start = int(rng.integers(0, n - cap + 1))
+      train_x[i] = train_x[i][start:start + cap + seq_len]
+  return dataclasses.replace(clients, train_x=train_x, train_y=train_y)
 
 
 def _pack(kind, clients: tfds_store.ClientLists, chosen, seq_len, tested):

@@ -79,3 +79,16 @@ def test_leaf_pixels_are_k_over_255():
     np.testing.assert_array_equal(femnist._leaf_pixels(x, "t").reshape(-1)[:256], np.arange(256))
     with pytest.raises(ValueError, match="k/255"):
         femnist._leaf_pixels([[0.5] * 784], "t")
+
+
+def test_max_examples_keeps_a_seeded_subset_of_each_large_writer():
+    full = load_federated("femnist", num_clients=6, seed=3)
+    cut = load_federated("femnist", num_clients=6, seed=3, max_examples=100)
+    again = load_federated("femnist", num_clients=6, seed=3, max_examples=100)
+    n_full, n_cut = full.train.num_examples, cut.train.num_examples
+    np.testing.assert_array_equal(n_cut, np.minimum(n_full, 100))
+    np.testing.assert_array_equal(cut.train.x, again.train.x)  # a pure function of the seed
+    for c in range(len(n_full)):
+        rows = {full.train.x[c, i].tobytes(): full.train.y[c, i] for i in range(n_full[c])}
+        for i in range(n_cut[c]):  # every kept image is one of the writer's, with its label
+            assert rows[cut.train.x[c, i].tobytes()] == cut.train.y[c, i]

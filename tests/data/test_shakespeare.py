@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from clipjax.data import example_batch, find_data_file, shakespeare
+from clipjax.data import example_batch, find_data_file, load_federated, shakespeare
 
 RAW = "shakespeare/shakespeare.txt.gz"
 
@@ -93,3 +93,28 @@ def test_split_role_drops_short_roles():
     assert shakespeare.split_role("a" * 300) is None  # no window after LEAF's gap
     train, test = shakespeare.split_role("a" * 600)
     assert (len(train) - 80, len(test) - 80) == (416, 520 - 416 - 79)
+
+
+def test_max_examples_keeps_a_contiguous_block_of_each_large_role():
+    full = load_federated("shakespeare", num_clients=10, seed=1)
+    cut = load_federated("shakespeare", num_clients=10, seed=1, max_examples=2000)
+    assert cut.client_ids == full.client_ids
+    n_full, n_cut = full.train.num_examples, cut.train.num_examples
+    np.testing.assert_array_equal(n_cut, np.minimum(n_full, 2000))
+    assert (n_full > 2000).sum() >= 3  # the check below has large roles to look at
+    for c in range(len(n_full)):
+        text, block = full.train.x[c, : n_full[c] + 80], cut.train.x[c, : n_cut[c] + 80]
+        if n_full[c] <= 2000:
+            np.testing.assert_array_equal(block, text)
+        else:  # the block occurs in the role's train text, at a seeded offset
+            starts = [s for s in range(n_full[c] - 2000 + 1) if text[s] == block[0]
+                                and np.array_equal(text[s:s + len(block)], block)]
+            assert starts, f"client {c}: the kept windows are not a block of its train text"
+    np.testing.assert_array_equal(cut.test.x, full.test.x)  # test data is never cut
+
+
+def test_max_examples_is_checked():
+    with pytest.raises(ValueError, match="max_examples must be a non-negative integer"):
+        load_federated("shakespeare", num_clients=2, seed=0, max_examples=-1)
+    with pytest.raises(ValueError, match="set data.max_examples=0"):
+        load_federated("cifar10", num_clients=2, seed=0, max_examples=10)
