@@ -7,9 +7,9 @@ SecAgg+ on for the secure methods. Scenarios, methods and run names: `configs/pa
                stragglers), 8 rounds, batch 50 instead of LEAF's 10 (fewer, larger local steps
                on a CPU; the virtual clock counts the same FLOPs), and at most 6,000 train
                windows per role (`data.max_examples`, a seeded block of the role's text): the
-               largest chosen role sets every client's padded step count (11-15k windows for
-               seeds 0-2 against a median of about 2k), so the cap halves a run's wall time and
-               keeps 64-90% of the windows. One run takes 2-3 minutes on one core. Hardware:
+               largest chosen role sets every client's padded step count (10-15k windows for
+               seeds 0-2, while half the roles have under 4k), so the cap keeps 57-84% of the
+               windows and cuts the padded steps 1.7-2.5x. Hardware:
                2 CPU cores, no GPU.
   size="full": the full LEAF LSTM (2 x 256 units), 20 roles (4 stragglers), 30 rounds of
                batch 10. Hardware: one GPU.
