@@ -13,6 +13,7 @@ re-derives a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import jax
@@ -33,6 +34,39 @@ from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
 
 DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordinate
+
+# Config keys added after runs were stored, with the value that reproduces those runs: a stored
+# config.json without such a key is the same run as a config holding this value.
+ADDED_KEYS = {"data.max_examples": 0}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def same_run_config(stored_json: str, config) -> bool:
+  """Whether a workdir's stored `config.json` text describes the run `config` asks for.
+
+  Equal JSON, or equal once keys of `ADDED_KEYS` that the stored file lacks are read at the
+  value they had before they existed (runs stored earlier stay finished / resumable).
+  """
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  if stored_json == text:
+    return True
+  try:
+    stored, asked = _flat(json.loads(stored_json)), _flat(json.loads(text))
+  except ValueError:
+    return False
+  for key, value in ADDED_KEYS.items():
+    if key not in stored and asked.get(key) == value:
+      asked.pop(key)
+  return stored == asked
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:

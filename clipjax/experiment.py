@@ -22,6 +22,7 @@ from clipjax import virtual_clock as clock_lib
 from clipjax.clip import devices
 from clipjax.clip import keep as keep_lib
 from clipjax.clip import reports as reports_lib
+from clipjax import config_types
 from clipjax.config_types import ExperimentSpec
 from clipjax.data import example_batch, load_federated, pooled_batch
 from clipjax.fl import aggregation
@@ -193,7 +194,8 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   checkpoints = processes.count == 1
   out.mkdir(parents=True, exist_ok=True)
   config_json = config.to_json_best_effort(indent=2, sort_keys=True)
-  if (out / "config.json").exists() and (out / "config.json").read_text() != config_json:
+  if (out / "config.json").exists() and not config_types.same_run_config(
+      (out / "config.json").read_text(), config):
     if _read_rows(out / "metrics.jsonl"):
       raise ValueError(f"workdir {out} holds a run of another config (its config.json differs); "
                        "choose a new --workdir, or delete that folder to start over.")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from clipjax import experiment, sweep_tables  # noqa: E402
+from clipjax import config_types, experiment, sweep_tables  # noqa: E402
 from clipjax.data import paths  # noqa: E402
 from configs.paper import sweep  # noqa: E402
 
@@ -58,8 +58,7 @@ flags.mark_flags_as_required(["config"])
 def run_state(folder: pathlib.Path, config) -> str:
   """`finished` (summary.json written under this config), `partial (k rounds)` or `new`."""
   config_file, metrics = folder / "config.json", folder / "metrics.jsonl"
-  same = config_file.exists() and config_file.read_text() == config.to_json_best_effort(
-      indent=2, sort_keys=True)
+  same = config_file.exists() and config_types.same_run_config(config_file.read_text(), config)
   if same and (folder / "summary.json").exists():
     return "finished"
   if metrics.exists():

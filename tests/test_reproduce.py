@@ -67,3 +67,19 @@ def test_overrides_are_checked_and_derive_the_stragglers():
   assert (network.compute_slow, network.network_slow, network.both_slow) == (1, 0, 1)
   assert sweep.straggler_counts("compute_network", 20) == {
       "compute_slow": 2, "network_slow": 1, "both_slow": 1}
+
+
+def test_a_run_stored_before_a_key_was_added_is_the_same_run():
+  import json
+  from clipjax import config_types
+  from configs import base
+  config = base.get_config()
+  stored = json.loads(config.to_json_best_effort(indent=2, sort_keys=True))
+  del stored["data"]["max_examples"]  # as written before data.max_examples existed
+  old = json.dumps(stored, indent=2, sort_keys=True)
+  assert config_types.same_run_config(old, config)
+  config.data.max_examples = 6000  # a value other than the one the old run had
+  assert not config_types.same_run_config(old, config)
+  config.data.max_examples = 0
+  config.rounds += 1  # any other difference still counts
+  assert not config_types.same_run_config(old, config)
