@@ -40,6 +40,27 @@ def _cells(runs: Mapping[int, sweep_tables.Run], ref: Mapping[int, sweep_tables.
   return out
 
 
+def _finished_groups(root) -> tuple[dict, list[str]]:
+  """The sweep's runs by setting and method, finished runs only, and the partial ones' names.
+
+  A study cell mixes seeds, so a run still in progress (or stopped) would enter its means
+  with a few rounds; it is left out and named under the table instead.
+  """
+  groups, partial = {}, []
+  for setting, by_method in sweep_tables.group(sweep_tables.load_sweep(root)).items():
+    for method, runs in by_method.items():
+      done = {s: r for s, r in runs.items() if r.finished}
+      partial += [f"{setting}/{method}/seed{s}" for s in sorted(runs) if s not in done]
+      if done:
+        groups.setdefault(setting, {})[method] = done
+  return groups, partial
+
+
+def _partial_note(partial: Sequence[str]) -> str:
+  return ("" if not partial else
+          f"Left out, not finished ({len(partial)}): {', '.join(partial)}.\n")
+
+
 def _pct(v) -> str:
   return "" if v is None else f"{100 * v:+.1f}%"
 
@@ -55,10 +76,11 @@ def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequenc
   Raises:
     ValueError: if `root` holds no runs, or no `honest/fedavg` runs to measure against.
   """
-  groups = sweep_tables.group(sweep_tables.load_sweep(root))
+  groups, partial = _finished_groups(root)
   ref = groups.get("honest", {}).get("fedavg")
   if not ref:
-    raise ValueError(f"{root} has no honest/fedavg runs: the study's reference is missing.")
+    raise ValueError(f"{root} has no finished honest/fedavg runs: the study's reference is "
+                     "missing; run the study (scripts/reproduce.py) until they finish.")
   header = ["liars", "factor"]
   for m in methods:
     for rule in rules:
@@ -87,7 +109,8 @@ def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequenc
       f"Reference: fedavg (honest setting), mean round {fed['round_s']:.4g} virtual s, final "
       f"accuracy {sweep_tables._interval_text(fed['acc'])}; seeds "
       f"{','.join(map(str, sorted(ref)))}. Cut: 1 - mean(method round s) / mean(fedavg round "
-      "s); delta: final accuracy minus fedavg's, paired by seed, mean with 95% t-interval.", ""])
+      "s); delta: final accuracy minus fedavg's, paired by seed, mean with 95% t-interval.",
+      _partial_note(partial)])
 
 
 def _parse_setting(name: str) -> tuple[float, float]:
@@ -101,7 +124,7 @@ def churn_table(root: str | pathlib.Path, methods: Sequence[str], target: float)
   Raises:
     ValueError: if `root` holds no runs.
   """
-  groups = sweep_tables.group(sweep_tables.load_sweep(root))
+  groups, partial = _finished_groups(root)
   header = ["cohort", "method", "seeds", "final acc [95% CI]", "acc delta vs fedavg, points",
             "mean round s (virtual)", "round-time cut vs fedavg", f"virtual s to acc {target:g}",
             "stragglers/round", "invariant units (stragglers)"]
@@ -121,4 +144,5 @@ def churn_table(root: str | pathlib.Path, methods: Sequence[str], target: float)
                    else "never",
                    f"{cell['stragglers']:.2f}",
                    "" if cell["invariant"] is None else f"{cell['invariant']:.1f}"])
-  return report.markdown_table(header, rows) + "\n"
+  return report.markdown_table(header, rows) + "\n" + (
+      "\n" + _partial_note(partial) if partial else "")

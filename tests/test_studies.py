@@ -43,7 +43,7 @@ def test_churn_grid_samples_cohorts_of_the_population():
   assert small["cohort50/fedavg/seed0"].cohort_size == 5
 
 
-def _write_run(root, setting, method, seed, round_s, acc, stragglers=()):
+def _write_run(root, setting, method, seed, round_s, acc, stragglers=(), finished=True):
   folder = root / setting / method / f"seed{seed}"
   folder.mkdir(parents=True)
   rows = [{"round": r + 1, "round_time_s": t, "virtual_time_s": sum(round_s[:r + 1]),
@@ -51,14 +51,18 @@ def _write_run(root, setting, method, seed, round_s, acc, stragglers=()):
            "invariant_units": [3, 0], "slack_units": [1, 0]}
           for r, (t, a) in enumerate(zip(round_s, acc))]
   (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  (folder / "summary.json").write_text(json.dumps({"secagg": "secagg+"}))
+  if finished:
+    (folder / "summary.json").write_text(json.dumps({"secagg": "secagg+"}))
 
 
 def test_lying_table_measures_every_cell_against_honest_fedavg(tmp_path):
   for seed, (fed_acc, clip_acc) in enumerate([(0.5, 0.52), (0.6, 0.61)]):
     _write_run(tmp_path, "honest", "fedavg", seed, [2.0, 2.0], [0.3, fed_acc])
     _write_run(tmp_path, "liars0.3_x10", "clip_compute", seed, [1.5, 1.5], [0.3, clip_acc], [0])
+  # a run still in progress (no summary) would drag its cell towards its first rounds
+  _write_run(tmp_path, "liars0.3_x10", "clip_compute", 2, [9.0], [0.1], [0], finished=False)
   table = study_tables.lying_table(tmp_path, ["clip_compute"], ["quantile", "plausible"], 0.5)
+  assert "Left out, not finished (1): liars0.3_x10/clip_compute/seed2" in table
   row = [line for line in table.splitlines() if line.startswith("| 0.3 | 10 |")][0]
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[2] == "+25.0%"                  # 1 - 1.5 / 2.0
@@ -66,7 +70,7 @@ def test_lying_table_measures_every_cell_against_honest_fedavg(tmp_path):
   assert cells[4] == "1.00" and cells[5:] == ["", "", "", ""]  # the plausible runs are absent
   alone = tmp_path / "no_reference"
   _write_run(alone, "liars0.3_x10", "clip_compute", 0, [1.5], [0.3])
-  with pytest.raises(ValueError, match="no honest/fedavg"):
+  with pytest.raises(ValueError, match="no finished honest/fedavg"):
     study_tables.lying_table(alone, ["clip_compute"], ["quantile"], 0.5)
 
 
@@ -74,9 +78,11 @@ def test_churn_table_rows_per_cohort_and_method(tmp_path):
   _write_run(tmp_path, "cohort10", "fedavg", 0, [1.0], [0.4])
   _write_run(tmp_path, "cohort10", "clip_compute", 0, [0.8], [0.45], [0])
   _write_run(tmp_path, "cohort100", "fedavg", 0, [2.0], [0.6])
+  _write_run(tmp_path, "cohort100", "clip_compute", 0, [0.1], [0.1], finished=False)
   table = study_tables.churn_table(tmp_path, ["fedavg", "clip_compute"], 0.42)
   lines = [line for line in table.splitlines() if line.startswith("| 10% |")
            or line.startswith("| 100% |")]
   assert [line.split("|")[2].strip() for line in lines] == ["fedavg", "clip_compute", "fedavg"]
+  assert "Left out, not finished (1): cohort100/clip_compute/seed0" in table
   clip = [c.strip() for c in lines[1].strip("|").split("|")]
   assert clip[4].startswith("+5.00") and clip[6] == "+20.0%" and clip[9] == "3.0"
