@@ -22,7 +22,32 @@ Command:
   python scripts/reproduce.py --config configs/studies/lying.py --root runs/studies
   (writes runs/studies/lying_cpu/, its tables.md with the study table, and plots)
 
-measured: (not yet)
+measured: 2026-12-03, 2-core development VM (no GPU), seeds 0, 1, 2, default calibration: 54 new
+runs (clip_compute's 27 in 1 h 55 min on one core; clip_network's 27 in 63 min on both cores),
+plus the honest fedavg / clip_compute / clip_network runs, which are the CIFAR-10 paper sweep's
+`compute_network` runs with identical configs, copied (the runs are deterministic).
+
+  `clip_compute` (quantile = DESIGN 2.2's rule; plausible = the robust rule):
+
+  | liars | factor | quantile: round-time cut | quantile: acc delta, points [95% CI] | quantile: stragglers/round | plausible: round-time cut | plausible: acc delta, points [95% CI] | plausible: stragglers/round | plausible: reports dropped/round |
+  |---|---|---|---|---|---|---|---|---|
+  | 0 | 1 | +10.5% | -0.53 [-2.79, +1.72] | 1.92 | +10.5% | -0.53 [-2.79, +1.72] | 1.92 | 0.0 |
+  | 0.1 | 0.1 | +10.6% | +0.07 [-2.19, +2.32] | 2.25 | +9.7% | -0.07 [-1.81, +1.68] | 2.25 | 3.8 |
+  | 0.1 | 10 | +5.0% | +0.20 [-1.11, +1.51] | 1.23 | +9.7% | -0.07 [-1.81, +1.68] | 2.25 | 3.8 |
+  | 0.3 | 0.1 | +12.1% | -0.70 [-4.15, +2.75] | 2.37 | +8.7% | -0.87 [-3.69, +1.96] | 2.37 | 11.4 |
+  | 0.3 | 10 | -1.6% | -0.23 [-3.68, +3.21] | 0.17 | +8.7% | -0.87 [-3.69, +1.96] | 2.37 | 11.4 |
+
+  `clip_network` (quantile = DESIGN 2.2's rule; plausible = the robust rule):
+
+  | liars | factor | quantile: round-time cut | quantile: acc delta, points [95% CI] | quantile: stragglers/round | plausible: round-time cut | plausible: acc delta, points [95% CI] | plausible: stragglers/round | plausible: reports dropped/round |
+  |---|---|---|---|---|---|---|---|---|
+  | 0 | 1 | +14.6% | -0.67 [-4.35, +3.02] | 1.92 | +14.6% | -0.67 [-4.35, +3.02] | 1.92 | 0.0 |
+  | 0.1 | 0.1 | +14.7% | -0.60 [-4.60, +3.40] | 2.25 | +13.3% | +0.07 [-3.06, +3.19] | 2.25 | 3.8 |
+  | 0.1 | 10 | +7.3% | +0.53 [+0.02, +1.05] | 1.23 | +13.3% | +0.07 [-3.06, +3.19] | 2.25 | 3.8 |
+  | 0.3 | 0.1 | +15.6% | -1.13 [-3.99, +1.72] | 2.37 | +10.5% | +0.50 [-4.87, +5.87] | 2.37 | 11.4 |
+  | 0.3 | 10 | -1.4% | -0.47 [-2.88, +1.95] | 0.17 | +10.5% | +0.50 [-4.87, +5.87] | 2.37 | 11.4 |
+
+  Reference: fedavg (honest setting), mean round 2.172 virtual s, final accuracy 0.3843 [0.3660, 0.4026] (n=3); seeds 0,1,2. Cut: 1 - mean(method round s) / mean(fedavg round s); delta: final accuracy minus fedavg's, paired by seed, mean with 95% t-interval.
 """
 
 from configs.paper import cifar10_vgg9
