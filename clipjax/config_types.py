@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from clipjax.clip import calibration as calibration_lib
+from clipjax.clock import calibration as calibration_lib
 from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
 from clipjax.clip.reports import REPORT_RULES
 from clipjax.data import DATASETS
@@ -29,7 +29,7 @@ from clipjax.fl.server import SERVER_OPTIMIZERS
 from clipjax.methods import METHODS
 from clipjax.models import KNOWN_MODELS
 from clipjax.models.units import SCORES
-from clipjax.population import REFERENCES
+from clipjax.round.cohort import REFERENCES
 from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
 
@@ -367,7 +367,7 @@ class ExperimentSpec:
         model=ModelSpec(name=_choice("model.name", c.model.name, KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width", 1.0))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)
-    if not METHODS[spec.method].secure and spec.secagg.enabled:
+    if not METHODS[spec.method].secagg_compatible and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "
                        "cannot run under secure aggregation; set --config.secagg.enabled=False "
                        "(it is reported as an insecure upper reference).")

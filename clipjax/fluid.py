@@ -90,6 +90,7 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from clipjax.clip import invariance
 from clipjax.models.units import ParamSlice, UnitSpec
@@ -465,3 +466,52 @@ def client_masks(drop_rank: Mapping[str, jax.Array], keep_fractions: jax.Array) 
             for k, r in drop_rank.items()}
 
   return jax.vmap(one)(keep_fractions)
+
+
+def make_server(unit_spec: UnitSpec, dataset: str, num_rounds: int):
+  """FLuID's server side of a run: `(init, update)` with its dataset's schedule scaled to the
+  run's length (`preset`).
+
+  `init() -> FluidState`; `update(state, params, deltas, voters, keep, key) -> (state, metrics)`
+  jits `server_update` and reports its counts as the round record's `fluid_*` fields.
+  """
+  config = preset(dataset, num_rounds)
+  step = jax.jit(lambda st, params, deltas, voters, dropped, key: server_update(
+      st, unit_spec, params, deltas, voters, dropped, key, config=config))
+
+  def update(state, params, deltas, voters, keep, key):
+    dropped = units_dropped(unit_spec, keep)
+    _, state, counts = step(state, params, deltas, voters, dropped, key)
+    host = jax.device_get(counts)
+    return state, {"fluid_invariant_units": {k: int(v) for k, v in host.invariant.items()},
+                   "fluid_fill_units": {k: int(v) for k, v in host.fill.items()},
+                   "fluid_threshold": {k: float(v) for k, v in host.threshold.items()}}
+
+  return (lambda: init_state(unit_spec, config)), update
+
+
+_KEY_STREAM = 0xF1D  # FLuID's server randomness, apart from every other use of the run's key
+
+
+def server_round(update, state: FluidState, params: Params, deltas: list, is_straggler,
+                 survivors, keep, base_key: jax.Array, round_index: int):
+  """FLuID's server stage of a round: its choice for the next round's stragglers, from this
+  round's updates of the non-stragglers that reported (the voters).
+
+  Args:
+    update: the run's `make_server(...)[1]`.
+    state: FLuID's state.
+    params: w(t), the model the clients trained from.
+    deltas: the round's updates, one pytree per chunk with a leading client axis.
+    is_straggler, survivors: bool[C] this round's stragglers and reporting clients.
+    keep: f32[C] this round's keep fractions.
+    base_key: the run's typed key; round_index: 0-based.
+
+  Returns:
+    (FLuID's new state, the record's `fluid_*` fields).
+  """
+  voters = jnp.asarray(~np.asarray(is_straggler) & np.asarray(survivors))
+  key = jax.random.fold_in(jax.random.fold_in(base_key, _KEY_STREAM), round_index)
+  all_deltas = deltas[0] if len(deltas) == 1 else jax.tree.map(
+      lambda *a: jnp.concatenate(a), *deltas)
+  return update(state, params, all_deltas, voters, jnp.asarray(keep), key)

@@ -38,7 +38,7 @@ from clipjax.models import units
 
 PyTree = Any
 
-MASK_RULES = ("none", "random", "ordered", "client_invariance", "server_invariance")
+PRUNE_RULES = ("none", "random", "ordered", "client_invariance", "server_invariance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,32 +47,32 @@ class Method:
 
   Attributes:
     name: registry name.
-    masks: which units a straggler drops, one of `MASK_RULES`.
+    prune_rule: which units a straggler drops, one of `PRUNE_RULES`.
     keep_rule: how p is chosen ("clip_compute" or "clip_network", DESIGN 2.3).
     broadcasts: clients learn their peers' times through the sealed broadcast.
-    secure: may run under SecAgg.
+    secagg_compatible: may run under SecAgg.
     aggregation: its default aggregation rule (`clipjax.fl.aggregation.AGGREGATIONS`).
     server_prunes: the server sends each straggler its sub-model (in the clear).
   """
 
   name: str
-  masks: str
+  prune_rule: str
   keep_rule: str = "clip_compute"
   broadcasts: bool = True
-  secure: bool = True
+  secagg_compatible: bool = True
   aggregation: str = "padded"
   server_prunes: bool = False
 
   @property
   def prunes(self) -> bool:
-    return self.masks != "none"
+    return self.prune_rule != "none"
 
 
 METHODS = {m.name: m for m in (
     Method("fedavg", "none", broadcasts=False),
     Method("random", "random"),
     Method("ordered", "ordered"),
-    Method("fluid", "server_invariance", broadcasts=False, secure=False,
+    Method("fluid", "server_invariance", broadcasts=False, secagg_compatible=False,
            aggregation="participation_weighted", server_prunes=True),
     Method("clip_compute", "client_invariance"),
     Method("clip_network", "client_invariance", keep_rule="clip_network"),
@@ -112,11 +112,11 @@ def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, 
   """Unit masks, new state, invariant and slack counts of ONE client (p traced)."""
   sizes = {layer.name: layer.size for layer in unit_spec}
   zero = jnp.zeros((), jnp.int32)
-  if method.masks == "random":
+  if method.prune_rule == "random":
     return invariance.random_prune_mask(sizes, p, key), clip_state, zero, zero
-  if method.masks == "ordered":
+  if method.prune_rule == "ordered":
     return invariance.ordered_prune_mask(sizes, p), clip_state, zero, zero
-  if method.masks == "server_invariance":
+  if method.prune_rule == "server_invariance":
     masks, inv, slk = fluid_lib.client_mask(server_choice, p)
     return masks, clip_state, inv, slk
   prune_mask, new_state, counts = invariance.update(clip_state, scores, p, key, growth=growth,
@@ -153,7 +153,7 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2
     zeros = jnp.zeros(p.shape, jnp.int32)
     if not method.prunes:  # nothing is pruned: no masks to build or apply
       return None, None, clip_state, zeros, zeros, train_keys
-    if method.masks != "client_invariance":
+    if method.prune_rule != "client_invariance":
       scores = None
     elif scores is None:
       raise ValueError(f"method {method.name!r} needs each client's invariance scores")

@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from clipjax import report  # noqa: E402
+from clipjax.reporting import summary as summary_lib  # noqa: E402
 from clipjax.data import example_batch  # noqa: E402
 from clipjax.fl import local, training  # noqa: E402
-from clipjax.fl import round as round_lib  # noqa: E402
+from clipjax.fl import clients as round_lib  # noqa: E402
 from clipjax.models import get_model, scale_width  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["vgg9", "leaf_cnn", "leaf_lstm"], "Models to measure.")
@@ -229,7 +229,7 @@ def main(argv):
     result[f"ratio_client_vs_torch[{name}]"] = rate[("client", 1)] / rate[("torch_client", 1)]
     for _, label, _, num, _, r in rows:
       result[f"samples_per_s[{name}][{label}][C={num}]"] = r
-  print(report.markdown_table(["model", "side", "clients", "best s", "samples/s"],
+  print(summary_lib.markdown_table(["model", "side", "clients", "best s", "samples/s"],
                               [(m, label, num, sec, r) for m, label, _, num, sec, r in all_rows]))
   print(json.dumps(result))
 

@@ -16,14 +16,14 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from clipjax import config_types, experiment, report  # noqa: E402
+from clipjax import config_types  # noqa: E402
+from clipjax.reporting import summary as summary_lib  # noqa: E402
 from clipjax.clip import invariance  # noqa: E402
-from clipjax.data import load_federated  # noqa: E402
+from clipjax.round import build  # noqa: E402
 from clipjax.models import get_model, units  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", [], "Run folders (metrics.jsonl + config.json).")
@@ -61,13 +61,9 @@ def _spearman(a, b) -> float:
 def stability(config, rounds: int) -> list[tuple]:
   config.method, config.rounds = "fedavg", rounds
   spec = config_types.ExperimentSpec.from_config(config)
-  data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
-                        data_dir=spec.data.data_dir, partition=spec.data.partition,
-                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
-                        max_examples=spec.data.max_examples)
-  model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
-  params = model.init(jax.random.fold_in(jax.random.key(spec.seed), 0x1417))
-  algo = experiment.build_round(spec, data, model, params)
+  data = build.load_data(spec)
+  model, params = build.init_model(spec, data.num_classes)
+  algo = build.build_round(spec, data, model, params)
   state, last, rows = algo.init(params), None, []
   for r in range(rounds):
     before = state.server.params
@@ -93,12 +89,12 @@ def main(argv):
 
 def _report():
   if _RUNS.value:
-    print(report.markdown_table(
+    print(summary_lib.markdown_table(
         ["run", "pruning client-rounds", "in [m, 2m]", "below m", "above 2m",
          "median invariant / m"], [band_counts(pathlib.Path(f)) for f in _RUNS.value]))
   if _CONFIG.value is not None:
     rows, layers = stability(_CONFIG.value, _ROUNDS.value)
-    print(report.markdown_table(["round", "score"] + [f"Spearman {k}" for k in layers], rows))
+    print(summary_lib.markdown_table(["round", "score"] + [f"Spearman {k}" for k in layers], rows))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@
   python scripts/make_tables.py --root runs/paper/femnist_cnn_cpu --out /tmp/t --target_accuracy 0.65
 
 Groups the runs `<root>/<scenario>/<method>/seed<s>` by (scenario, method) over seeds
-(`clipjax.sweep_tables`) and writes `<out>/tables.md`: mean virtual round time and its cut
+(`clipjax.reporting.sweep_tables`) and writes `<out>/tables.md`: mean virtual round time and its cut
 against `fedavg` (runs without SecAgg against `fedavg_plain`), time to the target accuracy and
 its cut, final accuracy with its 95% t-interval over seeds, the accuracy delta paired by seed
 with its interval, straggler keep fractions, invariant/slack counts and the compute tier. With
 matplotlib installed, also per scenario: accuracy vs virtual time with seed bands, round time,
-keep fractions and unit counts per round (`clipjax.sweep_plots`). Partial runs are included
+keep fractions and unit counts per round (`clipjax.reporting.sweep_plots`). Partial runs are included
 as they stand. The default target is the one `reproduce.py` wrote to `<root>/sweep.json`; when
 that names a study file (`configs/studies/`), its grid table comes first.
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from clipjax import sweep_tables  # noqa: E402
+from clipjax.reporting import sweep_report, sweep_tables  # noqa: E402
 from configs.paper import sweep  # noqa: E402
 
 _ROOT = flags.DEFINE_string("root", None, "Sweep folder, e.g. runs/paper/femnist_cnn_cpu.")
@@ -52,7 +52,7 @@ def _preface(root: pathlib.Path, target: float) -> str:
   config = json.loads(manifest.read_text()).get("config")
   if not config or not pathlib.Path(config).is_file():
     return ""
-  return sweep.study_preface(sweep.load_sweep_file(config), root, target)
+  return sweep_report.study_preface(sweep.load_sweep_file(config), root, target)
 
 
 def main(argv):
@@ -65,7 +65,7 @@ def main(argv):
       print(sweep_tables.markdown(sweep_tables.group(sweep_tables.load_sweep(root)), target,
                                   compact=True))
       return
-    table_file, plots = sweep_tables.write(root, _OUT.value, target, preface=_preface(root, target))
+    table_file, plots = sweep_report.write(root, _OUT.value, target, preface=_preface(root, target))
   except ValueError as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
   print(table_file.read_text())

@@ -6,7 +6,7 @@ analytic training FLOPs (`clipjax.models.flops.train_flops`, checked against XLA
 analysis in the tests) by the measured seconds. The result is a grounded value for the fast
 tier (the paper's fast tier is a 3 GHz CPU; the slow one is `devices.slow_compute_ratio` of
 it). `--save` stores it where `--config.devices.calibration=measured` finds it
-(`clipjax.clip.calibration`), for runs of the same model and width.
+(`clipjax.clock.calibration`), for runs of the same model and width.
 
   python scripts/measure_device.py --model=leaf_cnn --width=1.0 --repeats=5
   python scripts/measure_device.py --model=leaf_cnn --width=0.25 --save
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from clipjax import report  # noqa: E402
-from clipjax.clip import calibration  # noqa: E402
+from clipjax.reporting import summary as summary_lib  # noqa: E402
+from clipjax.clock import calibration  # noqa: E402
 from clipjax.data import example_batch, load_federated  # noqa: E402
 from clipjax.fl import local, training  # noqa: E402
 from clipjax.models import flops, get_model  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv):
     seconds.append(time.perf_counter() - t)
   work = flops.train_flops(model, None, n, 1)
   rate = work / float(np.median(seconds))
-  print(report.markdown_table(
+  print(summary_lib.markdown_table(
       ["model", "width", "examples", "train GFLOP", "median s", "GFLOP/s (1 thread)"],
       [(model.name, _WIDTH.value, n, work / 1e9, float(np.median(seconds)), rate / 1e9)]))
   record = {"bench": "device", "model": model.name, "width": _WIDTH.value, "examples": n,

@@ -9,9 +9,9 @@ tables and plots.
 Every run goes to `<root>/<sweep>_<size>/<scenario>/<method>/seed<s>` through
 `clipjax.experiment.run`: a finished run (its summary.json written under the same config) is
 skipped, an interrupted one resumes from its checkpoint, so the same command can be started
-again at any time. At the end `clipjax.sweep_tables.write` puts `tables.md` and the PNG plots in
+again at any time. At the end `clipjax.reporting.sweep_report.write` puts `tables.md` and the PNG plots in
 `<root>/<sweep>_<size>/` (`scripts/make_tables.py` redoes that alone); a study file's own
-`write_tables(root, target)` grid goes at the top of `tables.md`.
+`STUDY_TABLE` grid (`clipjax.reporting.study_tables.grid_table`) goes at the top of `tables.md`.
 
 `--override key=value` (repeatable) sets a config key on every run of the sweep, e.g. to try a
 sweep small: `--override rounds=2 --override num_clients=3 --override model.width=0.125`
@@ -30,8 +30,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from clipjax import config_types, experiment, sweep_tables  # noqa: E402
-from clipjax.data import paths  # noqa: E402
+from clipjax import config_types, experiment  # noqa: E402
+from clipjax.reporting import sweep_report  # noqa: E402
+from clipjax import cache  # noqa: E402
 from configs.paper import sweep  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", None, "Sweep file, e.g. configs/paper/femnist_cnn.py.")
@@ -97,7 +98,7 @@ def _target(module, size: str) -> float:
 def _use_compilation_cache() -> None:
   """Compiled XLA programs go to disk: runs that share shapes (methods, scenarios) and later
   invocations skip most compilation, which dominates short runs on CPU."""
-  folder = paths.cache_dir() / "jax" if _COMPILE_CACHE.value is None else _COMPILE_CACHE.value
+  folder = cache.cache_dir() / "jax" if _COMPILE_CACHE.value is None else _COMPILE_CACHE.value
   if folder:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -147,8 +148,8 @@ def main(argv):
   print(f"sweep {root}: {len(runs)} runs, ran {ran}, skipped {skipped} (finished earlier), "
         f"{_clock(time.monotonic() - start)}", flush=True)
   try:
-    table_file, plots = sweep_tables.write(root, root, target,
-                                           preface=sweep.study_preface(module, root, target))
+    table_file, plots = sweep_report.write(root, root, target,
+                                           preface=sweep_report.study_preface(module, root, target))
   except ValueError as e:
     sys.exit(f"error: {e}")
   print(table_file.read_text())

@@ -22,10 +22,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from clipjax import experiment, report, secagg  # noqa: E402
-from clipjax import virtual_clock as clock_lib  # noqa: E402
+from clipjax import secagg  # noqa: E402
+from clipjax.reporting import summary as summary_lib  # noqa: E402
+from clipjax.clock import charges as clock_lib  # noqa: E402
 from clipjax.config_types import ExperimentSpec  # noqa: E402
-from clipjax.data import load_federated  # noqa: E402
+from clipjax.round import build  # noqa: E402
 from clipjax.models import get_model  # noqa: E402
 from configs.paper import sweep  # noqa: E402
 
@@ -37,17 +38,14 @@ flags.mark_flags_as_required(["config"])
 def balance(config) -> dict:
   """The slowest client's fit and the rest of its round, in one unpruned SecAgg+ round."""
   spec = ExperimentSpec.from_config(config)
-  data = load_federated(spec.data.name, num_clients=spec.num_clients or None, seed=spec.seed,
-                        data_dir=spec.data.data_dir, partition=spec.data.partition,
-                        alpha=spec.data.alpha, num_partitions=spec.data.num_partitions,
-                        max_examples=spec.data.max_examples)
+  data = build.load_data(spec)
   model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   dim = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes)))
   num = len(data.client_ids)
-  degree = secagg.choose_parameters(num, **experiment._key_setup_kwargs(spec)).degree
+  degree = secagg.choose_parameters(num, **build.key_agreement_kwargs(spec)).degree
   clock = clock_lib.ClockModel.for_model(
-      model, population=experiment._population(spec),
+      model, population=build.device_population(spec),
       num_examples=np.asarray(data.train.num_examples), epochs=spec.local_epochs,
       seed=spec.seed, jitter_sigma=0.0)
   charged = clock_lib.charges(
@@ -77,7 +75,7 @@ def main(argv):
                      b["fit"] / b["rest"]))
   except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
-  print(report.markdown_table(
+  print(summary_lib.markdown_table(
       ["size", "scenario", "model", "parameters D", "clients", "slowest client's examples",
        "its fit s", "rest of its round s", "of which upload s", "fit / rest"], rows))
 

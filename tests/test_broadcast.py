@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from clipjax import broadcast, secagg
+from clipjax import secagg
+from clipjax.clip import broadcast
 from clipjax.clip import keep as keep_lib
 from clipjax.clip import stragglers
 

@@ -77,7 +77,7 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
     assert all(p == 1.0 for i, p in enumerate(keep) if i != straggler)
     if method == "clip_network":  # rho = (T* - net) / fit < 1 for every straggler
       assert keep[straggler] < 1.0
-    if methods.METHODS[method].masks.endswith("invariance") and keep[straggler] < 1.0:
+    if methods.METHODS[method].prune_rule.endswith("invariance") and keep[straggler] < 1.0:
       assert rows[1]["invariant_units"][straggler] + rows[1]["slack_units"][straggler] > 0
     # Counts only for the clients that prune (DESIGN 2.4).
     assert all(rows[1]["invariant_units"][i] == 0 for i in range(4) if keep[i] == 1.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clipjax import methods
-from tests.test_algorithm import H, SPEC, init_params
+from tests.toy import H, SPEC, init_params
 
 
 def _masks(name, params, prev, p, clip_state=None, server_rank=None, seed=0):
@@ -66,7 +66,7 @@ def test_clip_drops_the_units_whose_global_change_is_smallest():
 def test_method_registry_names_every_method_once():
   assert tuple(methods.METHODS) == ("fedavg", "random", "ordered", "fluid", "clip_compute",
                                     "clip_network")
-  assert not methods.METHODS["fluid"].secure and methods.METHODS["fluid"].server_prunes
+  assert not methods.METHODS["fluid"].secagg_compatible and methods.METHODS["fluid"].server_prunes
   assert not methods.METHODS["fedavg"].broadcasts and not methods.METHODS["fedavg"].prunes
   with pytest.raises(ValueError, match="Unknown method 'fedprox'"):
     methods.get_method("fedprox")

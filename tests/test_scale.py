@@ -18,7 +18,7 @@ SHARDED = r'''
 import json, os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
-from tests.test_algorithm import make_setting
+from tests.toy import make_setting
 
 assert jax.device_count() == 4, jax.devices()
 mesh = jax.sharding.Mesh(np.array(jax.devices()), ("clients",))

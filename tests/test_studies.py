@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clipjax import study_tables
+from clipjax.reporting import study_tables
 from configs.studies import churn, lying, lying_femnist
 
 

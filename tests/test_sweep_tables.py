@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from clipjax import sweep_plots, sweep_tables
+from clipjax.reporting import sweep_plots, sweep_report
+from clipjax.reporting import sweep_tables
 
 
 def test_t_interval_of_known_values():
@@ -107,7 +108,7 @@ def test_load_group_and_write(tmp_path):
   assert list(groups) == ["compute", "compute_network"]
   assert list(groups["compute"]) == ["fedavg", "clip_compute"]  # the paper's order
   assert list(groups["compute"]["fedavg"]) == [0, 1]
-  table_file, plots = sweep_tables.write(tmp_path, tmp_path / "out", target=0.6)
+  table_file, plots = sweep_report.write(tmp_path, tmp_path / "out", target=0.6)
   text = table_file.read_text()
   assert text.count("## compute") == 2 and "1 compute, 0 network (4G), 0 both" in text
   assert "| fedavg | on | 0,1 (n=2), unfinished: 1 |" in text

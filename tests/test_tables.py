@@ -5,7 +5,7 @@ import sys
 
 import ml_collections
 
-from clipjax import tables
+from clipjax.reporting import tables
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
 import compare  # noqa: E402

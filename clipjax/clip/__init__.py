@@ -1,27 +1,12 @@
-"""CLIP's client-side pieces: devices and virtual clock, straggler self-identification,
-keep fractions, and invariant-dropout prune masks (DESIGN 2.1-2.4).
+"""CLIP's client-side pieces: straggler self-identification, the sealed time broadcast, time
+reports, keep fractions, and invariant-dropout prune masks (DESIGN 2.2-2.4). The devices and
+the virtual clock are `clipjax.clock`.
 
 References:
   DiMaggio, Saileshwar, Sharma. CLIP: Client-Side Invariant Pruning for Mitigating Stragglers in
   Secure Federated Learning. arXiv 2510.16694 (2025).
 """
 
-from clipjax.clip.devices import (
-    FAST_FLOPS_PER_S,
-    SLOW_FLOPS_PER_S,
-    STRAGGLER_KINDS,
-    ClientTimes,
-    DeviceProfile,
-    Jitter,
-    NetworkTier,
-    Population,
-    Tiers,
-    client_times,
-    make_population,
-    no_jitter,
-    round_jitter,
-    round_time,
-)
 from clipjax.clip.invariance import (
     DEFAULT_GROWTH,
     SLACK_ORDERS,
@@ -61,4 +46,4 @@ from clipjax.clip.stragglers import (
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("devices", "invariance", "keep", "stragglers")]
+           and name not in ("invariance", "keep", "stragglers")]

@@ -34,7 +34,8 @@ import dataclasses
 
 import numpy as np
 
-from clipjax.clip import devices
+from clipjax.clock import devices
+from clipjax.clock.charges import CHACHA_OPS_PER_WORD
 
 REPORT_RULES = ("quantile", "plausible")
 _LIAR_STREAM = 0x4C494152  # separates the liars' draw from every other use of the seed
@@ -121,3 +122,31 @@ def plausible_bounds(tiers: devices.Tiers, *, full_flops_per_example: float, max
   return Bounds(fit_lo=work * 1.0 / rates.max() * lo_j,
                 fit_hi=work * max_examples / rates.min() * hi_j,
                 net_lo=float(sum(low)) * lo_j, net_hi=float(sum(high)) * hi_j)
+
+
+def round_bounds(rep, clock, charger, *, num: int, full_units: dict, num_params: int, setup,
+                 relay_bytes, reference: bool) -> Bounds:
+  """What an honest report can show this round, from public quantities (`plausible_bounds`):
+  a client's charges in a round without and with the broadcast; in the clear, from an upload
+  of nothing but the weight to the full model.
+
+  Args:
+    rep: the run's `settings.ReportSetting` (public tiers, example bound, jitter).
+    clock: the run's `charges.ClockModel` (FLOPs per example, epochs).
+    charger: the run's `charges.RoundCharger`.
+    num: cohort clients; full_units: {layer: int[num]} every unit kept.
+    num_params: D.
+    setup: this round's key agreement; relay_bytes: this round's broadcast bytes per client.
+    reference: the server also sends w(t-1).
+  """
+  kept = [num_params] if charger.secagg_on else [0, num_params]  # in the clear it shrinks
+  nominal = [charger(full_units, np.full(num, k), num_params, setup, b,
+                     relay_bytes if b else (0, 0), reference)
+             for b in (False, True) for k in kept]
+  pick = lambda f: np.concatenate([f(c) for c in nominal])  # noqa: E731
+  return plausible_bounds(
+      rep.tiers, full_flops_per_example=clock.flops_per_example(dict(clock.full_widths)),
+      max_examples=rep.max_examples, epochs=clock.epochs,
+      download_bytes=pick(lambda c: c.download_bytes), upload_bytes=pick(lambda c: c.upload_bytes),
+      mask_flops=pick(lambda c: c.mask_words) * CHACHA_OPS_PER_WORD,
+      messages=pick(lambda c: c.messages), jitter_sigma=rep.jitter_sigma, sigmas=rep.sigmas)

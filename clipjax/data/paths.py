@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import pathlib
 
+from clipjax.cache import cache_dir
+
 DATA_ENV = "CLIPJAX_DATA"
 TFDS_ENV = "CLIPJAX_TFDS_DIR"
-CACHE_ENV = "CLIPJAX_CACHE"
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # What each dataset folder needs and how to obtain it; quoted in missing-file errors.
@@ -88,12 +89,6 @@ def find_data_file(relative_path: str, dataset: str) -> pathlib.Path:
       f"{searched}\nHow to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}\n"
       f"Set ${DATA_ENV} to the folder that holds '{relative_path}'."
   )
-
-
-def cache_dir() -> pathlib.Path:
-  """``$CLIPJAX_CACHE``, default ``~/.cache/clipjax``: prepared files, never raw data."""
-  return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "clipjax"
-                      ).expanduser()
 
 
 def tfds_dir() -> pathlib.Path:

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from clipjax.fl import local
-from clipjax.fl import round as round_lib
+from clipjax.fl import clients as round_lib
 
 PyTree = Any
 LOOPS = ("auto", "host", "scan")

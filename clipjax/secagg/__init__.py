@@ -35,17 +35,17 @@ References:
 
 from clipjax.secagg.aggregate import MAX_DIM, SecAggStats, SecureSumResult, weight_codes
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
-from clipjax.secagg.protocol import (ABORT_COST, STAGES, Dropouts, RoundAborted, RoundSetup,
-                                     ServerTranscript, aborted_round_seconds, open_from_peer,
+from clipjax.secagg.protocol import (STAGES, Dropouts, RoundAborted, RoundSetup,
+                                     ServerTranscript, open_from_peer,
                                      seal_for_peer, setup_round)
 from clipjax.secagg.quantize import check_bits, max_safe_bits
 from clipjax.secagg.stream import (ChunkKeys, SecureSumStream, masked_partial, secure_sum,
                                    secure_sum_tree)
 
 __all__ = [
-    "ABORT_COST", "MAX_DIM", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted", "RoundSetup",
+    "MAX_DIM", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted", "RoundSetup",
     "SecAggParameters", "SecAggStats", "SecureSumResult", "SecureSumStream", "ServerTranscript",
-    "ThreatModel", "aborted_round_seconds", "check_bits",
+    "ThreatModel", "check_bits",
     "choose_parameters", "failure_bounds", "masked_partial", "max_safe_bits", "open_from_peer",
     "seal_for_peer", "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
 ]

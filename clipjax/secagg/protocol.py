@@ -55,35 +55,6 @@ class RoundAborted(RuntimeError):
     self.too_few_holders = tuple(too_few_holders)
 
 
-# What a client that took part in an aborted round has spent, by the stage that failed (names
-# of the per-client time components of the virtual clock, DESIGN 2.1). Training starts after
-# AdvertiseKeys (the time broadcast needs the keys), so an abort there costs the download and
-# the messages; a ShareKeys abort also costs the training; from MaskedInputCollection on, the
-# clients have also masked and uploaded. Latency is charged for every protocol message, a
-# pessimistic choice: an aborted round never looks cheaper than it was.
-ABORT_COST = {
-    "advertise_keys": ("download", "latency"),
-    "share_keys": ("download", "fit", "latency"),
-    "masked_input": ("download", "fit", "mask", "upload", "latency"),
-    "unmasking": ("download", "fit", "mask", "upload", "latency"),
-}
-
-
-def aborted_round_seconds(times, aborted: RoundAborted, server_seconds: float = 0.0) -> float:
-  """Virtual seconds of an aborted round: the slowest participant's cost (:data:`ABORT_COST`).
-
-  Args:
-    times: per-client time components (``clipjax.clip.devices.ClientTimes``) of this round.
-    aborted: the :class:`RoundAborted` raised (its stage and participants).
-    server_seconds: server time added to every round.
-  """
-  if not aborted.participants:
-    return float(server_seconds)
-  cost = sum(np.asarray(getattr(times, part), np.float64) for part in ABORT_COST[aborted.stage])
-  return float(np.max(np.broadcast_to(cost, np.shape(times.total))[list(aborted.participants)])
-               + server_seconds)
-
-
 def check_seed(seed) -> int | None:
   if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                            or seed < 0):

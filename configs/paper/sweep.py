@@ -3,7 +3,7 @@
 Each sweep file (`cifar10_vgg9.py`, `femnist_cnn.py`, `shakespeare_lstm.py`) builds the base
 config of one size from the per-dataset config in `configs/` and calls `build`. A sweep is an
 ordered list of `(run_name, config)`; the run name is `<scenario>/<method>/seed<s>`, the folder
-layout `scripts/reproduce.py` writes and `clipjax.sweep_tables` reads. Seeds are the outer loop,
+layout `scripts/reproduce.py` writes and `clipjax.reporting.sweep_tables` reads. Seeds are the outer loop,
 so a sweep stopped half way already holds complete tables for its first seeds.
 
 Methods (DESIGN 2.8): the six of the paper's comparison, with `fedavg_plain` (FedAvg without
@@ -178,10 +178,3 @@ def load_sweep_file(path: str):
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{file} defines no get_sweep(size); is it a sweep file of configs/paper/?")
   return module
-
-
-def study_preface(module, root, target: float) -> str:
-  """A study file's own grid table (its `write_tables(root, target)`), "" for a paper sweep."""
-  if not hasattr(module, "write_tables"):
-    return ""
-  return f"# {module.__name__.removeprefix('sweep_file_')}\n\n{module.write_tables(root, target)}\n"

@@ -57,6 +57,7 @@ COHORT_FRACTIONS = (0.1, 0.5, 1.0)
 UNAVAILABLE_RATE = 0.2
 METHODS = ("fedavg", "random", "clip_compute", "clip_compute+server")
 TARGET_ACCURACY = {"cpu": 0.6, "full": 0.7}
+STUDY_TABLE = {"kind": "churn", "methods": METHODS}  # its grid table
 
 
 def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenarios=None,
@@ -79,9 +80,3 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
         c.clip.reference = reference or "last_seen"
         runs.append((f"{name}/{label}/seed{seed}", c))
   return runs
-
-
-def write_tables(root, target: float) -> str:
-  """The study table (`clipjax.study_tables.churn_table`) as Markdown."""
-  from clipjax import study_tables
-  return study_tables.churn_table(root, METHODS, target)

@@ -59,6 +59,7 @@ RULES = ("quantile", "plausible")
 METHODS = ("clip_compute", "clip_network")
 SCENARIO = "compute_network"
 TARGET_ACCURACY = cifar10_vgg9.TARGET_ACCURACY
+STUDY_TABLE = {"kind": "lying", "methods": METHODS, "rules": RULES}  # its grid table
 BASE = cifar10_vgg9  # the paper sweep file whose size_config the study runs on
 
 
@@ -99,9 +100,3 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
           c.reports.rule = rule
           runs.append((f"{name}/{method_name(method, rule)}/seed{seed}", c))
   return runs
-
-
-def write_tables(root, target: float) -> str:
-  """The study table (`clipjax.study_tables.lying_table`) as Markdown."""
-  from clipjax import study_tables
-  return study_tables.lying_table(root, METHODS, RULES, target)

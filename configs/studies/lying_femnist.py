@@ -27,12 +27,9 @@ from configs.studies import lying
 
 TARGET_ACCURACY = femnist_cnn.TARGET_ACCURACY
 METHODS, RULES = lying.METHODS, lying.RULES
+STUDY_TABLE = lying.STUDY_TABLE
 
 
 def get_sweep(size: str = "cpu", **kwargs):
   """`lying.get_sweep` on the FEMNIST base."""
   return lying.get_sweep(size, base=femnist_cnn, **kwargs)
-
-
-def write_tables(root, target: float) -> str:
-  return lying.write_tables(root, target)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from clipjax import broadcast
-from clipjax.clip import devices, keep, reports
+from clipjax.clip import broadcast
+from clipjax.clip import keep, reports
+from clipjax.clock import devices
 
 TIERS = devices.Tiers(compute={"fast": 1e9, "slow": 5e8},
                       network={"fast": devices.NetworkTier(8e6, 16e6, 0.01),

@@ -9,7 +9,7 @@ import pytest
 
 from clipjax.fl import evaluate as evaluate_lib
 from clipjax.fl import local
-from clipjax.fl import round as round_lib
+from clipjax.fl import clients as round_lib
 from clipjax.fl import server as server_lib
 
 FEATURES, CLASSES = 5, 3

@@ -10,7 +10,7 @@ import pytest
 from clipjax.data import example_batch, pooled_batch
 from clipjax.fl import evaluate as evaluate_lib
 from clipjax.fl import local
-from clipjax.fl import round as round_lib
+from clipjax.fl import clients as round_lib
 from clipjax.fl import training
 from clipjax.models import get_model, units
 

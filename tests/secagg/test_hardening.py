@@ -295,22 +295,3 @@ def test_client_with_too_few_holders_drops_alone():
   np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
   assert res.survivors.sum() == n - 3 - len(res.too_few_holders)
   assert math.isclose(res.weight_total, res.survivors.sum())
-
-
-def test_an_aborted_round_charges_its_participants_for_the_work_done():
-  class Times:  # per-client components, as clipjax.clip.devices.ClientTimes
-    download = np.array([1.0, 1.0, 1.0])
-    fit = np.array([10.0, 20.0, 40.0])
-    mask = np.array([2.0, 2.0, 2.0])
-    upload = np.array([5.0, 5.0, 5.0])
-    latency = np.array([0.5, 0.5, 0.5])
-    total = download + fit + mask + upload + latency
-
-  def cost(stage, participants):
-    return secagg.aborted_round_seconds(Times, secagg.RoundAborted("x", stage, participants), 0.25)
-
-  assert cost("advertise_keys", [0, 1, 2]) == 1.0 + 0.5 + 0.25      # nobody trained yet
-  assert cost("share_keys", [0, 1]) == 1.0 + 20.0 + 0.5 + 0.25      # trained, did not upload
-  assert cost("masked_input", [0, 2]) == Times.total[2] + 0.25
-  assert cost("unmasking", [1]) == Times.total[1] + 0.25
-  assert cost("unmasking", []) == 0.25

@@ -1,4 +1,4 @@
-"""PNG plots of a sweep (`clipjax.sweep_tables.Groups`), one set per straggler scenario.
+"""PNG plots of a sweep (`clipjax.reporting.sweep_tables.Groups`), one set per straggler scenario.
 
 Host side only; matplotlib is optional (`pip install -e '.[plots]'`). Per scenario:
 accuracy vs virtual time (mean over seeds, band = min..max over seeds), virtual round time per
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from clipjax import sweep_tables
+from clipjax.reporting import sweep_tables
 
 
 def available() -> bool:

@@ -18,7 +18,8 @@ import shutil
 import jax
 import numpy as np
 
-from clipjax import algorithm, population
+from clipjax.round import algorithm
+from clipjax.round import cohort
 
 _PREFIX = "state_"
 
@@ -74,7 +75,17 @@ def restore(path: pathlib.Path, like: algorithm.RunState) -> tuple[algorithm.Run
     models = {int(k[len("model_"):]): host[k] for k in host.files if k.startswith("model_")}
     state = dataclasses.replace(
         like, server=tree["server"], clip=tree["clip"], fluid=tree.get("fluid"),
-        reports=population.Reports(host["reports_fit_full"], host["reports_net"]),
-        refs=population.References(host["refs_held"], host["refs_ref"], models),
+        reports=cohort.Reports(host["reports_fit_full"], host["reports_net"]),
+        refs=cohort.References(host["refs_held"], host["refs_ref"], models),
         virtual_time=float(host["virtual_time"]))
     return state, int(host["rounds_done"])
+
+
+def save_params(path: pathlib.Path, params) -> None:
+  """Saves the final global model alone (orbax), for use outside clipjax."""
+  import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
+
+  path = pathlib.Path(path).resolve()
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, params, force=True)
+  checkpointer.wait_until_finished()

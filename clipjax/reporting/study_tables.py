@@ -1,6 +1,6 @@
 """Tables of the studies beyond the paper (`configs/studies/`): lying clients and churn.
 
-Host side only. The runs are a sweep folder as `clipjax.sweep_tables` reads it
+Host side only. The runs are a sweep folder as `clipjax.reporting.sweep_tables` reads it
 (`<setting>/<method>/seed<s>`); these tables lay the settings out as a grid and measure every
 cell against `fedavg` on the same seeds: the round-time cut is 1 - mean(method) / mean(fedavg)
 over the seeds both have, the accuracy delta the mean of per-seed differences of the final
@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from clipjax import report, sweep_tables, tables
+from clipjax.reporting import summary as summary_lib
+from clipjax.reporting import sweep_tables
+from clipjax.reporting import tables
 
 
 def _cells(runs: Mapping[int, sweep_tables.Run], ref: Mapping[int, sweep_tables.Run] | None,
@@ -105,7 +107,7 @@ def lying_table(root: str | pathlib.Path, methods: Sequence[str], rules: Sequenc
   rows.sort(key=lambda r: (float(r[0]), float(r[1])))
   fed = _cells(ref, None, target)
   return "\n".join([
-      report.markdown_table(header, rows), "",
+      summary_lib.markdown_table(header, rows), "",
       f"Reference: fedavg (honest setting), mean round {fed['round_s']:.4g} virtual s, final "
       f"accuracy {sweep_tables._interval_text(fed['acc'])}; seeds "
       f"{','.join(map(str, sorted(ref)))}. Cut: 1 - mean(method round s) / mean(fedavg round "
@@ -144,5 +146,20 @@ def churn_table(root: str | pathlib.Path, methods: Sequence[str], target: float)
                    else "never",
                    f"{cell['stragglers']:.2f}",
                    "" if cell["invariant"] is None else f"{cell['invariant']:.1f}"])
-  return report.markdown_table(header, rows) + "\n" + (
+  return summary_lib.markdown_table(header, rows) + "\n" + (
       "\n" + _partial_note(partial) if partial else "")
+
+
+def grid_table(table: Mapping, root: str | pathlib.Path, target: float) -> str:
+  """The grid table a study's sweep file names in its `STUDY_TABLE` setting:
+  `{"kind": "lying", "methods": [...], "rules": [...]}` or `{"kind": "churn", "methods": [...]}`.
+
+  Raises:
+    ValueError: for an unknown kind.
+  """
+  kind = table.get("kind")
+  if kind == "lying":
+    return lying_table(root, table["methods"], table["rules"], target)
+  if kind == "churn":
+    return churn_table(root, table["methods"], target)
+  raise ValueError(f"STUDY_TABLE kind {kind!r} is not one of 'lying', 'churn'")

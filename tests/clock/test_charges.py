@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from clipjax import virtual_clock as clock_lib
-from clipjax.clip import devices
+from clipjax.clock import charges as clock_lib
+from clipjax.clock import devices, round_time
 
 D = 1000
 UNITS = {"hidden": np.array([8, 6, 8])}
@@ -72,13 +72,13 @@ def test_clock_model_times_are_the_hand_computed_components():
   np.testing.assert_allclose(t.fit, fit)
   np.testing.assert_allclose(t.fit_full, np.array([50.0 * 10, 50.0 * 20, 50.0 * 30]) * 2
                              / prof.flops_per_s)
-  np.testing.assert_allclose(t.mask, c.mask_words * clock_lib.CHACHA_OPS_PER_WORD / prof.flops_per_s)
+  np.testing.assert_allclose(t.blinding, c.mask_words * clock_lib.CHACHA_OPS_PER_WORD / prof.flops_per_s)
   np.testing.assert_allclose(t.upload, 8 * 4 * (D + 1) / prof.uplink_bps)
   np.testing.assert_allclose(t.download, 8 * 4 * D / prof.downlink_bps)
   np.testing.assert_allclose(t.latency, 6 * prof.latency_s)
-  np.testing.assert_allclose(t.total, t.download + t.fit + t.mask + t.upload + t.latency)
+  np.testing.assert_allclose(t.total, t.download + t.fit + t.blinding + t.upload + t.latency)
   fields = clock_lib.metrics_fields(t, c)
   assert fields["messages"] == [6, 6, 6]
   survivors = np.array([True, False, True])
   want = float(np.max(t.total[survivors]) + 0.25)
-  assert devices.round_time(t, survivors, 0.25) == pytest.approx(want)
+  assert round_time.round_time(t, survivors, 0.25) == pytest.approx(want)

@@ -3,7 +3,7 @@
 Host side only. A sweep folder holds `<scenario>/<method>/seed<s>/` run folders
 (`scripts/reproduce.py`, `configs/paper/sweep.py`). Per scenario and method this module gives the
 mean virtual round time and its cut against the method's reference (`fedavg`, or `fedavg_plain`
-for a run without SecAgg, as in `clipjax.tables`), the time to a target accuracy and its cut, the
+for a run without SecAgg, as in `clipjax.reporting.tables`), the time to a target accuracy and its cut, the
 final accuracy as a mean with a 95% t-interval over seeds, and the accuracy delta against the
 reference paired by seed (the mean of per-seed differences with its t-interval). Cuts use the
 seeds both runs have.
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from clipjax import report, tables
-from clipjax.clip import devices
+from clipjax.reporting import summary as summary_lib
+from clipjax.reporting import tables
+from clipjax.clock import devices
 
 METHOD_ORDER = ("fedavg", "random", "ordered", "fedavg_plain", "fluid", "clip_compute",
                 "clip_network")
@@ -283,35 +284,10 @@ def markdown(groups: Groups, target: float, compact: bool = False) -> str:
       keep = [i for i, h in enumerate(head) if any(h.startswith(c) for c in COMPACT)]
       head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
     parts += [f"## {scenario}", "", describe_scenario(by_method), "",
-              report.markdown_table(head, rows), ""]
+              summary_lib.markdown_table(head, rows), ""]
   parts.append("Intervals: 95% t-intervals over seeds (n stated); the accuracy delta is the mean "
                "of per-seed differences against the reference, paired by seed. Cuts: 1 - "
                "mean(method) / mean(reference) over the seeds both have (for time to accuracy: "
                "that reached the target; a mean over fewer seeds says k/n). Times are virtual "
                "seconds.")
   return "\n".join(parts) + "\n"
-
-
-def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: float,
-          plots: bool = True, preface: str = "") -> tuple[pathlib.Path, list[pathlib.Path] | None]:
-  """Writes `<out>/tables.md` (and the PNG plots) for the sweep under `root`.
-
-  `preface` (Markdown, e.g. a study's grid table) goes before the per-scenario tables.
-
-  Returns:
-    The tables file and the PNG files written (None when matplotlib is not installed or
-    `plots` is False).
-
-  Raises:
-    ValueError: if `root` holds no runs.
-  """
-  groups = group(load_sweep(root))
-  out = pathlib.Path(out or root)
-  out.mkdir(parents=True, exist_ok=True)
-  table_file = out / "tables.md"
-  table_file.write_text(preface + markdown(groups, target))
-  pngs = None
-  if plots:
-    from clipjax import sweep_plots  # matplotlib is optional
-    pngs = sweep_plots.plot_sweep(groups, out)
-  return table_file, pngs

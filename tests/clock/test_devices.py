@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clipjax.clip import devices
+from clipjax.clock import devices
 
 
 def test_population_counts_exact_and_deterministic():
@@ -64,7 +64,7 @@ def test_client_times_against_hand_computation():
                            full_fit_flops=np.array([20e9, 20e9]), jitter=jitter)
   np.testing.assert_allclose(t.fit, [2.0, 4.0])
   np.testing.assert_allclose(t.fit_full, [2.0, 8.0])
-  np.testing.assert_allclose(t.mask, [0.1, 0.4])
+  np.testing.assert_allclose(t.blinding, [0.1, 0.4])
   np.testing.assert_allclose(t.download, [0.8, 0.8])
   np.testing.assert_allclose(t.upload, [1.0, 1.0])
   np.testing.assert_allclose(t.latency, [0.08, 0.1])
@@ -79,12 +79,3 @@ def test_client_times_against_hand_computation():
                          mask_expansion_s=1.0, mask_expansion_flops=1.0)
   with pytest.raises(ValueError, match="upload_bytes"):
     devices.client_times(profile, fit_flops=1.0, upload_bytes=np.ones(3), download_bytes=1)
-
-
-def test_round_time_ignores_dropped_clients():
-  times = devices.ClientTimes(*(np.zeros(3),) * 5, total=np.array([1.0, 9.0, 2.0]),
-                              fit_full=np.zeros(3))
-  assert devices.round_time(times, server_s=0.5) == 9.5
-  assert devices.round_time(times, np.array([True, False, True]), server_s=0.5) == 2.5
-  with pytest.raises(ValueError, match="surviving"):
-    devices.round_time(times, np.zeros(3, bool))

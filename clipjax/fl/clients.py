@@ -4,7 +4,7 @@
 that `clipjax.fl.training` picks off CPU). `make_round` adds FedAvg aggregation and the server
 optimiser, so a plain (non-secure, unpruned) round is one pure, jittable function: a
 reference for tests. The round the experiments run, for every method, is
-`clipjax.algorithm.make_round`.
+`clipjax.round.algorithm.make_round`.
 
 Client keys are derived by purpose: `fold_in(fold_in(base, round), client_id)`.
 """

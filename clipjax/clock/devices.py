@@ -114,7 +114,7 @@ class ClientTimes:
 
   download: np.ndarray
   fit: np.ndarray
-  mask: np.ndarray
+  blinding: np.ndarray
   upload: np.ndarray
   latency: np.ndarray
   total: np.ndarray
@@ -297,32 +297,12 @@ def client_times(
   comp, net = np.asarray(jitter.compute), np.asarray(jitter.network)
   fit = fit_flops / profile.flops_per_s * comp
   if mask_expansion_flops is not None:
-    mask = per_client("mask_expansion_flops", mask_expansion_flops) / profile.flops_per_s * comp
+    blinding = per_client("mask_expansion_flops", mask_expansion_flops) / profile.flops_per_s * comp
   else:
-    mask = per_client("mask_expansion_s", mask_expansion_s)
+    blinding = per_client("mask_expansion_s", mask_expansion_s)
   download = 8.0 * per_client("download_bytes", download_bytes) / profile.downlink_bps * net
   upload = 8.0 * per_client("upload_bytes", upload_bytes) / profile.uplink_bps * net
   latency = messages.astype(np.float64) * profile.latency_s * net
-  return ClientTimes(download=download, fit=fit, mask=mask, upload=upload, latency=latency,
-                     total=download + fit + mask + upload + latency,
+  return ClientTimes(download=download, fit=fit, blinding=blinding, upload=upload, latency=latency,
+                     total=download + fit + blinding + upload + latency,
                      fit_full=full / profile.flops_per_s * comp)
-
-
-def round_time(times: ClientTimes, survivors=None, server_s: float = 0.0) -> float:
-  """Round time = max total over surviving clients + server time.
-
-  Args:
-    times: this round's `ClientTimes`.
-    survivors: bool [C]; clients that dropped out do not hold the round up. None: everybody.
-    server_s: server-side seconds (aggregation, unmasking).
-
-  Raises:
-    ValueError: if no client survived or the shape is wrong.
-  """
-  total = np.asarray(times.total)
-  survivors = np.ones(total.shape, bool) if survivors is None else np.asarray(survivors, bool)
-  if survivors.shape != total.shape:
-    raise ValueError(f"survivors has shape {survivors.shape}, expected {total.shape}")
-  if not survivors.any():
-    raise ValueError("round_time needs at least one surviving client")
-  return float(np.max(total[survivors]) + server_s)

@@ -1,7 +1,7 @@
 """Device calibration: where the fast compute tier's FLOP/s come from (DESIGN 2.1).
 
 `default` is the documented estimate `devices.FAST_FLOPS_PER_S` (10 GFLOP/s, see
-`clipjax.clip.devices`). `measured` is this machine: `scripts/measure_device.py --save` trains
+`clipjax.clock.devices`). `measured` is this machine: `scripts/measure_device.py --save` trains
 one real client of the model on one CPU thread and stores the sustained training FLOP/s under
 `$CLIPJAX_CACHE/device/<model>_w<width>.json`; a run with `devices.calibration="measured"`
 reads it. Either way the slow tier is `devices.slow_compute_ratio` of the fast one.
@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import pathlib
 
-from clipjax.clip import devices
-from clipjax.data import paths
+from clipjax.clock import devices
+from clipjax import cache
 
 CALIBRATIONS = ("default", "measured")
 
 
 def measurement_file(model: str, width: float) -> pathlib.Path:
   """Where `scripts/measure_device.py --save` stores the measurement of (model, width)."""
-  return paths.cache_dir() / "device" / f"{model}_w{width:g}.json"
+  return cache.cache_dir() / "device" / f"{model}_w{width:g}.json"
 
 
 def save_measurement(model: str, width: float, record: dict) -> pathlib.Path:

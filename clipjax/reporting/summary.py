@@ -1,11 +1,10 @@
-"""Host side: progress bar, run summaries, the printed table and checkpoints.
+"""Host side: progress bar, run summaries and the printed table.
 
 Called only by the loop in `clipjax.experiment` (and the table scripts).
 """
 
 from __future__ import annotations
 
-import pathlib
 import sys
 from typing import Any, Iterable
 
@@ -23,15 +22,6 @@ def update_progress(bar, row: dict[str, Any]) -> None:
   if "test_accuracy" in row:
     post["acc"] = f"{row['test_accuracy']:.3f}"
   bar.set_postfix(post, refresh=False)
-
-
-def save_checkpoint(path: pathlib.Path, params) -> None:
-  import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
-
-  path = pathlib.Path(path).resolve()
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path, params, force=True)
-  checkpointer.wait_until_finished()
 
 
 def summarize(spec, history: list[dict[str, Any]], *, num_params: int, clients: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ import numpy as np
 
 from clipjax import secagg
 from clipjax.clip import keep as keep_lib
+from clipjax.clip import reports as reports_lib
 from clipjax.clip import stragglers
 
 
@@ -33,6 +35,14 @@ class Relay:
   @property
   def bytes_relayed(self) -> int:
     return sum(len(c) for _, _, c in self.transcript)
+
+  def bytes_per_client(self, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sent, received) ciphertext bytes of each of `num` clients."""
+    sent, received = np.zeros(num), np.zeros(num)
+    for u, v, ciphertext in self.transcript:
+      sent[u] += len(ciphertext)
+      received[v] += len(ciphertext)
+    return sent, received
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +116,74 @@ def decide_keep_fractions(known: KnownTimes, own_fit: np.ndarray, own_net: np.nd
       jnp.asarray(known.fit, jnp.float32), jnp.asarray(known.net, jnp.float32),
       jnp.asarray(known.valid))
   return np.asarray(is_straggler), np.asarray(p)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+  """The round's straggler stage, in cohort order.
+
+  Attributes:
+    is_straggler: bool[C] clients that called themselves stragglers.
+    keep: f32[C] their keep fractions (1 for everybody else).
+    broadcasting: the sealed broadcast ran this round (the clock charges it).
+    relay_bytes: (sent, received) ciphertext bytes per client, or (0, 0).
+    fields: the record's fields of this stage, in order.
+  """
+
+  is_straggler: np.ndarray
+  keep: np.ndarray
+  broadcasting: bool = False
+  relay_bytes: tuple = (0, 0)
+  fields: dict = dataclasses.field(default_factory=dict)
+
+
+def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, net: np.ndarray,
+                      liars: np.ndarray, any_liars: bool, reports, keep,
+                      bounds: Callable[[Any], Any]) -> Decision:
+  """Who is a straggler this round and how much it keeps (DESIGN 2.2-2.3), as each client
+  decides from what it learns of its peers' last-round times.
+
+  Broadcasting methods learn them through the sealed broadcast (`exchange_time_reports`),
+  FLuID's clients report them to the server in the clear. Liars scale their reports
+  (`reports.reported`); under the `plausible` rule a report outside the public bounds counts
+  as never received. A client with no times of its own (it has not trained yet) keeps all.
+
+  Args:
+    method: the round's `methods.Method`.
+    setup: this round's key agreement (`secagg.setup_round`), None without one.
+    reported: bool[C] cohort clients that have times to report.
+    fit, net: f64[C] their last-round full-model fit and non-prunable seconds (0 when none).
+    liars: bool[C] cohort clients that lie.
+    any_liars: some population client lies (the record then lists the cohort's liars).
+    reports: the `settings.ReportSetting` (factor and rule).
+    keep: the `settings.KeepSetting`.
+    bounds: `relay_bytes -> reports.Bounds`, the public bounds (called by `plausible` only).
+  """
+  num = len(reported)
+  if not (method.prunes and reported.any()):
+    return Decision(np.zeros(num, bool), np.ones(num, np.float32))
+  fields: dict = {}
+  said_fit, said_net = reports_lib.reported(fit, net, liars, reports.factor)
+  broadcasting, relay_bytes = False, (0, 0)
+  if method.broadcasts:
+    alive = np.isin(np.arange(num), setup.advertised) & reported
+    known, relay = exchange_time_reports(setup, said_fit, said_net, alive)
+    broadcasting, relay_bytes = True, relay.bytes_per_client(num)
+    fields["broadcast_bytes"] = relay.bytes_relayed
+  else:  # the server sees every client's times in the clear (FLuID's clients report them)
+    known = KnownTimes(fit=np.tile(said_fit, (num, 1)), net=np.tile(said_net, (num, 1)),
+                       valid=~np.eye(num, dtype=bool) & reported[None, :])
+  if any_liars:
+    fields["liars"] = np.flatnonzero(liars).tolist()
+  if reports.rule == "plausible":  # implausible reports count as never received
+    allowed = bounds(relay_bytes).allows(known.fit, known.net)
+    fields["implausible_reports"] = int(np.sum(known.valid & ~allowed))
+    known = dataclasses.replace(known, valid=known.valid & allowed)
+  is_straggler, p = decide_keep_fractions(
+      known, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
+      table=keep.table, rho_min=keep.rho_min)
+  is_straggler = np.asarray(is_straggler) & reported  # no own times: no decision
+  p = np.where(reported, p, 1.0).astype(np.float32)
+  fields["stragglers"] = np.flatnonzero(is_straggler).tolist()
+  fields["keep_fraction"] = [round(float(x), 4) for x in p]
+  return Decision(is_straggler, p, broadcasting, relay_bytes, fields)

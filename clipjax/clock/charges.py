@@ -44,7 +44,7 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
-from clipjax.clip import devices
+from clipjax.clock import devices
 from clipjax.models import ModelDef, flops
 
 CHACHA_OPS_PER_WORD = 64
@@ -117,6 +117,37 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
                  upload_bytes=np.broadcast_to(upload, (num,)).astype(np.float64),
                  messages=np.full(num, messages, np.int64),
                  mask_words=np.asarray(mask_words, np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundCharger:
+  """`charges` with a run's fixed protocol choices bound, for the round's stages.
+
+  Attributes:
+    secagg_on: the updates go through SecAgg(+).
+    upload_vectors: 2 with participation-weighted SecAgg, else 1
+      (`clipjax.fl.aggregation.upload_vectors`).
+    server_prunes: the method's server sends stragglers their sub-models (`fluid`).
+  """
+
+  secagg_on: bool
+  upload_vectors: int
+  server_prunes: bool
+
+  def __call__(self, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray,
+               num_params: int, setup, broadcasting: bool, relay_bytes=(0, 0),
+               reference: bool = False) -> "Charges":
+    """One round's charges for the cohort; `setup` is its key agreement (its graph sets the
+    SecAgg streams per client: 1 + neighbours) or None."""
+    num = len(np.asarray(kept_params))
+    streams = (np.asarray([1 + len(setup.neighbours(u)) for u in range(num)])
+               if (self.secagg_on and setup is not None) else 0)
+    sent, received = relay_bytes
+    return charges(kept_units=kept_units, kept_params=kept_params, num_params=num_params,
+                   secure=self.secagg_on, upload_vectors=self.upload_vectors, prg_streams=streams,
+                   broadcast=broadcasting, broadcast_bytes_sent=sent,
+                   broadcast_bytes_received=received, server_prunes=self.server_prunes,
+                   reference_download=reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +226,6 @@ def metrics_fields(times: devices.ClientTimes, charge: Charges) -> dict:
   Rounded to 1e-9 s so recomputation agrees with the logged round time to ~1e-8 s.
   """
   r = lambda a: np.round(np.asarray(a, np.float64), 9).tolist()  # noqa: E731
-  return {"download_s": r(times.download), "fit_s": r(times.fit), "mask_s": r(times.mask),
+  return {"download_s": r(times.download), "fit_s": r(times.fit), "mask_s": r(times.blinding),
           "upload_s": r(times.upload), "latency_s": r(times.latency),
           "messages": np.asarray(charge.messages).tolist(), "client_time_s": r(times.total)}

@@ -4,33 +4,34 @@ import jax
 import numpy as np
 import pytest
 
-from clipjax import algorithm, population
-from clipjax.clip import devices
-from tests.test_algorithm import make_setting
+from clipjax.round import settings
+from clipjax.round import cohort
+from clipjax.clock import devices
+from tests.toy import make_setting
 
 
 def test_cohort_is_a_pure_function_of_seed_and_round():
-  a = population.sample_cohort(3, 7, 300, 20)
-  np.testing.assert_array_equal(a, population.sample_cohort(3, 7, 300, 20))
+  a = cohort.sample_cohort(3, 7, 300, 20)
+  np.testing.assert_array_equal(a, cohort.sample_cohort(3, 7, 300, 20))
   assert len(set(a.tolist())) == 20 and np.all(np.diff(a) > 0) and a.max() < 300
-  others = [population.sample_cohort(3, r, 300, 20) for r in range(8, 12)]
+  others = [cohort.sample_cohort(3, r, 300, 20) for r in range(8, 12)]
   assert all(not np.array_equal(a, b) for b in others)
-  assert not np.array_equal(a, population.sample_cohort(4, 7, 300, 20))
-  np.testing.assert_array_equal(population.sample_cohort(3, 7, 12, 12), np.arange(12))
+  assert not np.array_equal(a, cohort.sample_cohort(4, 7, 300, 20))
+  np.testing.assert_array_equal(cohort.sample_cohort(3, 7, 12, 12), np.arange(12))
   with pytest.raises(ValueError, match="cohort_size=13 must be in"):
-    population.sample_cohort(0, 0, 12, 13)
+    cohort.sample_cohort(0, 0, 12, 13)
 
 
 def test_every_client_is_drawn_about_equally_often():
   counts = np.zeros(50)
   for r in range(400):
-    counts[population.sample_cohort(0, r, 50, 10)] += 1
+    counts[cohort.sample_cohort(0, r, 50, 10)] += 1
   # 400 draws of 10 of 50: each client expects 80 (binomial sd ~8).
   assert counts.min() > 50 and counts.max() < 110
 
 
 def test_references_follow_the_last_different_model_each_client_received():
-  refs = population.References.empty(4)
+  refs = cohort.References.empty(4)
   model = lambda v: np.full(3, float(v), np.float32)  # noqa: E731
   refs = refs.download(np.array([0, 1, 2, 3]), 0, model(0))   # round 1: everyone gets w0
   np.testing.assert_array_equal(refs.ref, [-1, -1, -1, -1])
@@ -51,7 +52,7 @@ def test_references_follow_the_last_different_model_each_client_received():
 
 
 def test_reports_hold_only_what_a_client_measured():
-  rep = population.Reports.empty(5)
+  rep = cohort.Reports.empty(5)
   assert not rep.known(np.arange(5)).any()
   rep = rep.update(np.array([1, 3]), np.array([2.0, 4.0]), np.array([0.5, 0.25]))
   np.testing.assert_array_equal(rep.known(np.arange(5)), [False, True, False, True, False])
@@ -105,7 +106,7 @@ def test_a_cohort_round_touches_only_its_clients():
   state, rows = _run(algo, params, 4)
   seen = set()
   for r, row in enumerate(rows):
-    ids = population.sample_cohort(0, r, len(counts), 3)
+    ids = cohort.sample_cohort(0, r, len(counts), 3)
     assert row["cohort"] == ids.tolist() and len(row["client_time_s"]) == 3
     assert row["unreported_clients"] == int(sum(c not in seen for c in ids))
     assert all(ids[s] in seen for s in row["stragglers"])  # only clients with times decide
@@ -119,20 +120,20 @@ def test_away_clients_take_no_part_and_a_round_without_clients_keeps_the_model()
   algo, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.4)
   state, rows = _run(algo, params, 3)
   for r, row in enumerate(rows):
-    away = population.away(0, r, np.arange(8), 0.4)
+    away = cohort.away(0, r, np.arange(8), 0.4)
     assert row["away"] == int(away.sum()) > 0
     assert row["cohort"] == np.flatnonzero(~away).tolist()
     assert len(row["client_time_s"]) == len(row["survivors"]) == int((~away).sum())
   # A client's availability is its own draw: it does not depend on who else was sampled.
-  np.testing.assert_array_equal(population.away(0, 1, np.array([2, 5]), 0.4),
-                                population.away(0, 1, np.arange(8), 0.4)[[2, 5]])
+  np.testing.assert_array_equal(cohort.away(0, 1, np.array([2, 5]), 0.4),
+                                cohort.away(0, 1, np.arange(8), 0.4)[[2, 5]])
   nobody, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.999)
   state, (row,) = _run(nobody, params, 1)
   assert row["away"] == 8 and row["skipped"] and row["round_time_s"] == 0.125
   # With keys to agree (clip_compute broadcasts), a round needs at least 2 clients.
   few, _, _, _ = make_setting("clip_compute", counts[:3], unavailable_rate=0.3)
   _, rows = _run(few, params, 4)
-  left = [int((~population.away(0, r, np.arange(3), 0.3)).sum()) for r in range(4)]
+  left = [int((~cohort.away(0, r, np.arange(3), 0.3)).sum()) for r in range(4)]
   assert left == [3, 1, 2, 3]  # make_setting fixes t = 3 for its keys: rounds 2 and 3 skip
   assert ["skipped" in row for row in rows] == [False, True, True, False]
   for g, w in zip(jax.tree.leaves(state.server.params), jax.tree.leaves(params)):
@@ -160,7 +161,7 @@ def test_lying_clients_reports_are_scaled_and_the_plausible_rule_drops_them():
   counts = [5, 3, 6, 4, 6]
   liars = np.array([False, True, False, False, False])
   tiers = devices.Tiers(compute={"fast": 1e5, "slow": 5e4})
-  setting = algorithm.ReportSetting(liars=liars, factor=10.0, rule="plausible", tiers=tiers,
+  setting = settings.ReportSetting(liars=liars, factor=10.0, rule="plausible", tiers=tiers,
                                     max_examples=6, jitter_sigma=0.0, sigmas=4.0)
   algo, params, _, _ = make_setting("clip_compute", counts, reports=setting)
   _, rows = _run(algo, params, 3)
@@ -168,7 +169,7 @@ def test_lying_clients_reports_are_scaled_and_the_plausible_rule_drops_them():
   for row in rows[1:]:
     assert row["liars"] == [1]
     assert row["implausible_reports"] == 4             # client 1's report, heard by the other 4
-  honest = algorithm.ReportSetting(liars=liars, factor=1.0, rule="plausible", tiers=tiers,
+  honest = settings.ReportSetting(liars=liars, factor=1.0, rule="plausible", tiers=tiers,
                                    max_examples=6, jitter_sigma=0.0, sigmas=4.0)
   _, rows = _run(make_setting("clip_compute", counts, reports=honest)[0], params, 3)
   assert all(row["implausible_reports"] == 0 for row in rows[1:])  # honest reports all pass

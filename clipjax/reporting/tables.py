@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from clipjax import report
+from clipjax.reporting import summary as summary_lib
 
 
 def load_run(workdir: str | pathlib.Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -95,7 +95,7 @@ def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
             "straggler keep fraction", "stragglers/round", "invariant units (stragglers)",
             "slack units (stragglers)"]
-  return report.markdown_table(header, comparison_rows(runs, target))
+  return summary_lib.markdown_table(header, comparison_rows(runs, target))
 
 
 def _mean_sd(values) -> str:
@@ -129,7 +129,7 @@ def seed_rows(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int =
 def seed_table(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int = 5) -> str:
   header = ["method", "seeds", "final acc (mean ± sd)", f"mean acc, last {last} evals",
             "final train loss", "mean round s (virtual)"]
-  return report.markdown_table(header, seed_rows(runs_by_seed, last))
+  return summary_lib.markdown_table(header, seed_rows(runs_by_seed, last))
 
 
 def _straggler_keep(history) -> float | str:

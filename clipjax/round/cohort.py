@@ -17,14 +17,18 @@ rounds to its next belongs to the population, indexed by population id:
 The global models still referenced by some client are kept on the host, flattened, keyed by the
 server's version (its step count): at most min(rounds, K) + 1 of them, two with full
 participation. Everything here is host code on NumPy arrays; it is checkpointed as such
-(`clipjax.run_state`).
+(`clipjax.checkpoints`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 _COHORT_STREAM = 0xC0407  # separates the cohort draw from every other use of the seed
 REFERENCES = ("last_seen", "server")  # what CLIP scores w(t) against (`clip.reference`)
@@ -60,6 +64,17 @@ def away(seed: int, round_index: int, ids: np.ndarray, rate: float) -> np.ndarra
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(round_index), _AWAY_STREAM])
   draw = rng.random(int(ids.max()) + 1 if len(ids) else 0)
   return draw[ids] < rate
+
+
+def choose(seed: int, round_index: int, population: int, cohort: int,
+           unavailable_rate: float) -> tuple[np.ndarray, int | None]:
+  """The round's cohort stage: (population ids taking part, how many sampled were away).
+
+  The away count is None when churn is off (`unavailable_rate` 0).
+  """
+  ids = sample_cohort(seed, round_index, population, cohort)
+  gone = away(seed, round_index, ids, unavailable_rate)
+  return ids[~gone], (int(gone.sum()) if unavailable_rate > 0 else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,3 +131,35 @@ class References:
     if version not in models:
       models[version] = np.asarray(flat_params, np.float32).copy()
     return References(held, ref, models)
+
+
+def reference_scores(scorer: Callable, params, refs: References, ids: np.ndarray,
+                     version: int, *, prev_params=None) -> tuple[References, Any, int]:
+  """The round's reference stage for CLIP: the cohort downloads w(t) and each client scores
+  it against its reference (DESIGN 2.4, 2.9).
+
+  Args:
+    scorer: `(params, reference) -> scores` (`methods.make_scorer`).
+    params: w(t).
+    refs: the population's received models.
+    ids: int[C] the cohort.
+    version: w(t)'s version (the server's step count).
+    prev_params: the server's w(t-1) when the server sends it (`clip.reference=server`):
+      every client scores against it and `refs` does not change.
+
+  Returns:
+    (refs after the download, scores with a leading [C] axis, clients without a reference).
+  """
+  num = len(ids)
+  if prev_params is not None:
+    one = scorer(params, prev_params)
+    return refs, jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + a.shape), one), 0
+  flat, unravel = ravel_pytree(params)
+  refs = refs.download(ids, version, np.asarray(flat))
+  versions = refs.ref[ids]
+  unique = np.unique(versions)
+  per_version = [scorer(params, params if v < 0 else unravel(jnp.asarray(refs.models[v])))
+                 for v in unique]
+  index = jnp.asarray(np.searchsorted(unique, versions))
+  scores = jax.tree.map(lambda *a: jnp.stack(a)[index], *per_version)
+  return refs, scores, int(np.sum(versions < 0))
