@@ -4,10 +4,11 @@ Library code never sees an `ml_collections.ConfigDict`; `ExperimentSpec.from_con
 unpacks one into frozen dataclasses and rejects bad values with a `ValueError` that names
 the key, the value and what is allowed.
 
-Every default is resolved here, once: a value of 0 / -1 / "auto" in the config becomes the
-concrete value the run uses (quantisation bits for n clients, the device tier, the client
-batch for the backend, the method's aggregation rule), so the rest of the code never
-re-derives a default.
+Every key has one default, in `configs/base.py`, which every config starts from; a config
+without a key is an error here, not a second default. What a default depends on is resolved
+here, once: a value of 0 / -1 / "auto" in the config becomes the concrete value the run uses
+(quantisation bits for n clients, the device tier, the client batch for the backend, the
+method's aggregation rule), so the rest of the code never re-derives a default.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from clipjax.fl.server import SERVER_OPTIMIZERS
 from clipjax.methods import METHODS
 from clipjax.models import KNOWN_MODELS
 from clipjax.models.units import SCORES
-from clipjax.round.cohort import REFERENCES
+from clipjax.clip.invariance import REFERENCES
 from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
 
@@ -118,11 +119,17 @@ def _fraction(key: str, value: float, lo: float = 0.0, hi: float = 1.0, hi_open:
   return float(value)
 
 
-def _get(config, path: str, default=None):
+def _get(config, path: str):
+  """The value at a dotted `path` of `config`; configs/base.py holds every key and its default.
+
+  Raises:
+    ValueError: for a key the config does not have.
+  """
   node = config
   for part in path.split("."):
     if part not in node:
-      return default
+      raise ValueError(f"config.{path} is missing; build configs from configs/base.py's "
+                       "get_config(), which holds every key with its default.")
     node = node[part]
   return node
 
@@ -254,33 +261,33 @@ class ExperimentSpec:
     """Validates `config`; `population` is the number of clients the data hold, needed when
     `num_clients` = 0 (all of them) to resolve the defaults that depend on it."""
     c = config
-    g = lambda path, default=None: _get(c, path, default)  # noqa: E731
-    num_clients = int(_positive("num_clients", int(c.num_clients), allow_zero=True))
+    g = lambda path: _get(c, path)  # noqa: E731
+    num_clients = int(_positive("num_clients", int(g("num_clients")), allow_zero=True))
     if num_clients == 0 and population is not None:
       num_clients = int(population)
-    cohort = int(_positive("cohort_size", int(g("cohort_size", 0)), allow_zero=True)) or None
+    cohort = int(_positive("cohort_size", int(g("cohort_size")), allow_zero=True)) or None
     if cohort is not None and num_clients and cohort > num_clients:
       raise ValueError(f"config.cohort_size={cohort} exceeds the population num_clients="
                        f"{num_clients}; sample at most the whole population (or set "
                        "cohort_size=0 for all clients every round).")
     summands = cohort or num_clients or 1  # clients in one secure sum
     secagg = SecAggSpec(
-        enabled=bool(g("secagg.enabled", False)),
-        protocol=_choice("secagg.protocol", g("secagg.protocol", "secagg+"), PROTOCOLS),
-        degree=int(g("secagg.degree", 0)) or None,
-        threshold=int(g("secagg.threshold", 0)) or None,
-        bits=int(g("secagg.bits", 0)) or max_safe_bits(summands),
-        clip=float(g("secagg.clip", 0.0)) or DEFAULT_SECAGG_CLIP,
-        dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate", 0.0), hi_open=True),
-        max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight", 1000.0)))),
+        enabled=bool(g("secagg.enabled")),
+        protocol=_choice("secagg.protocol", g("secagg.protocol"), PROTOCOLS),
+        degree=int(g("secagg.degree")) or None,
+        threshold=int(g("secagg.threshold")) or None,
+        bits=int(g("secagg.bits")) or max_safe_bits(summands),
+        clip=float(g("secagg.clip")) or DEFAULT_SECAGG_CLIP,
+        dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate"), hi_open=True),
+        max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight")))),
         corruption_fraction=_fraction("secagg.corruption_fraction",
-                                      g("secagg.corruption_fraction", 0.2), hi_open=True),
-        dropout_fraction=_fraction("secagg.dropout_fraction", g("secagg.dropout_fraction", 0.1),
+                                      g("secagg.corruption_fraction"), hi_open=True),
+        dropout_fraction=_fraction("secagg.dropout_fraction", g("secagg.dropout_fraction"),
                                    hi_open=True),
-        security_bits=int(_positive("secagg.security_bits", int(g("secagg.security_bits", 40)))),
+        security_bits=int(_positive("secagg.security_bits", int(g("secagg.security_bits")))),
         correctness_bits=int(_positive("secagg.correctness_bits",
-                                       int(g("secagg.correctness_bits", 20)))),
-        allow_weak_parameters=bool(g("secagg.allow_weak_parameters", False)),
+                                       int(g("secagg.correctness_bits")))),
+        allow_weak_parameters=bool(g("secagg.allow_weak_parameters")),
     )
     if not secagg.max_weight < float("inf"):
       raise ValueError(f"config.secagg.max_weight={secagg.max_weight!r} must be finite.")
@@ -291,81 +298,81 @@ class ExperimentSpec:
                        "below 1.")
     clip = ClipSpec(
         straggler_fraction=_fraction("clip.straggler_fraction",
-                                     g("clip.straggler_fraction", 0.2), hi_open=True),
-        min_keep=_fraction("clip.min_keep", g("clip.min_keep", 0.5), lo=1e-3),
-        rho_min=(float(g("clip.rho_min", 0.0)) or None),
-        growth=float(g("clip.growth", 1.2)),
-        slack=_choice("clip.slack", g("clip.slack", "lowest_score"), SLACK_ORDERS),
-        score=_choice("clip.score", g("clip.score", "max_relative"), SCORES),
-        threshold_init=_choice("clip.threshold_init", g("clip.threshold_init", "min"),
+                                     g("clip.straggler_fraction"), hi_open=True),
+        min_keep=_fraction("clip.min_keep", g("clip.min_keep"), lo=1e-3),
+        rho_min=(float(g("clip.rho_min")) or None),
+        growth=float(g("clip.growth")),
+        slack=_choice("clip.slack", g("clip.slack"), SLACK_ORDERS),
+        score=_choice("clip.score", g("clip.score"), SCORES),
+        threshold_init=_choice("clip.threshold_init", g("clip.threshold_init"),
                                THRESHOLD_INITS),
-        aggregation=_aggregation(g("clip.aggregation", "auto"), c.method),
-        reference=_choice("clip.reference", g("clip.reference", "last_seen"), REFERENCES),
+        aggregation=_aggregation(g("clip.aggregation"), g("method")),
+        reference=_choice("clip.reference", g("clip.reference"), REFERENCES),
     )
     if clip.growth <= 1.0:
       raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
     if clip.rho_min is not None:
       _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
-    calibration = _choice("devices.calibration", g("devices.calibration", "default"),
+    calibration = _choice("devices.calibration", g("devices.calibration"),
                           calibration_lib.CALIBRATIONS)
     devices = DeviceSpec(
-        compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow", 0), allow_zero=True)),
-        network_slow=int(_positive("devices.network_slow", g("devices.network_slow", 0), allow_zero=True)),
-        both_slow=int(_positive("devices.both_slow", g("devices.both_slow", 0), allow_zero=True)),
-        jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma", 0.05), allow_zero=True)),
-        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops", 0.0),
+        compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow"), allow_zero=True)),
+        network_slow=int(_positive("devices.network_slow", g("devices.network_slow"), allow_zero=True)),
+        both_slow=int(_positive("devices.both_slow", g("devices.both_slow"), allow_zero=True)),
+        jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma"), allow_zero=True)),
+        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops"),
                                    allow_zero=True)) or calibration_lib.fast_flops(
-                                       calibration, c.model.name, float(g("model.width", 1.0))),
+                                       calibration, g("model.name"), float(g("model.width"))),
         slow_compute_ratio=_fraction("devices.slow_compute_ratio",
-                                     g("devices.slow_compute_ratio", 2.0 / 3.0), lo=1e-3),
-        server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds", 0.0), allow_zero=True)),
+                                     g("devices.slow_compute_ratio"), lo=1e-3),
+        server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds"), allow_zero=True)),
         calibration=calibration,
     )
     reports = ReportSpec(
-        liar_fraction=_fraction("reports.liar_fraction", g("reports.liar_fraction", 0.0)),
-        liar_factor=float(_positive("reports.liar_factor", float(g("reports.liar_factor", 1.0)))),
-        rule=_choice("reports.rule", g("reports.rule", "quantile"), REPORT_RULES),
+        liar_fraction=_fraction("reports.liar_fraction", g("reports.liar_fraction")),
+        liar_factor=float(_positive("reports.liar_factor", float(g("reports.liar_factor")))),
+        rule=_choice("reports.rule", g("reports.rule"), REPORT_RULES),
         bound_sigmas=float(_positive("reports.bound_sigmas",
-                                     float(g("reports.bound_sigmas", 4.0)))),
+                                     float(g("reports.bound_sigmas")))),
     )
     slow = devices.compute_slow + devices.network_slow + devices.both_slow
     if num_clients and slow > num_clients:
       raise ValueError(f"config.devices: {slow} slow clients (compute_slow + network_slow + "
                        f"both_slow) exceed num_clients={num_clients}.")
     spec = cls(
-        seed=int(c.seed),
-        rounds=int(_positive("rounds", int(c.rounds))),
+        seed=int(g("seed")),
+        rounds=int(_positive("rounds", int(g("rounds")))),
         num_clients=num_clients,
-        local_epochs=int(_positive("local_epochs", int(c.local_epochs))),
-        batch_size=int(_positive("batch_size", int(c.batch_size))),
-        client_lr=float(_positive("client_lr", float(c.client_lr))),
-        client_momentum=_fraction("client_momentum", g("client_momentum", 0.0), hi_open=True),
-        server_optimizer=_choice("server_optimizer", g("server_optimizer", "sgd"), SERVER_OPTIMIZERS),
-        server_lr=float(_positive("server_lr", float(g("server_lr", 1.0)))),
-        eval_every=int(_positive("eval_every", int(g("eval_every", 1)), allow_zero=True)),
-        eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size", 256)))),
+        local_epochs=int(_positive("local_epochs", int(g("local_epochs")))),
+        batch_size=int(_positive("batch_size", int(g("batch_size")))),
+        client_lr=float(_positive("client_lr", float(g("client_lr")))),
+        client_momentum=_fraction("client_momentum", g("client_momentum"), hi_open=True),
+        server_optimizer=_choice("server_optimizer", g("server_optimizer"), SERVER_OPTIMIZERS),
+        server_lr=float(_positive("server_lr", float(g("server_lr")))),
+        eval_every=int(_positive("eval_every", int(g("eval_every")), allow_zero=True)),
+        eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size")))),
         cohort_size=cohort,
-        unavailable_rate=_fraction("unavailable_rate", g("unavailable_rate", 0.0), hi_open=True),
+        unavailable_rate=_fraction("unavailable_rate", g("unavailable_rate"), hi_open=True),
         scale=ScaleSpec(
-            chunk_clients=int(_positive("scale.chunk_clients", int(g("scale.chunk_clients", 0)),
+            chunk_clients=int(_positive("scale.chunk_clients", int(g("scale.chunk_clients")),
                                         allow_zero=True)),
-            shard_devices=_shard_devices(int(g("scale.shard_devices", 1)))),
-        method=_choice("method", c.method, tuple(METHODS)),
-        checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every", 5)), allow_zero=True)),
-        client_batch=_client_batch(int(g("client_batch", -1)), c.model.name),
-        local_loop=_choice("local_loop", g("local_loop", "auto"), training.LOOPS),
-        data=DataSpec(name=_choice("data.name", c.data.name, DATASETS),
-                      data_dir=g("data.data_dir", "") or None,
-                      partition=_choice("data.partition", g("data.partition", "iid"), ("iid", "dirichlet")),
-                      alpha=float(_positive("data.alpha", float(g("data.alpha", 0.5)))),
-                      num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions", 0)),
+            shard_devices=_shard_devices(int(g("scale.shard_devices")))),
+        method=_choice("method", g("method"), tuple(METHODS)),
+        checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every")), allow_zero=True)),
+        client_batch=_client_batch(int(g("client_batch")), g("model.name")),
+        local_loop=_choice("local_loop", g("local_loop"), training.LOOPS),
+        data=DataSpec(name=_choice("data.name", g("data.name"), DATASETS),
+                      data_dir=g("data.data_dir") or None,
+                      partition=_choice("data.partition", g("data.partition"), ("iid", "dirichlet")),
+                      alpha=float(_positive("data.alpha", float(g("data.alpha")))),
+                      num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions")),
                                                    allow_zero=True)) or None,
-                      test_clients=_choice("data.test_clients", g("data.test_clients", "chosen"),
+                      test_clients=_choice("data.test_clients", g("data.test_clients"),
                                            TEST_CLIENTS),
-                      max_examples=int(_positive("data.max_examples", int(g("data.max_examples", 0)),
+                      max_examples=int(_positive("data.max_examples", int(g("data.max_examples")),
                                                  allow_zero=True))),
-        model=ModelSpec(name=_choice("model.name", c.model.name, KNOWN_MODELS),
-                        width=float(_positive("model.width", float(g("model.width", 1.0))))),
+        model=ModelSpec(name=_choice("model.name", g("model.name"), KNOWN_MODELS),
+                        width=float(_positive("model.width", float(g("model.width"))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)
     if not METHODS[spec.method].secagg_compatible and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "

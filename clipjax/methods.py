@@ -11,7 +11,7 @@ holds, per name, a `Method`:
   non-stragglers' individual updates (`clipjax.fluid`), sends each straggler its
   sub-model and averages each coordinate over the clients that trained it. It reads
   individual updates and times in the clear, so it cannot run under SecAgg: an insecure
-  upper reference, compared with `fedavg` without SecAgg.
+  upper reference, compared with `fedavg` without SecAgg (`PLAIN_REFERENCE`).
 * `clip_compute` / `clip_network`: CLIP, invariant units scored by each client from the
   change of the global model between its last two copies, w(t) vs w(t-1) (DESIGN 2.4).
 
@@ -85,6 +85,44 @@ def get_method(name: str) -> Method:
   return METHODS[name]
 
 
+# A run name, not a method: `fedavg` without SecAgg, the reference of the methods that cannot run
+# under SecAgg (`fluid`), so that the protocol's cost and the pruning's gain are not confused
+# (DESIGN 2.8). Sweeps and comparisons add it wherever such a method runs.
+PLAIN_REFERENCE = "fedavg_plain"
+
+
+def base_method(name: str) -> str:
+  """The method (`METHODS` name) a run name runs: `fedavg` for `PLAIN_REFERENCE`."""
+  return "fedavg" if name == PLAIN_REFERENCE else name
+
+
+def runs_without_secagg(name: str) -> bool:
+  """Whether the run name runs without SecAgg: `PLAIN_REFERENCE` and the methods that are not
+  `secagg_compatible` (`fluid`)."""
+  return name == PLAIN_REFERENCE or (name in METHODS and not METHODS[name].secagg_compatible)
+
+
+def with_plain_reference(names) -> list[str]:
+  """The run names `names` (in their order) with `PLAIN_REFERENCE` inserted just before the
+  first method that cannot run under SecAgg, unless it is there already or no such method is.
+
+  `("fedavg", "fluid", "clip_compute")` -> `["fedavg", "fedavg_plain", "fluid", "clip_compute"]`.
+  """
+  names = list(names)
+  insecure = [n for n in names if n in METHODS and not METHODS[n].secagg_compatible]
+  if insecure and PLAIN_REFERENCE not in names:
+    names.insert(names.index(insecure[0]), PLAIN_REFERENCE)
+  return names
+
+
+def reference_run(secure: bool, names) -> str | None:
+  """The run a method's run is measured against, among the run names `names`:
+  `PLAIN_REFERENCE` for a run without SecAgg when there is one, else `fedavg` (None without)."""
+  if not secure and PLAIN_REFERENCE in names:
+    return PLAIN_REFERENCE
+  return "fedavg" if "fedavg" in names else None
+
+
 @flax.struct.dataclass
 class PrunedOutput:
   """One round of masked training for all clients (leading axis C everywhere)."""
@@ -134,8 +172,9 @@ def make_scorer(unit_spec: units.UnitSpec, kind: str = "max_relative"):
                                                              kind=kind))
 
 
-def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2,
-               slack: str = "lowest_score", threshold_init: str = "min"):
+def make_masks(method: Method, unit_spec: units.UnitSpec, *,
+               growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
+               threshold_init: str = "min"):
   """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
@@ -168,8 +207,9 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *, growth: float = 1.2
   return masks
 
 
-def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *, growth: float = 1.2,
-                      slack: str = "lowest_score", threshold_init: str = "min"):
+def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *,
+                      growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
+                      threshold_init: str = "min"):
   """Builds one round's masked training for all clients: jitted masks, then `train`.
 
   Args:

@@ -1,10 +1,15 @@
 """Defaults shared by every experiment config (each config file overrides what it needs).
 
-Every key is documented here once; `clipjax.config_types.ExperimentSpec.from_config`
-validates them and is the only reader of a ConfigDict.
+Every key is documented here once, and this is its one default:
+`clipjax.config_types.ExperimentSpec.from_config` validates the keys, has no fallbacks of its
+own, and is the only reader of a ConfigDict. A default the library also needs (CLIP's growth
+and smallest keep fraction, SecAgg's security targets) is the library's named constant.
 """
 
 import ml_collections
+
+from clipjax.clip import invariance, keep
+from clipjax.secagg import params as secagg_params
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -71,17 +76,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.secagg.corruption_fraction = 0.2  # clients that may collude with the server
   c.secagg.dropout_fraction = 0.1     # drop-outs to tolerate (the analysis uses the larger of
                                       # this and dropout_rate)
-  c.secagg.security_bits = 40         # P[an input or partial sum leaks] <= 2^-40
-  c.secagg.correctness_bits = 20      # P[round lost to drop-outs] <= 2^-20
+  c.secagg.security_bits = secagg_params.DEFAULT_SECURITY_BITS  # 40: P[an input or partial
+                                                                # sum leaks] <= 2^-40
+  c.secagg.correctness_bits = secagg_params.DEFAULT_CORRECTNESS_BITS  # 20: P[round lost to
+                                                                      # drop-outs] <= 2^-20
   c.secagg.allow_weak_parameters = False  # run an explicit degree/threshold that misses the
                                           # security target (e.g. the old 2 log2 n heuristic)
 
   c.clip = ml_collections.ConfigDict()
   c.clip.straggler_fraction = 0.2   # f: a client is a straggler iff its time > quantile(T, 1 - f)
-  c.clip.min_keep = 0.5             # smallest neuron keep fraction p (rho_min = FLOPs at p)
+  c.clip.min_keep = keep.DEFAULT_P_MIN  # 0.5: smallest neuron keep fraction p (rho_min = FLOPs
+                                        # at p)
   c.clip.rho_min = 0.0              # 0: FLOP fraction of the model at min_keep
-  c.clip.growth = 1.2               # invariance threshold x growth below m_l invariant units,
-                                    # / growth above 2 m_l (DESIGN 2.4)
+  c.clip.growth = invariance.DEFAULT_GROWTH  # 1.2: invariance threshold x growth below m_l
+                                            # invariant units, / growth above 2 m_l (DESIGN 2.4)
   c.clip.threshold_init = "min"     # first threshold: min (smallest positive score, as FLuID)
                                     # | band (score of the ceil(1.5 m)-th unit) | median | mean
   c.clip.slack = "lowest_score"     # lowest_score | random order of non-invariant units

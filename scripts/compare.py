@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from clipjax import experiment  # noqa: E402
+from clipjax import experiment, methods  # noqa: E402
 from clipjax.reporting import tables  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -37,15 +37,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def method_configs(config, names):
-  """{run name: config} for the methods asked, with `fedavg_plain` added beside `fluid`."""
-  names = list(names)
-  if "fluid" in names and "fedavg_plain" not in names:
-    names.insert(names.index("fluid"), "fedavg_plain")
+  """{run name: config} for the methods asked, with `fedavg_plain` added beside `fluid`
+  (`clipjax.methods.with_plain_reference`); those two run without SecAgg, the others as
+  `config` says."""
   out = {}
-  for name in names:
+  for name in methods.with_plain_reference(names):
     c = config.copy_and_resolve_references()
-    c.method = "fedavg" if name == "fedavg_plain" else name
-    if name in ("fluid", "fedavg_plain"):
+    c.method = methods.base_method(name)
+    if methods.runs_without_secagg(name):
       c.secagg.enabled = False
     out[name] = c
   return out

@@ -1,4 +1,7 @@
-"""Does CLIP's invariance rule discriminate? Two measurements (DESIGN 2.4, README "Invariance").
+"""Does CLIP's invariance rule discriminate? Two measurements (docs/design.md 2.4).
+
+What they found is DESIGN 2.4's last point; the numbers were in the README until commit 6f8a090
+(`git show 6f8a090^:README.md`, "Invariance scores").
 
   # how often a pruning client's invariant count lies in the band [m, 2m], per run folder
   python scripts/invariance_report.py --runs=runs/fidelity/e1/clip_compute,runs/score/l2_s0

@@ -30,7 +30,8 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (default: --root).")
 _TARGET = flags.DEFINE_float("target_accuracy", None, "Target test accuracy for the "
                              "time-to-accuracy columns (default: <root>/sweep.json's).")
 _COMPACT = flags.DEFINE_bool("compact", False, "Print only the comparison columns "
-                             "(sweep_tables.COMPACT) to stdout, as in the README; writes nothing.")
+                             "(sweep_tables.COMPACT) to stdout, as in configs/paper/README.md; "
+                             "writes nothing.")
 flags.mark_flags_as_required(["root"])
 
 

@@ -72,7 +72,10 @@ def flops_per_example(kept):
 
 
 def make_setting(method_name, counts, *, secure=False, rule="padded", compute_slow=1,
-                 dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host", **extra):
+                 dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host", population=None,
+                 **extra):
+  """A round of `method_name` on the toy; `population` replaces the default devices (one
+  compute-slow client of `compute_slow`, fast 1e5 FLOP/s, slow 5e4)."""
   method = methods.get_method(method_name)
   num = len(counts)
   x, y, valid = make_data(counts)
@@ -82,7 +85,9 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
   params = init_params()
   server_opt = server_lib.make_server_optimizer("sgd", 1.0)
   tiers = devices.Tiers(compute={"fast": 1e5, "slow": 5e4})
-  population = devices.make_population(num, counts={"compute": compute_slow}, seed=0, tiers=tiers)
+  if population is None:
+    population = devices.make_population(num, counts={"compute": compute_slow}, seed=0,
+                                         tiers=tiers)
   clock = clock_lib.ClockModel(population=population, flops_per_example=flops_per_example,
                                full_widths={"hidden": H}, num_examples=np.asarray(counts),
                                epochs=1, seed=0, jitter_sigma=0.0)

@@ -75,6 +75,7 @@ import jax.numpy as jnp
 
 SLACK_ORDERS = ("lowest_score", "random")
 THRESHOLD_INITS = ("min", "median", "mean", "band")
+REFERENCES = ("last_seen", "server")  # what a client scores w(t) against (`clip.reference`, DESIGN 2.9)
 DEFAULT_GROWTH = 1.2
 # ceil(p n) is taken on p n - n 2^-20: float32 rounding of p n (~1e-7 n) can never push an
 # exact unit boundary such as 0.7 * 10 over to the next integer.

@@ -220,12 +220,20 @@ class ClockModel:
         protocol_messages=charge.messages, jitter=jitter)
 
 
+# The per-client clock fields of a `metrics.jsonl` row (`metrics_fields`, in this order): each
+# time field with the `devices.ClientTimes` component it holds, whose sum is the client's time
+# (`round_time.recompute_round_time`), then its protocol messages and its total.
+TIME_FIELDS = {"download_s": "download", "fit_s": "fit", "mask_s": "blinding",
+               "upload_s": "upload", "latency_s": "latency"}
+CLOCK_FIELDS = (*TIME_FIELDS, "messages", "client_time_s")
+
+
 def metrics_fields(times: devices.ClientTimes, charge: Charges) -> dict:
-  """Per-client components for `metrics.jsonl`: enough to recompute the round time.
+  """Per-client components for `metrics.jsonl` (`CLOCK_FIELDS`): enough to recompute the
+  round time.
 
   Rounded to 1e-9 s so recomputation agrees with the logged round time to ~1e-8 s.
   """
   r = lambda a: np.round(np.asarray(a, np.float64), 9).tolist()  # noqa: E731
-  return {"download_s": r(times.download), "fit_s": r(times.fit), "mask_s": r(times.blinding),
-          "upload_s": r(times.upload), "latency_s": r(times.latency),
+  return {**{field: r(getattr(times, part)) for field, part in TIME_FIELDS.items()},
           "messages": np.asarray(charge.messages).tolist(), "client_time_s": r(times.total)}

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clipjax.clock import charges
 from clipjax.clock.devices import ClientTimes
 
 
@@ -71,7 +72,6 @@ def recompute_round_time(row: dict) -> float:
 
   Aborted rounds are charged by `aborted_round_seconds` and are not recomputed here.
   """
-  total = (np.asarray(row["download_s"]) + np.asarray(row["fit_s"]) + np.asarray(row["mask_s"])
-           + np.asarray(row["upload_s"]) + np.asarray(row["latency_s"]))
+  total = sum(np.asarray(row[field]) for field in charges.TIME_FIELDS)
   survivors = np.asarray(row["survivors"], bool)
   return float(np.max(total[survivors], initial=0.0) + row["server_seconds"])

@@ -33,7 +33,7 @@ from clipjax.fl import clients as round_lib
 PyTree = Any
 LOOPS = ("auto", "host", "scan")
 
-# Clients per jitted step on CPU, measured with scripts/bench_train.py (README, Benchmarks):
+# Clients per jitted step on CPU, measured with scripts/bench_train.py (docs/benchmarks.md):
 # XLA:CPU runs a vmapped convolution over per-client weights as a grouped convolution and a
 # vmapped dense layer as a batched matmul, both slower per example than one client's step, so
 # one client per step is fastest for every model measured there.

@@ -72,9 +72,9 @@ class LeafLSTM(nn.Module):
     unroll: If True, a Python loop over time instead of `nn.scan` (same params, same function);
       FLOP tests use it because XLA's cost analysis counts a while-loop body only once.
     scan_unroll: Time steps per iteration of the scan. 1 measured fastest on XLA:CPU
-      (`scripts/bench_train.py --models=leaf_lstm --lstm_unroll=2,8`; README). A variant with
-      the four gates fused into one [H, 4H] matmul and the input projection hoisted out of the
-      time loop was also measured (20% slower on the 2-core CPU) and not kept.
+      (`scripts/bench_train.py --models=leaf_lstm --lstm_unroll=2,8`; docs/benchmarks.md). A
+      variant with the four gates fused into one [H, 4H] matmul and the input projection hoisted
+      out of the time loop was also measured (20% slower on the 2-core CPU) and not kept.
   """
 
   vocab_size: int

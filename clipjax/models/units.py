@@ -129,7 +129,7 @@ def unit_scores(spec: UnitSpec, w_now: Params, w_prev: Params, eps: float = 1e-8
   `relative_l2` (beyond DESIGN): s_j = ||w_now - w_prev||_group / (||w_prev||_group + eps).
   The max of per-weight ratios is set by the group's weight nearest zero; on FEMNIST it ranks
   units almost independently from one round to the next (Spearman rho ~0 to 0.6 per layer,
-  against 0.9-1.0 for `relative_l2`; README, "Invariance scores").
+  against 0.9-1.0 for `relative_l2`; `scripts/invariance_report.py`, docs/design.md 2.4).
 
   Args:
     spec: The model's unit spec.

@@ -23,11 +23,11 @@ def _cells(runs: Mapping[int, sweep_tables.Run], ref: Mapping[int, sweep_tables.
            target: float) -> dict:
   """The numbers of one (setting, method) cell, against `ref` when given."""
   per = lambda fn, rs: sweep_tables._per_seed(rs, fn)  # noqa: E731
-  round_s = per(sweep_tables.mean_round_time, runs)
-  acc = per(sweep_tables.final_accuracy, runs)
+  round_s = per(summary_lib.mean_round_time, runs)
+  acc = per(summary_lib.final_accuracy, runs)
   out = {"seeds": len(runs), "round_s": float(np.mean(list(round_s.values()))),
          "acc": sweep_tables.t_interval(list(acc.values())) if acc else None,
-         "stragglers": float(np.mean([np.mean([len(r.get("stragglers", [])) for r in run.history])
+         "stragglers": float(np.mean([tables.stragglers_per_round(run.history)
                                       for run in runs.values()])),
          "tta": per(lambda h: tables.time_to_accuracy(h, target), runs)}
   inv = [tables.straggler_counts(run.history)[0] for run in runs.values()]
@@ -36,9 +36,9 @@ def _cells(runs: Mapping[int, sweep_tables.Run], ref: Mapping[int, sweep_tables.
   out["implausible"] = float(np.mean([np.mean([r.get("implausible_reports", 0) for r in run.history])
                                       for run in runs.values()]))
   if ref:
-    ref_s = per(sweep_tables.mean_round_time, ref)
+    ref_s = per(summary_lib.mean_round_time, ref)
     out["cut"] = sweep_tables._cut(round_s, ref_s)
-    out["delta"] = sweep_tables.paired_delta(acc, per(sweep_tables.final_accuracy, ref))
+    out["delta"] = sweep_tables.paired_delta(acc, per(summary_lib.final_accuracy, ref))
   return out
 
 

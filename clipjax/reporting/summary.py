@@ -24,17 +24,27 @@ def update_progress(bar, row: dict[str, Any]) -> None:
   bar.set_postfix(post, refresh=False)
 
 
+def mean_round_time(history: list[dict[str, Any]]) -> float:
+  """Mean virtual round time (s) over the rows, aborted and skipped rounds included."""
+  return float(np.mean([r["round_time_s"] for r in history]))
+
+
+def final_accuracy(history: list[dict[str, Any]]) -> float | None:
+  """Test accuracy of the last evaluated row (None without evaluations)."""
+  evals = [r["test_accuracy"] for r in history if "test_accuracy" in r]
+  return evals[-1] if evals else None
+
+
 def summarize(spec, history: list[dict[str, Any]], *, num_params: int, clients: int) -> dict[str, Any]:
   """Run-level numbers: mean virtual round time, final accuracy, host seconds."""
-  evals = [r for r in history if "test_accuracy" in r]
   return {
       "dataset": spec.data.name, "model": spec.model.name, "width": spec.model.width,
       "method": spec.method, "secagg": spec.secagg.protocol if spec.secagg.enabled else "off",
       "clients": clients, "rounds": len(history), "params": num_params,
-      "mean_round_time_s": float(np.mean([r["round_time_s"] for r in history])),
+      "mean_round_time_s": mean_round_time(history),
       "virtual_time_s": history[-1]["virtual_time_s"] if history else 0.0,
       "final_train_loss": history[-1]["train_loss"] if history else float("nan"),
-      "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+      "final_test_accuracy": final_accuracy(history),
       "host_seconds": float(sum(r["host_seconds"] for r in history)),
       "calibration": spec.devices.calibration, "fast_flops": spec.devices.fast_flops,
       "slow_flops": spec.devices.fast_flops * spec.devices.slow_compute_ratio,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from clipjax.reporting import sweep_tables
+from clipjax.reporting import sweep_tables, tables
 
 
 def available() -> bool:
@@ -57,17 +57,6 @@ def _style(by_method, method) -> dict:
   return {"color": f"C{i % 10}", "linestyle": _STYLES[i % len(_STYLES)]}
 
 
-def _straggler_mean(row, key):
-  values = [row[key][i] for i in row.get("stragglers", [])
-            if key in row and row["keep_fraction"][i] < 1.0]
-  return float(np.mean(values)) if values else None
-
-
-def _keep(row):
-  values = [row["keep_fraction"][i] for i in row.get("stragglers", [])]
-  return float(np.mean(values)) if values else None
-
-
 def plot_scenario(scenario: str, by_method: Mapping[str, Mapping[int, sweep_tables.Run]],
                   out: pathlib.Path) -> list[pathlib.Path]:
   """Writes the four PNGs of one scenario into `out`; returns their paths."""
@@ -108,7 +97,7 @@ def plot_scenario(scenario: str, by_method: Mapping[str, Mapping[int, sweep_tabl
 
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for method, runs in by_method.items():
-    rounds, keep = _per_round(runs, _keep)
+    rounds, keep = _per_round(runs, lambda r: tables.straggler_keep([r]))
     if np.isfinite(keep).any():
       ax.plot(rounds, keep, marker=".", label=method, **_style(by_method, method))
   ax.set(xlabel="round", ylabel="keep fraction p",
@@ -118,9 +107,9 @@ def plot_scenario(scenario: str, by_method: Mapping[str, Mapping[int, sweep_tabl
   save(fig, "keep_fraction")
 
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
-  for key, ax in zip(("invariant_units", "slack_units"), axes):
+  for i, (key, ax) in enumerate(zip(("invariant_units", "slack_units"), axes)):
     for method, runs in by_method.items():
-      rounds, count = _per_round(runs, lambda r, key=key: _straggler_mean(r, key))
+      rounds, count = _per_round(runs, lambda r, i=i: tables.straggler_counts([r])[i])
       if np.isfinite(count).any():
         ax.plot(rounds, count, marker=".", label=method, **_style(by_method, method))
     ax.set(xlabel="round", ylabel=key.replace("_", " "),

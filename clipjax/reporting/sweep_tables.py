@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from clipjax import methods
+from clipjax.clock import devices
 from clipjax.reporting import summary as summary_lib
 from clipjax.reporting import tables
-from clipjax.clock import devices
 
-METHOD_ORDER = ("fedavg", "random", "ordered", "fedavg_plain", "fluid", "clip_compute",
-                "clip_network")
+# The registry's order, `fedavg_plain` just before `fluid`.
+METHOD_ORDER = tuple(methods.with_plain_reference(methods.METHODS))
 SCENARIO_ORDER = ("compute", "compute_network")
 _SEED_DIR = re.compile(r"seed(\d+)$")
 
@@ -135,26 +136,9 @@ def group(runs: Sequence[Run]) -> Groups:
 
 
 def reference(method: str, by_method: Mapping[str, Mapping[int, Run]]) -> str | None:
-  """The run a method is measured against: `fedavg_plain` for runs without SecAgg."""
-  secure = next(iter(by_method[method].values())).secure
-  if not secure and "fedavg_plain" in by_method:
-    return "fedavg_plain"
-  return "fedavg" if "fedavg" in by_method else None
-
-
-def mean_round_time(history) -> float:
-  return float(np.mean([r["round_time_s"] for r in history]))
-
-
-def final_accuracy(history) -> float | None:
-  evals = [r["test_accuracy"] for r in history if "test_accuracy" in r]
-  return evals[-1] if evals else None
-
-
-def straggler_keep(history) -> float | None:
-  """Mean keep fraction over the clients that decided they were stragglers."""
-  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
-  return float(np.mean(kept)) if kept else None
+  """The run a method is measured against: `fedavg_plain` for runs without SecAgg
+  (`clipjax.methods.reference_run`)."""
+  return methods.reference_run(next(iter(by_method[method].values())).secure, by_method)
 
 
 def fast_tier(config: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> float:
@@ -201,8 +185,8 @@ def _interval_text(iv: Interval | None, scale: float = 1.0, signed: bool = False
 
 def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> list[tuple]:
   """One row per method, in the columns of `header(target)`."""
-  round_s = {m: _per_seed(runs, mean_round_time) for m, runs in by_method.items()}
-  acc = {m: _per_seed(runs, final_accuracy) for m, runs in by_method.items()}
+  round_s = {m: _per_seed(runs, summary_lib.mean_round_time) for m, runs in by_method.items()}
+  acc = {m: _per_seed(runs, summary_lib.final_accuracy) for m, runs in by_method.items()}
   tta = {m: _per_seed(runs, lambda h: tables.time_to_accuracy(h, target))
          for m, runs in by_method.items()}
   rows = []
@@ -232,8 +216,8 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
         "" if tta_cut is None else f"{100 * tta_cut:+.1f}% vs {ref}",
         _interval_text(t_interval(list(acc[method].values())) if acc[method] else None),
         _interval_text(delta, scale=100.0, signed=True),
-        _blank(_mean(straggler_keep(r.history) for r in runs.values())),
-        _mean(np.mean([len(x.get("stragglers", [])) for x in r.history]) for r in runs.values()),
+        _blank(_mean(tables.straggler_keep(r.history) for r in runs.values())),
+        _mean(tables.stragglers_per_round(r.history) for r in runs.values()),
         _blank(_mean(inv)), _blank(_mean(slack)),
         "/".join(sorted({f"{fast_tier(r.config, r.summary) / 1e9:.3g} ({calibration(r)})"
                          for r in runs.values()})),
@@ -268,7 +252,8 @@ def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
           "calibration)")
 
 
-# The columns of a compact table (README): the comparison without the per-unit diagnostics.
+# The columns of a compact table (configs/paper/README.md): the comparison without the per-unit
+# diagnostics.
 COMPACT = ("method", "SecAgg", "mean round s (virtual)", "round-time cut", "virtual s to acc",
            "time-to-acc cut", "final acc, mean [95% CI]", "acc delta, points [95% CI, paired]",
            "stragglers/round", "straggler keep fraction")

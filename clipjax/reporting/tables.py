@@ -1,7 +1,9 @@
 """Comparison tables and plots from run folders (`metrics.jsonl` + `summary.json`).
 
 Host side only. Round time is the virtual (simulated) time of DESIGN 2.1; speed-up is
-relative to the `fedavg` row of the same table.
+relative to the `fedavg` row of the same table (`fedavg_plain` for a run without SecAgg,
+`clipjax.methods.reference_run`). The per-run numbers here (and `summary.mean_round_time`,
+`summary.final_accuracy`) are the ones `sweep_tables` and `study_tables` average over seeds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from clipjax import methods
 from clipjax.reporting import summary as summary_lib
 
 
@@ -45,12 +48,15 @@ def eval_spacing(history: list[dict[str, Any]]) -> int | None:
   return max(b - a for a, b in zip([0] + rounds, rounds))
 
 
-def _reference(name: str, runs: dict) -> str | None:
-  """The fedavg a method is measured against: `fedavg_plain` for runs without SecAgg."""
-  summary = runs[name][0]
-  if summary.get("secagg") == "off" and "fedavg_plain" in runs:
-    return "fedavg_plain"
-  return "fedavg" if "fedavg" in runs else None
+def straggler_keep(history: list[dict[str, Any]]) -> float | None:
+  """Mean keep fraction p over the clients that decided they were stragglers (None: none did)."""
+  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
+  return float(np.mean(kept)) if kept else None
+
+
+def stragglers_per_round(history: list[dict[str, Any]]) -> float:
+  """Mean number of clients per round that decided they were stragglers."""
+  return float(np.mean([len(r.get("stragglers", [])) for r in history]))
 
 
 def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -67,24 +73,26 @@ def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float
 
 
 def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[tuple]:
-  means = {name: float(np.mean([r["round_time_s"] for r in h])) for name, (_, h) in runs.items()}
+  means = {name: summary_lib.mean_round_time(h) for name, (_, h) in runs.items()}
   rows = []
-  for name, (_, history) in runs.items():
-    ref = _reference(name, runs)
-    acc = _final_acc(history)
-    ref_acc = _final_acc(runs[ref][1]) if ref else None
+  for name, (summary, history) in runs.items():
+    secure = summary.get("secagg") != "off"
+    ref = methods.reference_run(secure, runs)
+    acc = summary_lib.final_accuracy(history)
+    ref_acc = summary_lib.final_accuracy(runs[ref][1]) if ref else None
     tta = time_to_accuracy(history, target)
     inv, slack = straggler_counts(history)
+    keep = straggler_keep(history)
     spacing = eval_spacing(history)
     rows.append((
-        name, "on" if runs[name][0].get("secagg", "on") != "off" else "off", means[name],
+        name, "on" if secure else "off", means[name],
         "" if ref is None or ref == name else f"{100 * (1 - means[name] / means[ref]):+.1f}% vs {ref}",
         ("never" if tta is None else round(tta, 1)) if spacing == 1 else
         f"{'never' if tta is None else round(tta, 1)} (eval every {spacing})",
         "" if acc is None else round(acc, 4),
         "" if (acc is None or ref_acc is None or ref == name) else f"{100 * (acc - ref_acc):+.2f}",
-        _straggler_keep(history),
-        round(float(np.mean([len(r["stragglers"]) for r in history])), 2),
+        "" if keep is None else round(keep, 4),
+        round(stragglers_per_round(history), 2),
         "" if inv is None else round(inv, 1), "" if slack is None else round(slack, 1),
     ))
   return rows
@@ -121,7 +129,7 @@ def seed_rows(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int =
         _mean_sd([a[-1] if a else None for a in accs]),
         _mean_sd([float(np.mean(a[-last:])) if a else None for a in accs]),
         _mean_sd([h[-1]["train_loss"] for h in hist]),
-        _mean_sd([float(np.mean([r["round_time_s"] for r in h])) for h in hist]),
+        _mean_sd([summary_lib.mean_round_time(h) for h in hist]),
     ))
   return rows
 
@@ -130,17 +138,6 @@ def seed_table(runs_by_seed: dict[int, dict[str, tuple[dict, list]]], last: int 
   header = ["method", "seeds", "final acc (mean ± sd)", f"mean acc, last {last} evals",
             "final train loss", "mean round s (virtual)"]
   return summary_lib.markdown_table(header, seed_rows(runs_by_seed, last))
-
-
-def _straggler_keep(history) -> float | str:
-  """Mean keep fraction p over the clients that decided they were stragglers."""
-  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
-  return round(float(np.mean(kept)), 4) if kept else ""
-
-
-def _final_acc(history):
-  evals = [r["test_accuracy"] for r in history if "test_accuracy" in r]
-  return evals[-1] if evals else None
 
 
 def plot_accuracy(runs: dict[str, tuple[dict, list]], path: str | pathlib.Path) -> bool:

@@ -102,128 +102,166 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
                             dropouts=dropouts, **setting.kwargs)
 
 
-def _num_params(params) -> int:
-  return int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+@dataclasses.dataclass(frozen=True)
+class _Round:
+  """What the stages of one round share once the cohort is known."""
+
+  index: int
+  ids: np.ndarray                 # int[C] the cohort's population ids
+  params: PyTree                  # w(t)
+  num_params: int                 # D
+  full_units: dict                # {layer: int[C]} every unit kept
+  sends_reference: bool           # the server sends w(t-1) too (a second download)
+  setup: Any = None               # the round's key agreement
+
+
+def _open_round(setting: RoundSetting, state: RunState, r: int, ids: np.ndarray) -> _Round:
+  params = state.server.params
+  return _Round(
+      index=r, ids=ids, params=params,
+      num_params=int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params))),
+      full_units={layer.name: np.full(len(ids), layer.size) for layer in setting.unit_spec},
+      # w(t-1) is sent once a model has a predecessor, to every client (asking only when it
+      # prunes would tell the server who the stragglers are).
+      sends_reference=setting.server_reference and int(state.server.round) > 0)
+
+
+def _abort(setting: RoundSetting, state: RunState, rnd: _Round, err, charged, row: dict, *,
+           measured: bool) -> tuple[RunState, dict]:
+  """Closes an aborted round; `measured`: the clients trained, so their times are known."""
+  times = setting.clock.times(rnd.index, charged, rnd.ids)
+  round_s = round_time.aborted_round_seconds(times, err.stage, err.participants,
+                                             setting.server.seconds)
+  row = record.aborted(row, err, times, charged, round_s, state.virtual_time,
+                       setting.server.seconds)
+  reports = (state.reports.update(rnd.ids, times.fit_full, times.report_net) if measured
+             else state.reports)
+  return dataclasses.replace(state, reports=reports,
+                             virtual_time=state.virtual_time + round_s), row
+
+
+def _decide(setting: RoundSetting, state: RunState, rnd: _Round, liars: np.ndarray,
+            charger: charges_lib.RoundCharger) -> tuple[np.ndarray, broadcast.Decision]:
+  """(clients with times to report, the straggler decision) of the cohort."""
+  reported = state.reports.known(rnd.ids)  # clients that trained before have times to report
+  fit, net = (np.nan_to_num(a[rnd.ids]) for a in (state.reports.fit_full, state.reports.net))
+  bounds = lambda relay: reports_lib.round_bounds(  # noqa: E731
+      setting.reports, setting.clock, charger, num=len(rnd.ids), full_units=rnd.full_units,
+      num_params=rnd.num_params, setup=rnd.setup, relay_bytes=relay,
+      reference=rnd.sends_reference)
+  return reported, broadcast.decide_stragglers(
+      setting.method, setup=rnd.setup, reported=reported, fit=fit, net=net,
+      liars=liars[rnd.ids], any_liars=bool(liars.any()), reports=setting.reports,
+      keep=setting.keep, bounds=bounds)
+
+
+def _scores(setting: RoundSetting, state: RunState, rnd: _Round,
+            row: dict) -> tuple[cohort_lib.References, Any]:
+  """The cohort downloads w(t); CLIP clients score it against their reference."""
+  version = int(state.server.round)
+  if setting.server_reference:  # the server sends w(t-1) too: every client scores against it
+    refs, scores, _ = cohort_lib.reference_scores(setting.scorer, rnd.params, state.refs,
+                                                   rnd.ids, version,
+                                                   prev_params=state.server.prev_params)
+    return refs, scores
+  if not setting.scores_needed:
+    return state.refs, None
+  refs, scores, unreferenced = cohort_lib.reference_scores(setting.scorer, rnd.params,
+                                                           state.refs, rnd.ids, version)
+  if len(rnd.ids) < setting.data.population:
+    row["clients_without_reference"] = unreferenced
+  return refs, scores
+
+
+def _train(setting: RoundSetting, state: RunState, rnd: _Round, keep: np.ndarray,
+           scores) -> tuple[Any, chunks.Trained]:
+  """Masks and local training, chunk by chunk, each chunk summed as it is trained."""
+  scale, num = setting.scale, len(rnd.ids)
+  accumulator = setting.aggregator.begin(
+      setting.data.weights[rnd.ids], rnd.setup, scale.processes,
+      chunks.process_layout(num, scale.chunk, scale.mesh, scale.processes))
+  trained = chunks.train_and_sum(
+      setting.pruned_round, accumulator, params=rnd.params, scores=scores,
+      clip_state=state.clip, choice=state.fluid.choice if state.fluid is not None else None,
+      keep=keep, keys=clients_lib.client_keys(setting.base_key, jnp.int32(rnd.index),
+                                               jnp.asarray(rnd.ids)),
+      ids=rnd.ids, data=setting.data, chunk=scale.chunk, mesh=scale.mesh,
+      processes=scale.processes, keep_deltas=setting.fluid is not None)
+  return accumulator, trained
 
 
 def make_round(setting: RoundSetting) -> Algorithm:
   """Builds the round of `setting.method` (see the module docstring)."""
-  s = setting
-  population = s.data.population
-  cohort_size = s.scale.cohort or population
-  liars = (np.zeros(population, bool) if s.reports.liars is None
-           else np.asarray(s.reports.liars, bool))
+  population = setting.data.population
+  cohort_size = setting.scale.cohort or population
+  liars = (np.zeros(population, bool) if setting.reports.liars is None
+           else np.asarray(setting.reports.liars, bool))
   charger = charges_lib.RoundCharger(
-      secagg_on=s.secagg_on, upload_vectors=aggregation.upload_vectors(s.aggregation_rule, s.secagg_on),
-      server_prunes=s.method.server_prunes)
+      secagg_on=setting.secagg_on,
+      upload_vectors=aggregation.upload_vectors(setting.aggregation_rule, setting.secagg_on),
+      server_prunes=setting.method.server_prunes)
+  server_s = setting.server.seconds
 
   def init(params) -> RunState:
-    return RunState(server=s.server.init(params),
-                    clip=methods.init_clip_state(s.unit_spec, population),
-                    fluid=s.fluid.init() if s.fluid is not None else None,
+    return RunState(server=setting.server.init(params),
+                    clip=methods.init_clip_state(setting.unit_spec, population),
+                    fluid=setting.fluid.init() if setting.fluid is not None else None,
                     reports=cohort_lib.Reports.empty(population),
                     refs=cohort_lib.References.empty(population), virtual_time=0.0)
 
-  def abort(state, r, ids, err, charged, row, *, measured: bool):
-    """Closes an aborted round; `measured`: the clients trained, so their times are known."""
-    times = s.clock.times(r, charged, ids)
-    round_s = round_time.aborted_round_seconds(times, err.stage, err.participants,
-                                               s.server.seconds)
-    row = record.aborted(row, err, times, charged, round_s, state.virtual_time, s.server.seconds)
-    reports = (state.reports.update(ids, times.fit_full, times.report_net) if measured
-               else state.reports)
-    return dataclasses.replace(state, reports=reports,
-                               virtual_time=state.virtual_time + round_s), row
-
-  def decide(state, ids, setup, full_units, num_params, sends_reference):
-    reported = state.reports.known(ids)  # clients that trained before have times to report
-    fit, net = (np.nan_to_num(a[ids]) for a in (state.reports.fit_full, state.reports.net))
-    bounds = lambda relay: reports_lib.round_bounds(  # noqa: E731
-        s.reports, s.clock, charger, num=len(ids), full_units=full_units, num_params=num_params,
-        setup=setup, relay_bytes=relay, reference=sends_reference)
-    return reported, broadcast.decide_stragglers(
-        s.method, setup=setup, reported=reported, fit=fit, net=net, liars=liars[ids],
-        any_liars=bool(liars.any()), reports=s.reports, keep=s.keep, bounds=bounds)
-
   def apply(state: RunState, r: int) -> tuple[RunState, dict]:
     # (1) the cohort.
-    ids, away = cohort_lib.choose(s.seed, r, population, cohort_size, s.unavailable_rate)
-    num = len(ids)
-    row = record.start(r, num, ids, away, population)
-    if num < s.min_clients:  # churn left too few: nothing to train or agree keys, the model stays
-      row = record.skipped(row, num, s.min_clients, state.virtual_time, s.server.seconds)
-      return dataclasses.replace(state, virtual_time=state.virtual_time + s.server.seconds), row
-    params = state.server.params
-    num_params = _num_params(params)
-    full_units = {layer.name: np.full(num, layer.size) for layer in s.unit_spec}
-    # w(t-1) is sent once a model has a predecessor, to every client (asking only when it
-    # prunes would tell the server who the stragglers are).
-    sends_reference = s.server_reference and int(state.server.round) > 0
+    ids, away = cohort_lib.choose(setting.seed, r, population, cohort_size,
+                                  setting.unavailable_rate)
+    row = record.start(r, len(ids), ids, away, population)
+    if len(ids) < setting.min_clients:  # churn left too few: the model stays
+      row = record.skipped(row, len(ids), setting.min_clients, state.virtual_time, server_s)
+      return dataclasses.replace(state, virtual_time=state.virtual_time + server_s), row
+    rnd = _open_round(setting, state, r, ids)
     # (2) key agreement.
     try:
-      setup = agree_keys(s.key_agreement, num, s.seed, r, inject_dropouts=s.secagg_on)
+      rnd = dataclasses.replace(rnd, setup=agree_keys(setting.key_agreement, len(ids),
+                                                      setting.seed, r, setting.secagg_on))
     except secagg.RoundAborted as e:  # too few keys advertised: the round ends before training
-      charged = charger(full_units, np.full(num, num_params), num_params, None, False, (0, 0),
-                        sends_reference)
-      return abort(state, r, ids, e, charged, row, measured=False)
+      charged = charger(rnd.full_units, np.full(len(ids), rnd.num_params), rnd.num_params, None,
+                        False, (0, 0), rnd.sends_reference)
+      return _abort(setting, state, rnd, e, charged, row, measured=False)
     # (3) straggler self-identification and keep fractions.
-    reported, decision = decide(state, ids, setup, full_units, num_params, sends_reference)
+    reported, decision = _decide(setting, state, rnd, liars, charger)
     row.update(decision.fields)
-    if num < population:
+    if len(ids) < population:
       row["unreported_clients"] = int(np.sum(~reported))
-    # (4) the cohort downloads w(t); CLIP clients score it against their reference.
-    refs, scores = state.refs, None
-    if s.server_reference:  # the server sends w(t-1) too: every client scores against it
-      refs, scores, _ = cohort_lib.reference_scores(s.scorer, params, refs, ids,
-                                                     int(state.server.round),
-                                                     prev_params=state.server.prev_params)
-    elif s.scores_needed:
-      refs, scores, unreferenced = cohort_lib.reference_scores(s.scorer, params, refs, ids,
-                                                               int(state.server.round))
-      if num < population:
-        row["clients_without_reference"] = unreferenced
-    # (5) masks and local training, chunk by chunk, each chunk summed as it is trained.
-    procs = s.scale.processes
-    accumulator = s.aggregator.begin(
-        s.data.weights[ids], setup, procs,
-        chunks.process_layout(num, s.scale.chunk, s.scale.mesh, procs))
-    trained = chunks.train_and_sum(
-        s.pruned_round, accumulator, params=params, scores=scores, clip_state=state.clip,
-        choice=state.fluid.choice if state.fluid is not None else None, keep=decision.keep,
-        keys=clients_lib.client_keys(s.base_key, jnp.int32(r), jnp.asarray(ids)), ids=ids,
-        data=s.data, chunk=s.scale.chunk, mesh=s.scale.mesh, processes=procs,
-        keep_deltas=s.fluid is not None)
-    row["host_seconds_train"] = trained.train_s
-    row["host_seconds_sum"] = trained.sum_s
-    charged = charger(trained.kept_units, trained.kept_params, num_params, setup,
-                      decision.broadcasting, decision.relay_bytes, sends_reference)
+    # (4) the references, (5) training and the chunk sums.
+    refs, scores = _scores(setting, state, rnd, row)
+    accumulator, trained = _train(setting, state, rnd, decision.keep, scores)
+    row["host_seconds_train"], row["host_seconds_sum"] = trained.train_s, trained.sum_s
+    charged = charger(trained.kept_units, trained.kept_params, rnd.num_params, rnd.setup,
+                      decision.broadcasting, decision.relay_bytes, rnd.sends_reference)
     state = dataclasses.replace(state, clip=trained.clip_state, refs=refs)  # the clients did
     # (6) aggregation.
     tick = time.perf_counter()
     try:
       agg = accumulator.finish()
     except secagg.RoundAborted as e:  # too few survivors: the model stays as it is
-      return abort(state, r, ids, e, charged, row, measured=True)
+      return _abort(setting, state, rnd, e, charged, row, measured=True)
     mean_delta = jax.block_until_ready(agg.mean_delta)
-    if s.secagg_on:
+    if setting.secagg_on:
       row["host_seconds_secagg"] = time.perf_counter() - tick
       row.update(agg.report)
     # (7) the server step, and FLuID's choice for the next round.
-    server = s.server.step(state.server, mean_delta)
-    fluid_state = state.fluid
-    if s.fluid is not None:
+    server, fluid_state = setting.server.step(state.server, mean_delta), state.fluid
+    if setting.fluid is not None:
       fluid_state, fluid_fields = fluid_lib.server_round(
-          s.fluid.update, fluid_state, params, trained.deltas, decision.is_straggler,
-          agg.survivors, decision.keep, s.base_key, r)
+          setting.fluid.update, fluid_state, rnd.params, trained.deltas, decision.is_straggler,
+          agg.survivors, decision.keep, setting.base_key, r)
       row.update(fluid_fields)
     # (8) the virtual clock.
-    times = s.clock.times(r, charged, ids)
-    round_s = round_time.round_time(times, agg.survivors, s.server.seconds)
+    times = setting.clock.times(r, charged, ids)
+    round_s = round_time.round_time(times, agg.survivors, server_s)
     row = record.finished(
         row, loss_sum=trained.loss_sum, num_seen=trained.num_seen, keep=decision.keep,
         invariant=trained.invariant, slack=trained.slack, survivors=agg.survivors, times=times,
-        charged=charged, round_s=round_s, virtual_time=state.virtual_time,
-        server_seconds=s.server.seconds)
+        charged=charged, round_s=round_s, virtual_time=state.virtual_time, server_seconds=server_s)
     return RunState(server=server, clip=state.clip, fluid=fluid_state,
                     reports=state.reports.update(ids, times.fit_full, times.report_net),
                     refs=state.refs, virtual_time=state.virtual_time + round_s), row

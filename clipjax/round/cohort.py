@@ -31,7 +31,6 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 _COHORT_STREAM = 0xC0407  # separates the cohort draw from every other use of the seed
-REFERENCES = ("last_seen", "server")  # what CLIP scores w(t) against (`clip.reference`)
 
 
 def sample_cohort(seed: int, round_index: int, population: int, cohort: int) -> np.ndarray:

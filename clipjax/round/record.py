@@ -18,9 +18,8 @@ from clipjax.clock import devices
 
 Row = dict[str, Any]
 
-# Per-client clock fields, in cohort order (`charges.metrics_fields`).
-CLOCK_FIELDS = ("download_s", "fit_s", "mask_s", "upload_s", "latency_s", "messages",
-                "client_time_s")
+# Per-client clock fields, in cohort order; `charges.metrics_fields` writes them and owns the list.
+CLOCK_FIELDS = charges_lib.CLOCK_FIELDS
 
 
 def start(round_index: int, num: int, cohort: np.ndarray, away: int | None,

@@ -147,7 +147,7 @@ class RoundSetting:
     scorer: `methods.make_scorer`: `(params, reference) -> scores` (CLIP only).
     scale: cohort size, chunks, devices and processes.
     reports: lying clients and the straggler decision rule.
-    reference: what CLIP scores w(t) against (`cohort.REFERENCES`): `last_seen`, the last
+    reference: what CLIP scores w(t) against (`invariance.REFERENCES`): `last_seen`, the last
       different model the client received; `server`, the server's w(t-1), sent as a second
       download.
     unavailable_rate: each cohort client is away this round with this probability

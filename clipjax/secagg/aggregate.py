@@ -15,7 +15,9 @@ cannot share its secrets, so it drops at ShareKeys (``too_few_holders``) instead
 the round.
 
 The protocol itself runs in :mod:`clipjax.secagg.stream` (:class:`SecureSumStream`,
-:func:`secure_sum`); this module holds what it validates, returns and decodes.
+:func:`secure_sum`); this module holds what it validates (``updates_shape``, ``check_dim``,
+``check_options``, ``check_budget``, ``setup_for``), returns (``SecureSumResult``) and decodes
+(``decode_sum``).
 
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
@@ -25,22 +27,17 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import blinding, quantize, stages
+from clipjax.secagg import quantize
 from clipjax.secagg import protocol as protocol_lib
 from clipjax.secagg.protocol import RoundSetup
-
-_server_sum = jax.jit(blinding.server_sum)
-_unblind = jax.jit(blinding.unblind, static_argnames=("chunk_words",))
 
 # Largest D: the chunked masked vector (D + 1 words, padded by up to one chunk of at most
 # D + 16 words) must stay addressable by int32 indices.
@@ -132,7 +129,12 @@ def weight_codes(weights, num_clients: int, bits: int,
   return codes, float(max_weight)
 
 
-def _input_shape(updates) -> tuple[int, int]:
+def updates_shape(updates) -> tuple[int, int]:
+  """(C, D) of float ``[C, D]`` updates, validated (shape, float dtype, ``1 <= D <= MAX_DIM``).
+
+  Raises:
+    ValueError: if ``updates`` is not a 2-D float array or D is out of range.
+  """
   shape, dtype = getattr(updates, "shape", None), getattr(updates, "dtype", None)
   if shape is None or dtype is None:
     arr = np.asarray(updates)
@@ -140,34 +142,55 @@ def _input_shape(updates) -> tuple[int, int]:
   if len(shape) != 2 or not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"updates must be a float [C, D] array, got {dtype}{tuple(shape)}")
   n, dim = (int(v) for v in shape)
-  return n, _check_dim(dim, "updates has D")
+  return n, check_dim(dim, "updates has D")
 
 
-def _check_dim(dim, name: str = "dim") -> int:
+def check_dim(dim, name: str = "dim") -> int:
+  """D as an int, validated: ``1 <= D <= MAX_DIM``; ``name`` opens the error message.
+
+  Raises:
+    ValueError: for a D that is not an integer in range.
+  """
   if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= dim <= MAX_DIM:
     raise ValueError(f"{name}={dim!r} coordinates; allowed: 1 <= D <= 2^30 - 16 = {MAX_DIM}"
                      " (the masked vector is indexed with int32)")
   return int(dim)
 
 
-def _check_options(num_clients: int, bits: int, clip: float, budget_words: int, weights,
-                   max_weight: float | None) -> tuple[float, np.ndarray, float]:
-  """Validated (clip, weight codes uint32 ``[C]``, weight scale W) of one round."""
+def check_options(num_clients: int, bits: int, clip: float, budget_words: int, weights,
+                  max_weight: float | None) -> tuple[float, np.ndarray, float]:
+  """Validated (clip, weight codes uint32 ``[C]``, weight scale W) of one round.
+
+  Raises:
+    ValueError: on bits that overflow for ``num_clients``, a bad clip or budget, or weights
+      that ``weight_codes`` rejects.
+  """
   quantize.check_bits(num_clients, bits)
   clip = quantize.check_clip(clip)
-  _check_budget(budget_words)
+  check_budget(budget_words)
   codes, scale = weight_codes(weights, num_clients, bits, max_weight)
   return clip, codes, scale
 
 
-def _check_budget(budget_words: int) -> None:
+def check_budget(budget_words: int) -> None:
+  """Checks the live keystream words per chunk (``blinding.chunk_words_for``'s budget).
+
+  Raises:
+    ValueError: for a budget that is not an integer >= 16.
+  """
   if isinstance(budget_words, bool) or not isinstance(budget_words, numbers.Integral) \
       or budget_words < 16:
     raise ValueError(f"budget_words={budget_words!r} must be an integer >= 16")
 
 
-def _setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
-               allow_weak) -> RoundSetup:
+def setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
+              allow_weak) -> RoundSetup:
+  """The round's setup for ``n`` clients: a new ``setup_round`` from the other arguments when
+  ``setup`` is None, else ``setup`` itself once checked against them (see ``secure_sum``).
+
+  Raises:
+    ValueError: for a setup of another client count, or an argument that conflicts with it.
+  """
   if setup is None:
     return protocol_lib.setup_round(
         n, protocol="secagg+" if protocol is None else protocol, degree=degree,
@@ -191,27 +214,10 @@ def _setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropout
   return setup
 
 
-@contextlib.contextmanager
-def _timer(seconds: dict[str, float], name: str):
-  """Adds the host seconds the ``with`` body took to ``seconds[name]`` (unless it raises)."""
-  start = time.perf_counter()
-  yield
-  seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def _unmasked_sum(total: jax.Array, unmasking: stages.UnmaskingKeys,
-                  budget_words: int) -> np.ndarray:
-  """Unmasking on the device: uint32 ``[D + 1]`` sum of the senders' encoded inputs."""
-  chunk = blinding.chunk_words_for(len(unmasking.self_keys) + len(unmasking.edge_keys),
-                                   total.shape[0], budget_words)
-  return np.asarray(_unblind(total, jnp.asarray(unmasking.self_keys),
-                             jnp.asarray(unmasking.edge_keys),
-                             jnp.asarray(unmasking.edge_negated), chunk_words=chunk))
-
-
-def _decode(encoded: np.ndarray, num_senders: int, clip: float, bits: int,
-            scale: float) -> tuple[np.ndarray, float, np.ndarray]:
-  """(total, weight_total, mean) of the unmasked field sum, in int64 / float64.
+def decode_sum(encoded: np.ndarray, num_senders: int, clip: float, bits: int,
+               scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+  """(total, weight_total, mean) of the unmasked field sum uint32 ``[D + 1]`` (last word: the
+  weight codes), in int64 / float64.
 
   The quantisation step is the only error; the mean is NaN if every weight is 0.
   """
@@ -220,13 +226,3 @@ def _decode(encoded: np.ndarray, num_senders: int, clip: float, bits: int,
   total = quantize.decode(encoded[:dim], num_senders, clip, bits) * scale
   mean = total / weight_total if weight_total > 0 else np.full(dim, np.nan)
   return total, weight_total, mean
-
-
-def _dropped(setup: RoundSetup, shared: stages.SharedKeys, masked: stages.MaskedInput,
-             unmasking: stages.UnmaskingKeys) -> dict[str, tuple[int, ...]]:
-  """Stage -> sorted ids that dropped out at that stage (the drop-out spec, as it acted)."""
-  advertised = set(setup.advertised)
-  return {"advertise_keys": tuple(sorted(set(range(setup.num_clients)) - advertised)),
-          "share_keys": tuple(sorted(setup.dropouts["share_keys"] & advertised)),
-          "masked_input": tuple(sorted(setup.dropouts["masked_input"] & set(shared.clients))),
-          "unmasking": tuple(sorted(set(masked.senders) - set(unmasking.revealers)))}

@@ -20,8 +20,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import time
 from typing import Any
 
 import jax
@@ -30,11 +32,11 @@ import numpy as np
 
 from clipjax.secagg import blinding, quantize, stages
 from clipjax.secagg import params as params_lib
-from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, _check_budget, _check_dim,
-                                      _check_options, _decode, _dropped, _input_shape,
-                                      _server_sum, _setup_for, _timer, _unmasked_sum,
-                                      noise_keys)
+from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_budget, check_dim,
+                                      check_options, decode_sum, noise_keys, setup_for,
+                                      updates_shape)
 from clipjax.secagg.protocol import STAGES, Dropouts, RoundSetup
+
 
 def _sent_messages(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
                    chunk_words: int) -> jax.Array:
@@ -46,6 +48,16 @@ def _sent_messages(updates: jax.Array, sent: jax.Array, *args, clip: float, bits
 _client_messages = jax.jit(_sent_messages, static_argnames=("clip", "bits", "chunk_words"))
 _accumulate = jax.jit(lambda total, messages, sent: total + blinding.server_sum(messages, sent))
 _finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
+_server_sum = jax.jit(blinding.server_sum)
+_unblind = jax.jit(blinding.unblind, static_argnames=("chunk_words",))
+
+
+@contextlib.contextmanager
+def _timer(seconds: dict[str, float], name: str):
+  """Adds the host seconds the ``with`` body took to ``seconds[name]`` (unless it raises)."""
+  start = time.perf_counter()
+  yield
+  seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +135,26 @@ def _ids_where(ids: np.ndarray, which: np.ndarray) -> tuple[int, ...]:
   return tuple(sorted(ids[which].tolist()))
 
 
+def _unmasked_sum(total: jax.Array, unmasking: stages.UnmaskingKeys,
+                  budget_words: int) -> np.ndarray:
+  """Unmasking on the device: uint32 ``[D + 1]`` sum of the senders' encoded inputs."""
+  chunk = blinding.chunk_words_for(len(unmasking.self_keys) + len(unmasking.edge_keys),
+                                   total.shape[0], budget_words)
+  return np.asarray(_unblind(total, jnp.asarray(unmasking.self_keys),
+                             jnp.asarray(unmasking.edge_keys),
+                             jnp.asarray(unmasking.edge_negated), chunk_words=chunk))
+
+
+def _dropped(setup: RoundSetup, shared: stages.SharedKeys, masked: stages.MaskedInput,
+             unmasking: stages.UnmaskingKeys) -> dict[str, tuple[int, ...]]:
+  """Stage -> sorted ids that dropped out at that stage (the drop-out spec, as it acted)."""
+  advertised = set(setup.advertised)
+  return {"advertise_keys": tuple(sorted(set(range(setup.num_clients)) - advertised)),
+          "share_keys": tuple(sorted(setup.dropouts["share_keys"] & advertised)),
+          "masked_input": tuple(sorted(setup.dropouts["masked_input"] & set(shared.clients))),
+          "unmasking": tuple(sorted(set(masked.senders) - set(unmasking.revealers)))}
+
+
 def masked_partial(keys: ChunkKeys, updates, *, clip: float, bits: int,
                    budget_words: int = blinding.DEFAULT_BUDGET_WORDS,
                    ) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
@@ -148,8 +180,8 @@ def masked_partial(keys: ChunkKeys, updates, *, clip: float, bits: int,
   """
   clip = quantize.check_clip(clip)
   quantize.check_bits(1, bits)
-  _check_budget(budget_words)
-  num, dim = _input_shape(updates)
+  check_budget(budget_words)
+  num, dim = updates_shape(updates)
   if num != len(keys.ids):
     raise ValueError(f"updates has {num} rows but the keys are for {len(keys.ids)} clients; "
                      "pass one row per id of the keys, in their order")
@@ -196,9 +228,9 @@ class SecureSumStream:
     if not isinstance(setup, RoundSetup):
       raise ValueError(f"setup={setup!r} must be a RoundSetup from setup_round")
     n = setup.num_clients
-    self.dim = _check_dim(dim)
-    self._clip, self._codes, self._scale = _check_options(n, bits, clip, budget_words, weights,
-                                                          max_weight)
+    self.dim = check_dim(dim)
+    self._clip, self._codes, self._scale = check_options(n, bits, clip, budget_words, weights,
+                                                         max_weight)
     self._bits, self._budget = bits, budget_words
     if setup.used:
       raise ValueError("setup was already used by a secure sum: pairwise masks must never be "
@@ -291,7 +323,7 @@ class SecureSumStream:
   def _add(self, ids, updates, keep_messages: bool) -> None:
     self._check_open()
     ids = self._check_ids(ids)
-    num, dim = _input_shape(updates)
+    num, dim = updates_shape(updates)
     if (num, dim) != (len(ids), self.dim):
       raise ValueError(f"updates has shape ({num}, {dim}); expected ({len(ids)}, {self.dim}): "
                        f"one row of the stream's dim={self.dim} coordinates per id")
@@ -369,8 +401,8 @@ class SecureSumStream:
       unmasking = stages.unmasking_keys(setup, shared, masked)
     with _timer(seconds, "unmasking_device"):
       encoded = _unmasked_sum(total, unmasking, self._budget)
-      total_f, weight_total, mean = _decode(encoded, len(masked.senders), self._clip,
-                                            self._bits, self._scale)
+      total_f, weight_total, mean = decode_sum(encoded, len(masked.senders), self._clip,
+                                                self._bits, self._scale)
     seconds["total"] = sum(seconds.values())
     traffic = dict(zip(STAGES, (self._advertised, shared.traffic, masked.traffic,
                                 unmasking.traffic)))
@@ -426,10 +458,10 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
       seed, round index, drop-out ids, arguments that conflict with ``setup``, or a reused setup.
     RoundAborted: if fewer than t clients survive a stage or a secret lacks t shares.
   """
-  n, dim = _input_shape(updates)
-  _check_options(n, bits, clip, budget_words, weights, max_weight)  # before any key is drawn
-  setup = _setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
-                     allow_weak)
+  n, dim = updates_shape(updates)
+  check_options(n, bits, clip, budget_words, weights, max_weight)  # before any key is drawn
+  setup = setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
+                    allow_weak)
   stream = SecureSumStream(setup, weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
                            rng=rng, budget_words=budget_words)
   # All C rows (those that send nothing are not summed): one compiled shape per C and k.

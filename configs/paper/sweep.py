@@ -28,8 +28,9 @@ from typing import Any
 
 import ml_collections
 
+from clipjax import methods as methods_lib
+
 METHODS = ("fedavg", "random", "ordered", "fluid", "clip_compute", "clip_network")
-INSECURE = ("fluid", "fedavg_plain")  # run without SecAgg
 SCENARIOS = ("compute", "compute_network")
 SIZES = ("cpu", "full")
 SEEDS = (0, 1, 2)
@@ -109,18 +110,25 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
 
 
 def method_names(methods: Sequence[str]) -> list[str]:
-  """The methods asked, with `fedavg_plain` added just before `fluid` (DESIGN 2.8).
+  """The methods asked, with `fedavg_plain` added just before `fluid` (DESIGN 2.8;
+  `clipjax.methods.with_plain_reference`).
 
   Raises:
     ValueError: for an unknown method.
   """
   names = list(dict.fromkeys(methods))
+  allowed = METHODS + (methods_lib.PLAIN_REFERENCE,)
   for name in names:
-    if name not in METHODS + ("fedavg_plain",):
-      raise ValueError(f"unknown method {name!r}; choose from {METHODS + ('fedavg_plain',)}.")
-  if "fluid" in names and "fedavg_plain" not in names:
-    names.insert(names.index("fluid"), "fedavg_plain")
-  return names
+    if name not in allowed:
+      raise ValueError(f"unknown method {name!r}; choose from {allowed}.")
+  return methods_lib.with_plain_reference(names)
+
+
+def set_method(config: ml_collections.ConfigDict, name: str) -> None:
+  """Sets the run name `name`'s method and SecAgg switch on `config`: `fedavg_plain` runs
+  `fedavg`, and it and `fluid` run without SecAgg, every other method with it."""
+  config.method = methods_lib.base_method(name)
+  config.secagg.enabled = not methods_lib.runs_without_secagg(name)
 
 
 def build(base: ml_collections.ConfigDict, *, seeds: Sequence[int] = SEEDS,
@@ -152,8 +160,7 @@ def build(base: ml_collections.ConfigDict, *, seeds: Sequence[int] = SEEDS,
       for name in names:
         c = base.copy_and_resolve_references()
         c.seed = int(seed)
-        c.method = "fedavg" if name == "fedavg_plain" else name
-        c.secagg.enabled = name not in INSECURE
+        set_method(c, name)
         c.secagg.protocol = "secagg+"
         for key, value in counts.items():
           c.devices[key] = value

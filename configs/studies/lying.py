@@ -1,4 +1,6 @@
-"""Study beyond the paper: CLIP when some clients lie about their times (README "Beyond the paper").
+"""Study beyond the paper: CLIP when some clients lie about their times.
+
+Results of both datasets: configs/studies/README.md, "Clients that lie about their times".
 
 A seeded fraction of the clients multiplies the times it broadcasts by a factor (0.1:
 "I am fast", 10: "I am slow"); everyone else is honest and cannot tell who lied (the sealed

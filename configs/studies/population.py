@@ -51,8 +51,7 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
       c.cohort_size = COHORT
       c.scale.chunk_clients = 10
       c.seed = int(seed)
-      c.method = "fedavg" if name == "fedavg_plain" else name
-      c.secagg.enabled = name not in sweep.INSECURE
+      sweep.set_method(c, name)
       c.devices.compute_slow = round(SLOW_FRACTION * FEMNIST_WRITERS)
       sweep.apply_overrides(c, dict(overrides or {}))
       runs.append((f"population/{name}/seed{seed}", c))

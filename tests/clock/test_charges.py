@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from clipjax import secagg
 from clipjax.clock import charges as clock_lib
 from clipjax.clock import devices, round_time
 
@@ -82,3 +83,56 @@ def test_clock_model_times_are_the_hand_computed_components():
   survivors = np.array([True, False, True])
   want = float(np.max(t.total[survivors]) + 0.25)
   assert round_time.round_time(t, survivors, 0.25) == pytest.approx(want)
+
+
+def _charger_case(num):
+  kept_units = {"hidden": np.array([8, 5, 8, 8, 6, 8, 8, 8])[:num]}
+  kept_params = np.array([D, 600, D, D, 750, D, D, D])[:num]
+  return kept_units, kept_params
+
+
+@pytest.mark.parametrize("upload_vectors", [1, 2])
+def test_round_charger_charges_one_stream_per_secagg_plus_neighbour_and_the_self_mask(
+    upload_vectors):
+  # SecAgg+ on 8 clients with k = 4: every client has 4 graph neighbours. Client 5 does not
+  # advertise keys, so its neighbours mask with one peer fewer and it has none at all.
+  setup = secagg.setup_round(8, protocol="secagg+", degree=4, threshold=3, seed=11,
+                             allow_weak=True, dropouts=secagg.Dropouts(advertise_keys=[5]))
+  degree = np.bincount(np.asarray(setup.edges).ravel(), minlength=8)
+  np.testing.assert_array_equal(degree, [4] * 8)
+  to_five = np.zeros(8, int)
+  for a, b in np.asarray(setup.edges):
+    if 5 in (a, b):
+      to_five[b if a == 5 else a] += 1
+  streams = 1 + degree - to_five
+  streams[5] = 1                               # no keys: no pairwise masks, the self mask only
+  assert sorted(streams.tolist()) == [1, 4, 4, 4, 4, 5, 5, 5]
+  kept_units, kept_params = _charger_case(8)
+  charger = clock_lib.RoundCharger(secagg_on=True, upload_vectors=upload_vectors,
+                                   server_prunes=False)
+  got = charger(kept_units, kept_params, D, setup, True, (np.full(8, 30), np.full(8, 40)), True)
+  want = clock_lib.charges(kept_units=kept_units, kept_params=kept_params, num_params=D,
+                           secure=True, upload_vectors=upload_vectors, prg_streams=streams,
+                           broadcast=True, broadcast_bytes_sent=np.full(8, 30),
+                           broadcast_bytes_received=np.full(8, 40), reference_download=True)
+  for field in ("download_bytes", "upload_bytes", "messages", "mask_words"):
+    np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+  # And by hand: (D + 1) words per stream per uploaded vector.
+  np.testing.assert_array_equal(got.mask_words, streams * (D + 1) * upload_vectors)
+  np.testing.assert_array_equal(got.kept_units["hidden"], kept_units["hidden"])
+
+
+@pytest.mark.parametrize("secagg_on,with_setup", [(True, False), (False, True), (False, False)])
+def test_round_charger_expands_no_masks_without_secagg_or_without_keys(secagg_on, with_setup):
+  setup = (secagg.setup_round(5, protocol="secagg", threshold=5, seed=0, allow_weak=True)
+           if with_setup else None)
+  kept_units, kept_params = _charger_case(5)
+  charger = clock_lib.RoundCharger(secagg_on=secagg_on, upload_vectors=1, server_prunes=True)
+  got = charger(kept_units, kept_params, D, setup, False)
+  want = clock_lib.charges(kept_units=kept_units, kept_params=kept_params, num_params=D,
+                           secure=secagg_on, prg_streams=0, server_prunes=True)
+  for field in ("download_bytes", "upload_bytes", "messages", "mask_words"):
+    np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+  np.testing.assert_array_equal(got.mask_words, np.zeros(5))
+  if not secagg_on:  # in the clear FLuID's server sends each client the units it kept
+    np.testing.assert_array_equal(got.download_bytes, 4 * kept_params)

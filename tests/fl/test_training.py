@@ -14,7 +14,7 @@ from clipjax.fl import clients as round_lib
 from clipjax.fl import training
 from clipjax.models import get_model, units
 
-from tests.fl.test_round import apply_fn, batch_fn, init_params, make_clients
+from tests.fl.test_clients import apply_fn, batch_fn, init_params, make_clients
 
 
 def _scan_reference(spec, optimizer, params, x, y, valid, keys, prune_mask=None, ppm=None):

@@ -1,10 +1,11 @@
 """The studies beyond the paper (configs/studies/): their run grids and their tables."""
 
 import json
+import types
 
 import pytest
 
-from clipjax.reporting import study_tables
+from clipjax.reporting import study_tables, sweep_report
 from configs.studies import churn, lying, lying_femnist
 
 
@@ -86,3 +87,23 @@ def test_churn_table_rows_per_cohort_and_method(tmp_path):
   assert "Left out, not finished (1): cohort100/clip_compute/seed0" in table
   clip = [c.strip() for c in lines[1].strip("|").split("|")]
   assert clip[4].startswith("+5.00") and clip[6] == "+20.0%" and clip[9] == "3.0"
+
+
+def test_a_sweep_file_names_its_grid_table_and_the_report_puts_it_first(tmp_path):
+  for seed, (fed_acc, clip_acc) in enumerate([(0.5, 0.52), (0.6, 0.61)]):
+    _write_run(tmp_path, "honest", "fedavg", seed, [2.0, 2.0], [0.3, fed_acc])
+    _write_run(tmp_path, "liars0.3_x10", "clip_compute", seed, [1.5, 1.5], [0.3, clip_acc], [0])
+  grid = study_tables.grid_table(lying.STUDY_TABLE, tmp_path, 0.5)
+  assert grid == study_tables.lying_table(tmp_path, lying.METHODS, lying.RULES, 0.5)
+  assert lying_femnist.STUDY_TABLE == lying.STUDY_TABLE and churn.STUDY_TABLE["kind"] == "churn"
+
+  # a loaded sweep file, named as configs.paper.sweep.load_sweep_file names it
+  sweep_file = types.SimpleNamespace(__name__="sweep_file_lying", STUDY_TABLE=lying.STUDY_TABLE)
+  preface = sweep_report.study_preface(sweep_file, tmp_path, 0.5)
+  assert preface == f"# lying\n\n{grid}\n"
+  table_file, _ = sweep_report.write(tmp_path, tmp_path / "out", 0.5, plots=False,
+                                     preface=preface)
+  assert table_file.read_text().startswith(preface)
+  assert sweep_report.study_preface(object(), tmp_path, 0.5) == ""   # a paper sweep: no grid
+  with pytest.raises(ValueError, match="kind 'other'"):
+    study_tables.grid_table({"kind": "other"}, tmp_path, 0.5)

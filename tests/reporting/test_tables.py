@@ -7,7 +7,7 @@ import ml_collections
 
 from clipjax.reporting import tables
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import compare  # noqa: E402
 
 

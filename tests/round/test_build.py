@@ -1,0 +1,55 @@
+"""The wiring: spec -> data, model, devices, key agreement and round, in one place."""
+
+import jax
+import numpy as np
+import pytest
+
+from clipjax import multihost
+from clipjax.config_types import ExperimentSpec
+from clipjax.round import build
+from configs import base
+
+
+def _spec(**changes):
+  c = base.get_config()
+  c.num_clients, c.rounds = 4, 2
+  for key, value in changes.items():
+    node, *path = key.split(".")
+    target = c if not path else c[node]
+    target[path[-1] if path else node] = value
+  return ExperimentSpec.from_config(c)
+
+
+def test_load_data_passes_every_data_setting(monkeypatch):
+  seen = {}
+  monkeypatch.setattr(build, "load_federated", lambda name, **kw: seen.update(name=name, **kw))
+  build.load_data(_spec(**{"data.test_clients": "all", "data.max_examples": 7}))
+  assert seen == {"name": "femnist", "num_clients": 4, "seed": 0, "data_dir": None,
+                  "partition": "iid", "alpha": 0.5, "num_partitions": None,
+                  "test_clients": "all", "max_examples": 7}
+
+
+def test_device_population_uses_the_counts_or_else_the_straggler_fraction():
+  by_fraction = build.device_population(_spec(num_clients=10))
+  assert int(np.sum(by_fraction.compute_slow)) == 2                   # 0.2 of 10, compute-slow
+  by_counts = build.device_population(_spec(num_clients=10, **{"devices.network_slow": 3}))
+  assert int(np.sum(by_counts.network_slow)) == 3 and not np.any(by_counts.compute_slow)
+  tiers = build.tiers(_spec())
+  assert tiers.compute["slow"] == pytest.approx(tiers.compute["fast"] * 2 / 3)
+
+
+def test_model_parameters_are_a_function_of_the_seed():
+  a = build.init_model(_spec(**{"model.width": 0.125}), 62)[1]
+  b = build.init_model(_spec(**{"model.width": 0.125}), 62)[1]
+  c = build.init_model(_spec(seed=1, **{"model.width": 0.125}), 62)[1]
+  flat = lambda p: np.concatenate([np.ravel(x) for x in jax.tree.leaves(p)])  # noqa: E731
+  assert np.array_equal(flat(a), flat(b)) and not np.array_equal(flat(a), flat(c))
+
+
+def test_fluid_over_several_processes_is_refused_before_any_training():
+  spec = _spec(method="fluid", **{"secagg.enabled": False, "model.width": 0.125})
+  data = build.load_data(spec)
+  model, params = build.init_model(spec, data.num_classes)
+  two = multihost.Processes(index=0, count=2)
+  with pytest.raises(ValueError, match="--num_processes=1"):
+    build.build_round(spec, data, model, params, two)
