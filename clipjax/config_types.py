@@ -38,7 +38,10 @@ DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordin
 
 # Config keys added after runs were stored, with the value that reproduces those runs: a stored
 # config.json without such a key is the same run as a config holding this value.
-ADDED_KEYS = {"data.max_examples": 0}
+ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0}
+# Layout-only keys: they change where and how many clients are trained at once, not what is
+# computed (up to float summation order), so a stored run with other values is the same run.
+LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -55,7 +58,8 @@ def same_run_config(stored_json: str, config) -> bool:
   """Whether a workdir's stored `config.json` text describes the run `config` asks for.
 
   Equal JSON, or equal once keys of `ADDED_KEYS` that the stored file lacks are read at the
-  value they had before they existed (runs stored earlier stay finished / resumable).
+  value they had before they existed (runs stored earlier stay finished / resumable) and the
+  layout-only `LAYOUT_KEYS` are set aside.
   """
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   if stored_json == text:
@@ -67,6 +71,9 @@ def same_run_config(stored_json: str, config) -> bool:
   for key, value in ADDED_KEYS.items():
     if key not in stored and asked.get(key) == value:
       asked.pop(key)
+  for key in LAYOUT_KEYS:
+    stored.pop(key, None)
+    asked.pop(key, None)
   return stored == asked
 
 
@@ -100,6 +107,13 @@ def _aggregation(value: str, method: str) -> str:
     return value  # the method itself is rejected below with its own message
   if value == "auto" or not METHODS[method].prunes:
     return METHODS[method].aggregation
+  return value
+
+
+def _chunk_clients(value: int) -> int:
+  if value < -1:
+    raise ValueError(f"config.scale.chunk_clients={value} must be -1 (auto: the largest chunk that "
+                     "fits scale.memory_budget_gb), 0 (the whole cohort) or a client count.")
   return value
 
 
@@ -213,8 +227,9 @@ class ScaleSpec:
   """How a round's cohort is laid out on the hardware (DESIGN 2.9); results do not depend on
   it beyond float summation order."""
 
-  chunk_clients: int   # clients trained and summed at once; 0: the whole cohort
+  chunk_clients: int   # clients trained and summed at once; 0: the whole cohort; -1: auto
   shard_devices: int   # devices the chunk's client axis is sharded over; 1: no sharding
+  memory_budget_gb: float  # the auto chunk's memory budget; 0: the backend's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,9 +369,11 @@ class ExperimentSpec:
         cohort_size=cohort,
         unavailable_rate=_fraction("unavailable_rate", g("unavailable_rate"), hi_open=True),
         scale=ScaleSpec(
-            chunk_clients=int(_positive("scale.chunk_clients", int(g("scale.chunk_clients")),
-                                        allow_zero=True)),
-            shard_devices=_shard_devices(int(g("scale.shard_devices")))),
+            chunk_clients=_chunk_clients(int(g("scale.chunk_clients"))),
+            shard_devices=_shard_devices(int(g("scale.shard_devices"))),
+            memory_budget_gb=float(_positive("scale.memory_budget_gb",
+                                             float(g("scale.memory_budget_gb")),
+                                             allow_zero=True))),
         method=_choice("method", g("method"), tuple(METHODS)),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every")), allow_zero=True)),
         client_batch=_client_batch(int(g("client_batch")), g("model.name")),

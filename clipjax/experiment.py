@@ -76,7 +76,10 @@ def run(config, workdir: str, *, stop_after: int | None = None,
     spec = ExperimentSpec.from_config(config, population=num_clients)
   model, params = build.init_model(spec, data.num_classes)
   num_params = int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
-  round_algorithm = build.build_round(spec, data, model, params, processes)
+  chunk, chunk_note = build.resolve_chunk(spec, data, params)
+  if processes.is_lead and spec.scale.chunk_clients < 0:
+    print(chunk_note, flush=True)
+  round_algorithm = build.build_round(spec, data, model, params, processes, chunk=chunk)
   pooled_fn = lambda x, y, c, idx: pooled_batch(data.kind, x, y, c, idx, seq_len=data.seq_len or 80)  # noqa: E731
   evaluator = evaluate_lib.PooledEvaluator(model.apply, pooled_fn, spec.eval_batch_size,
                                            data.test.valid)

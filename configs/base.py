@@ -42,8 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
                                 # Measure with scripts/bench_train.py.
 
   c.scale = ml_collections.ConfigDict()  # layout only: results equal up to summation order
-  c.scale.chunk_clients = 0     # clients trained and securely summed at once; memory is set by
-                                # the chunk, not the cohort (0: the whole cohort at once)
+  c.scale.chunk_clients = -1    # clients trained and securely summed at once; memory is set by
+                                # the chunk, not the cohort. -1: auto, the largest chunk whose
+                                # estimated memory fits memory_budget_gb; 0: the whole cohort
+  c.scale.memory_budget_gb = 0.0  # the auto chunk's budget; 0: 25% of host RAM on CPU, 50% of
+                                  # the first device's memory on GPU/TPU
   c.scale.shard_devices = 1     # devices a chunk's client axis is sharded over (0: all JAX sees)
 
   c.data = ml_collections.ConfigDict()

@@ -81,7 +81,8 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
   x, y, valid = make_data(counts)
   train = training.make_trainer(apply_fn, lambda xc, yc, i: (xc[i], yc[i]), optax.sgd(LR),
                                 local.LocalSpec(epochs=1, batch_size=6), loop=loop,
-                                client_batch=1 if loop == "host" else 0)
+                                client_batch=1 if loop == "host" else 0,
+                                mesh=mesh)
   params = init_params()
   server_opt = server_lib.make_server_optimizer("sgd", 1.0)
   tiers = devices.Tiers(compute={"fast": 1e5, "slow": 5e4})

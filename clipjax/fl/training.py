@@ -126,6 +126,10 @@ class HostLoopTrainer:
   def __call__(self, params, x, y, valid, keys, prune_mask=None, param_prune_mask=None
                ) -> local.ClientOutput:
     num_clients = x.shape[0]
+    spread = len(getattr(getattr(x, "sharding", None), "device_set", ()) or ())
+    if spread > 1:  # slicing one client out of a sharded axis deadlocks XLA:CPU's collectives
+      raise ValueError(f"the host loop got clients sharded over {spread} devices; build it with "
+                       "make_trainer(..., mesh=<their mesh>) (scale.shard_devices does this).")
     idx, ok, any_ok = self._indices(keys, valid)
     active = np.asarray(jax.device_get(any_ok))  # [C, S]: which steps do any work
     chunks = _chunk_ids(num_clients, self.client_batch)
@@ -144,10 +148,95 @@ class HostLoopTrainer:
     return self._end(tuple(carries), params, param_prune_mask, num_clients)
 
 
+class ShardedHostLoopTrainer:
+  """The host loop over a client axis sharded over the devices of `mesh` (DESIGN 2.9).
+
+  The C clients (C a multiple of the device count d) lie in d blocks of m = C / d, one block per
+  device. Every jitted piece is a `shard_map` over the mesh: each device runs the one-client
+  step, vmapped over `client_batch` of ITS OWN clients, on its own block, so no step moves a
+  client's data between devices and no program holds a collective (XLA:CPU's in-process
+  collectives deadlock when a sliced, sharded client axis makes the partitioner add them).
+  Every call is issued for all devices alike (the host skips a step only when no client of the
+  group on any device has work in it), and the results come back in client order.
+
+  The deltas equal the unsharded host loop's up to the order of floating-point reductions.
+  """
+
+  def __init__(self, apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
+               optimizer: optax.GradientTransformation, spec: local.LocalSpec, mesh,
+               client_batch: int = 1):
+    if client_batch < 0:
+      raise ValueError(f"client_batch must be >= 0 (0: all of a device's clients at once), got "
+                       f"{client_batch}.")
+    self.spec, self.mesh, self.client_batch = spec, mesh, int(client_batch)
+    self.shards = int(mesh.devices.size)
+    init, step, finish = local.make_client_step(apply_fn, batch_fn, optimizer)
+    clients, same = jax.sharding.PartitionSpec("clients"), jax.sharding.PartitionSpec()
+    local_map = lambda f, ins, outs: jax.shard_map(  # noqa: E731
+        f, mesh=mesh, in_specs=ins, out_specs=outs, check_vma=False)
+
+    def indices(keys, valid):
+      idx, ok = jax.vmap(lambda k, v: local.batch_indices(k, v, spec))(keys, valid)
+      return idx, ok, jnp.any(ok, axis=-1)
+
+    def start(params, first, x, y, idx, ok, prune_mask, size):
+      def one_device(params, first, x, y, idx, ok, prune_mask):
+        take = lambda a: jax.lax.dynamic_slice_in_dim(a, first, size, axis=0)  # noqa: E731
+        data = (take(x), take(y), take(idx), take(ok), jax.tree.map(take, prune_mask))
+        return jax.vmap(lambda _: init(params))(data[1]), data
+      return local_map(one_device, (same, same, clients, clients, clients, clients, clients),
+                       clients)(params, first, x, y, idx, ok, prune_mask)
+
+    def chunk_step(carry, data, s):
+      def one_device(carry, data, s):
+        xc, yc, idx, ok, prune_mask = data
+        b_idx = jax.lax.dynamic_index_in_dim(idx, s, axis=1, keepdims=False)
+        b_ok = jax.lax.dynamic_index_in_dim(ok, s, axis=1, keepdims=False)
+        pm_axis = None if prune_mask is None else 0
+        return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, pm_axis))(carry, xc, yc, b_idx, b_ok,
+                                                                prune_mask)
+      return local_map(one_device, (clients, clients, same), clients)(carry, data, s)
+
+    def end(carries, params, param_prune_mask):
+      def one_device(carries, params, param_prune_mask):
+        carry = jax.tree.map(lambda *parts: jnp.concatenate(parts), *carries)  # block order
+        ppm_axis = None if param_prune_mask is None else 0
+        return jax.vmap(finish, in_axes=(0, None, ppm_axis))(carry, params, param_prune_mask)
+      return local_map(one_device, (clients, same, clients), clients)(
+          carries, params, param_prune_mask)
+
+    self._indices = jax.jit(local_map(indices, (clients, clients), clients))
+    self._start = jax.jit(start, static_argnums=7)
+    self._step = jax.jit(chunk_step)
+    self._end = jax.jit(end)
+
+  def compiled_step_count(self) -> int:
+    return self._step._cache_size()  # pylint: disable=protected-access
+
+  def __call__(self, params, x, y, valid, keys, prune_mask=None, param_prune_mask=None
+               ) -> local.ClientOutput:
+    num_clients = x.shape[0]
+    if num_clients % self.shards:
+      raise ValueError(f"{num_clients} clients do not split over {self.shards} devices; pad the "
+                       "chunk's client axis to a multiple of the device count.")
+    per_device = num_clients // self.shards
+    size = self.client_batch or per_device  # clients per device and step
+    size = size if per_device % size == 0 else 1
+    idx, ok, any_ok = self._indices(keys, valid)
+    active = np.asarray(jax.device_get(any_ok)).reshape(self.shards, per_device, -1)
+    carries = []
+    for first in range(0, per_device, size):
+      carry, data = self._start(params, np.int32(first), x, y, idx, ok, prune_mask, size)
+      for s in np.flatnonzero(active[:, first:first + size].any(axis=(0, 1))):
+        carry = self._step(carry, data, np.int32(s))
+      carries.append(carry)
+    return self._end(tuple(carries), params, param_prune_mask)
+
+
 def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
                  optimizer: optax.GradientTransformation, spec: local.LocalSpec, *,
-                 loop: str = "auto", client_batch: int = 0,
-                 streams: int = 1) -> Callable[..., local.ClientOutput]:
+                 loop: str = "auto", client_batch: int = 0, streams: int = 1,
+                 mesh=None) -> Callable[..., local.ClientOutput]:
   """All clients' local training: `train(params, x, y, valid, keys, prune_mask=None,
   param_prune_mask=None) -> ClientOutput` with a leading client axis.
 
@@ -156,6 +245,9 @@ def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
     loop: `"host"`, `"scan"` or `"auto"` (`default_loop()`).
     client_batch: clients per vmapped chunk; 0 vmaps all clients at once.
     streams: host loop only: chunks whose steps are dispatched in turn (in flight at once).
+    mesh: a `jax.sharding.Mesh` with axis "clients" the client axis is sharded over (None: one
+      device); the host loop then trains each device's own clients in every step
+      (`ShardedHostLoopTrainer`; `client_batch` is then per device).
 
   Raises:
     ValueError: for an unknown loop or a negative client_batch.
@@ -166,6 +258,8 @@ def make_trainer(apply_fn: local.ApplyFn, batch_fn: local.BatchFn,
     raise ValueError(f"client_batch must be >= 0 (0: all clients at once), got {client_batch}.")
   loop = default_loop() if loop == "auto" else loop
   if loop == "host":
+    if mesh is not None and mesh.devices.size > 1:
+      return ShardedHostLoopTrainer(apply_fn, batch_fn, optimizer, spec, mesh, client_batch)
     if client_batch == 0:
       return _HostAll(apply_fn, batch_fn, optimizer, spec)
     return HostLoopTrainer(apply_fn, batch_fn, optimizer, spec, client_batch, streams)

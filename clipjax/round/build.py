@@ -24,7 +24,7 @@ from clipjax.data import example_batch, load_federated
 from clipjax.fl import aggregation, local, training
 from clipjax.fl import server as server_lib
 from clipjax.models import flops, get_model
-from clipjax.round import algorithm
+from clipjax.round import algorithm, chunks
 from clipjax.round import settings as settings_lib
 
 _MODEL_STREAM = 0x1417  # the model's initial parameters, apart from every other use of the seed
@@ -79,6 +79,30 @@ def key_agreement_kwargs(spec: ExperimentSpec) -> dict:
               allow_weak=sa.allow_weak_parameters)
 
 
+def resolve_chunk(spec: ExperimentSpec, data, params) -> tuple[int, str]:
+  """(clients per chunk, a line saying how it was chosen) for `scale.chunk_clients`.
+
+  -1 (auto) picks the largest chunk whose estimated memory (`chunks.client_bytes`: the
+  parameters' copies per client and its training data) fits `scale.memory_budget_gb`, or the
+  backend's default budget (`chunks.default_budget_bytes`), rounded to the devices sharded over.
+  """
+  cohort = spec.clients_per_round
+  if spec.scale.chunk_clients >= 0:
+    chunk = spec.scale.chunk_clients
+    return chunk, f"chunk: {chunk or cohort} of {cohort} clients (scale.chunk_clients={chunk})"
+  num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+  train = data.train
+  example_bytes = sum(np.asarray(a).nbytes for a in (train.x, train.y, train.valid))
+  per_client = chunks.client_bytes(num_params, example_bytes // max(len(data.client_ids), 1))
+  budget = (spec.scale.memory_budget_gb * 1e9 if spec.scale.memory_budget_gb > 0
+            else chunks.default_budget_bytes())
+  chunk = chunks.auto_chunk(cohort, per_client_bytes=per_client, budget_bytes=budget,
+                            multiple=max(spec.scale.shard_devices, 1))
+  return chunk, (f"chunk: {min(chunk, cohort)} of {cohort} clients (auto: ~{per_client / 1e6:.1f} "
+                 f"MB a client, budget {budget / 1e9:.2f} GB; set scale.chunk_clients or "
+                 "scale.memory_budget_gb to change it)")
+
+
 def _secure_settings(spec: ExperimentSpec, weights: np.ndarray, population: int):
   """SecAgg's quantisation settings, after checking the public bounds (None: SecAgg off).
 
@@ -101,8 +125,10 @@ def _secure_settings(spec: ExperimentSpec, weights: np.ndarray, population: int)
 
 
 def build_round(spec: ExperimentSpec, data, model, params,
-                processes: multihost.Processes = multihost.SINGLE) -> algorithm.Algorithm:
-  """The round algorithm of `spec` on loaded `data` and `model` (validates SecAgg settings).
+                processes: multihost.Processes = multihost.SINGLE,
+                chunk: int | None = None) -> algorithm.Algorithm:
+  """The round algorithm of `spec` on loaded `data` and `model` (validates SecAgg settings);
+  `chunk` as `resolve_chunk` gives it (None: resolved here).
 
   Raises:
     ValueError: for SecAgg settings the client count or weights cannot meet, or `fluid` over
@@ -110,11 +136,13 @@ def build_round(spec: ExperimentSpec, data, model, params,
   """
   population = len(data.client_ids)
   method = methods.get_method(spec.method)
+  devices_mesh = mesh(spec)
   batch_fn = lambda x, y, idx: example_batch(data.kind, x, y, idx, seq_len=data.seq_len or 80)  # noqa: E731
   optimizer = optax.sgd(spec.client_lr, momentum=spec.client_momentum or None)
   train = training.make_trainer(model.apply, batch_fn, optimizer,
                                 local.LocalSpec(spec.local_epochs, spec.batch_size),
-                                loop=spec.local_loop, client_batch=spec.client_batch)
+                                loop=spec.local_loop, client_batch=spec.client_batch,
+                                mesh=devices_mesh)
   pruned_round = methods.make_pruned_round(method, model.unit_spec, train, growth=spec.clip.growth,
                                            slack=spec.clip.slack,
                                            threshold_init=spec.clip.threshold_init)
@@ -156,7 +184,8 @@ def build_round(spec: ExperimentSpec, data, model, params,
       base_key=jax.random.key(spec.seed), seed=spec.seed, fluid=fluid,
       scorer=methods.make_scorer(model.unit_spec, spec.clip.score),
       scale=settings_lib.ScaleSetting(cohort=spec.clients_per_round,
-                                      chunk=spec.scale.chunk_clients, mesh=mesh(spec),
+                                      chunk=(resolve_chunk(spec, data, params)[0]
+                                             if chunk is None else chunk), mesh=devices_mesh,
                                       processes=processes),
       reports=settings_lib.ReportSetting(
           liars=reports_lib.choose_liars(spec.seed, population, spec.reports.liar_fraction),

@@ -53,3 +53,19 @@ def test_fluid_over_several_processes_is_refused_before_any_training():
   two = multihost.Processes(index=0, count=2)
   with pytest.raises(ValueError, match="--num_processes=1"):
     build.build_round(spec, data, model, params, two)
+
+
+def test_the_chunk_is_the_configured_one_or_the_largest_that_fits(monkeypatch):
+  spec = _spec(**{"model.width": 0.125, "scale.chunk_clients": 3})
+  data = build.load_data(spec)
+  params = build.init_model(spec, data.num_classes)[1]
+  assert build.resolve_chunk(spec, data, params)[0] == 3
+  auto = _spec(**{"model.width": 0.125, "scale.chunk_clients": -1})
+  chunk, note = build.resolve_chunk(auto, data, params)
+  assert chunk == 4 and "auto" in note                    # a generous default budget: the cohort
+  num_params = sum(int(np.size(a)) for a in jax.tree.leaves(params))
+  rows = sum(np.asarray(a).nbytes for a in (data.train.x, data.train.y, data.train.valid)) // 4
+  per_client = 8 * 4 * num_params + rows
+  tight = _spec(**{"model.width": 0.125, "scale.chunk_clients": -1,
+                   "scale.memory_budget_gb": 2.5 * per_client / 1e9})
+  assert build.resolve_chunk(tight, data, params)[0] == 2   # 2.5 clients fit: a chunk of 2

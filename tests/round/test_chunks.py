@@ -1,6 +1,7 @@
 """The cohort in chunks (`clipjax.round.chunks`): the layout by hand, and training chunk by chunk
 equals training the cohort at once."""
 
+import os
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +140,22 @@ def test_training_in_chunks_of_1_2_or_all_gives_the_same_host_arrays():
   np.testing.assert_array_equal(np.asarray(state.initialised), [0, 0, 1, 0, 0, 0, 1])
   np.testing.assert_array_equal(np.asarray(state.last_prune_mask["hidden"]).sum(1),
                                 [H, H, 5, H, H, H, 4])
+
+
+def test_the_auto_chunk_is_the_largest_that_fits_the_budget():
+  per_client = chunks.client_bytes(1000, 500)                 # 8 copies x 4 bytes x D + data
+  assert per_client == 8 * 4 * 1000 + 500
+  assert chunks.auto_chunk(1000, per_client_bytes=100, budget_bytes=2550) == 25
+  assert chunks.auto_chunk(10, per_client_bytes=100, budget_bytes=1e9) == 10   # the cohort
+  assert chunks.auto_chunk(10, per_client_bytes=100, budget_bytes=1e9, multiple=4) == 12
+  assert chunks.auto_chunk(1000, per_client_bytes=100, budget_bytes=2550, multiple=4) == 24
+  assert chunks.auto_chunk(1000, per_client_bytes=100, budget_bytes=50, multiple=4) == 4
+  smaller = chunks.auto_chunk(1000, per_client_bytes=100, budget_bytes=1000)
+  assert smaller < chunks.auto_chunk(1000, per_client_bytes=100, budget_bytes=2550)
+  with pytest.raises(ValueError, match="positive budget"):
+    chunks.auto_chunk(10, per_client_bytes=100, budget_bytes=0)
+
+
+def test_the_default_budget_is_a_fraction_of_host_memory_on_cpu():
+  ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  assert chunks.default_budget_bytes("cpu") == pytest.approx(chunks.HOST_BUDGET_FRACTION * ram)

@@ -24,10 +24,13 @@ assert jax.device_count() == 4, jax.devices()
 mesh = jax.sharding.Mesh(np.array(jax.devices()), ("clients",))
 counts = [5, 3, 6, 4, 6, 2, 5]
 out = {}
-for method, secure in [("clip_compute", True), ("fedavg", False)]:
+for method, secure, loop in [("clip_compute", True, "scan"), ("fedavg", False, "scan"),
+                             ("clip_compute", True, "host")]:
   runs = {}
-  for name, kw in [("one", {}), ("sharded", {"mesh": mesh, "chunk": 4})]:
-    algo, params, _, _ = make_setting(method, counts, secure=secure, loop="scan", **kw)
+  # chunk 1 and 3 are padded to 4 clients (one per device), 4 is one per device, 0 the cohort
+  cases = [("one", {})] + [(f"sharded{c}", {"mesh": mesh, "chunk": c}) for c in (1, 3, 4, 0)]
+  for name, kw in cases:
+    algo, params, _, _ = make_setting(method, counts, secure=secure, loop=loop, **kw)
     state, rows = algo.init(params), []
     for r in range(3):
       state, row = algo.apply(state, r)
@@ -35,7 +38,7 @@ for method, secure in [("clip_compute", True), ("fedavg", False)]:
                                            "train_loss", "round_time_s", "secagg_survivors")})
     runs[name] = {"rows": rows,
                   "params": [np.asarray(a).tolist() for a in jax.tree.leaves(state.server.params)]}
-  out[method] = runs
+  out[f"{method}/{loop}"] = runs
 print("RESULT" + json.dumps(out))
 '''
 
@@ -56,16 +59,47 @@ def _close(a, b, rtol):
 
 
 def test_a_round_sharded_over_four_devices_equals_the_one_device_round():
-  out = _python(SHARDED)
+  """Every chunk size, both local loops: the virtual times exactly, losses and the model
+  within the order of floating-point sums (the chunk and device layout changes only that)."""
+  out = _python(SHARDED, timeout=600)
   result = json.loads(out.split("RESULT", 1)[1])
+  assert set(result) == {"clip_compute/scan", "fedavg/scan", "clip_compute/host"}
   for method, runs in result.items():
-    one, sharded = runs["one"], runs["sharded"]
-    for a, b in zip(one["rows"], sharded["rows"]):
-      for key in ("keep_fraction", "stragglers", "invariant_units", "secagg_survivors"):
-        assert a[key] == b[key], (method, key)
-      assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-      assert a["round_time_s"] == pytest.approx(b["round_time_s"], rel=1e-9)
-    _close(one["params"], sharded["params"], rtol=1e-5)
+    one = runs["one"]
+    for name in ("sharded1", "sharded3", "sharded4", "sharded0"):
+      sharded = runs[name]
+      for a, b in zip(one["rows"], sharded["rows"]):
+        for key in ("keep_fraction", "stragglers", "invariant_units", "secagg_survivors",
+                    "round_time_s"):
+          assert a[key] == b[key], (method, name, key)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+      _close(one["params"], sharded["params"], rtol=1e-5)
+
+
+UNSHARDED_LOOP = r'''
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np, optax
+from clipjax.fl import local, training
+from tests.toy import apply_fn, init_params, make_data
+
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("clients",))
+put = lambda a: jax.device_put(a, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients")))
+x, y, valid = (put(np.asarray(a)) for a in make_data([5, 3, 6, 4]))
+train = training.make_trainer(apply_fn, lambda xc, yc, i: (xc[i], yc[i]), optax.sgd(0.5),
+                              local.LocalSpec(epochs=1, batch_size=6), loop="host", client_batch=1)
+keys = put(jax.random.split(jax.random.key(0), 4))
+try:
+  train(init_params(), x, y, valid, keys)
+except ValueError as e:
+  print("REFUSED", e)
+'''
+
+
+def test_a_host_loop_without_shards_refuses_sharded_clients_instead_of_hanging():
+  out = _python(UNSHARDED_LOOP, timeout=120)
+  assert "REFUSED the host loop got clients sharded over 4 devices" in out
+  assert "mesh=" in out
 
 
 def _train(workdir, *extra, **popen):
