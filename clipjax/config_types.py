@@ -232,6 +232,107 @@ class ScaleSpec:
   memory_budget_gb: float  # the auto chunk's memory budget; 0: the backend's default
 
 
+def _secagg_spec(g, summands: int) -> SecAggSpec:
+  secagg = SecAggSpec(
+      enabled=bool(g("secagg.enabled")),
+      protocol=_choice("secagg.protocol", g("secagg.protocol"), PROTOCOLS),
+      degree=int(g("secagg.degree")) or None,
+      threshold=int(g("secagg.threshold")) or None,
+      bits=int(g("secagg.bits")) or max_safe_bits(summands),
+      clip=float(g("secagg.clip")) or DEFAULT_SECAGG_CLIP,
+      dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate"), hi_open=True),
+      max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight")))),
+      corruption_fraction=_fraction("secagg.corruption_fraction",
+                                    g("secagg.corruption_fraction"), hi_open=True),
+      dropout_fraction=_fraction("secagg.dropout_fraction", g("secagg.dropout_fraction"),
+                                 hi_open=True),
+      security_bits=int(_positive("secagg.security_bits", int(g("secagg.security_bits")))),
+      correctness_bits=int(_positive("secagg.correctness_bits",
+                                     int(g("secagg.correctness_bits")))),
+      allow_weak_parameters=bool(g("secagg.allow_weak_parameters")),
+  )
+  if not secagg.max_weight < float("inf"):
+    raise ValueError(f"config.secagg.max_weight={secagg.max_weight!r} must be finite.")
+  if secagg.corruption_fraction + max(secagg.dropout_fraction, secagg.dropout_rate) >= 1:
+    raise ValueError(f"config.secagg.corruption_fraction={secagg.corruption_fraction} plus the "
+                     f"drop-out fraction {max(secagg.dropout_fraction, secagg.dropout_rate)} "
+                     "(the larger of secagg.dropout_fraction and secagg.dropout_rate) must be "
+                     "below 1.")
+  return secagg
+
+
+def _clip_spec(g) -> ClipSpec:
+  clip = ClipSpec(
+      straggler_fraction=_fraction("clip.straggler_fraction",
+                                   g("clip.straggler_fraction"), hi_open=True),
+      min_keep=_fraction("clip.min_keep", g("clip.min_keep"), lo=1e-3),
+      rho_min=(float(g("clip.rho_min")) or None),
+      growth=float(g("clip.growth")),
+      slack=_choice("clip.slack", g("clip.slack"), SLACK_ORDERS),
+      score=_choice("clip.score", g("clip.score"), SCORES),
+      threshold_init=_choice("clip.threshold_init", g("clip.threshold_init"),
+                             THRESHOLD_INITS),
+      aggregation=_aggregation(g("clip.aggregation"), g("method")),
+      reference=_choice("clip.reference", g("clip.reference"), REFERENCES),
+  )
+  if clip.growth <= 1.0:
+    raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
+  if clip.rho_min is not None:
+    _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
+  return clip
+
+
+def _device_spec(g) -> DeviceSpec:
+  calibration = _choice("devices.calibration", g("devices.calibration"),
+                        calibration_lib.CALIBRATIONS)
+  devices = DeviceSpec(
+      compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow"), allow_zero=True)),
+      network_slow=int(_positive("devices.network_slow", g("devices.network_slow"), allow_zero=True)),
+      both_slow=int(_positive("devices.both_slow", g("devices.both_slow"), allow_zero=True)),
+      jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma"), allow_zero=True)),
+      fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops"),
+                                 allow_zero=True)) or calibration_lib.fast_flops(
+                                     calibration, g("model.name"), float(g("model.width"))),
+      slow_compute_ratio=_fraction("devices.slow_compute_ratio",
+                                   g("devices.slow_compute_ratio"), lo=1e-3),
+      server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds"), allow_zero=True)),
+      calibration=calibration,
+  )
+  return devices
+
+
+def _report_spec(g) -> ReportSpec:
+  reports = ReportSpec(
+      liar_fraction=_fraction("reports.liar_fraction", g("reports.liar_fraction")),
+      liar_factor=float(_positive("reports.liar_factor", float(g("reports.liar_factor")))),
+      rule=_choice("reports.rule", g("reports.rule"), REPORT_RULES),
+      bound_sigmas=float(_positive("reports.bound_sigmas",
+                                   float(g("reports.bound_sigmas")))),
+  )
+  return reports
+
+
+def _scale_spec(g) -> ScaleSpec:
+  return ScaleSpec(
+      chunk_clients=_chunk_clients(int(g("scale.chunk_clients"))),
+      shard_devices=_shard_devices(int(g("scale.shard_devices"))),
+      memory_budget_gb=float(_positive("scale.memory_budget_gb",
+                                       float(g("scale.memory_budget_gb")), allow_zero=True)))
+
+
+def _data_spec(g) -> DataSpec:
+  return DataSpec(
+      name=_choice("data.name", g("data.name"), DATASETS),
+      data_dir=g("data.data_dir") or None,
+      partition=_choice("data.partition", g("data.partition"), ("iid", "dirichlet")),
+      alpha=float(_positive("data.alpha", float(g("data.alpha")))),
+      num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions")),
+                                   allow_zero=True)) or None,
+      test_clients=_choice("data.test_clients", g("data.test_clients"), TEST_CLIENTS),
+      max_examples=int(_positive("data.max_examples", int(g("data.max_examples")),
+                                 allow_zero=True)))
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
   """Everything one run needs, validated."""
@@ -286,70 +387,10 @@ class ExperimentSpec:
                        f"{num_clients}; sample at most the whole population (or set "
                        "cohort_size=0 for all clients every round).")
     summands = cohort or num_clients or 1  # clients in one secure sum
-    secagg = SecAggSpec(
-        enabled=bool(g("secagg.enabled")),
-        protocol=_choice("secagg.protocol", g("secagg.protocol"), PROTOCOLS),
-        degree=int(g("secagg.degree")) or None,
-        threshold=int(g("secagg.threshold")) or None,
-        bits=int(g("secagg.bits")) or max_safe_bits(summands),
-        clip=float(g("secagg.clip")) or DEFAULT_SECAGG_CLIP,
-        dropout_rate=_fraction("secagg.dropout_rate", g("secagg.dropout_rate"), hi_open=True),
-        max_weight=float(_positive("secagg.max_weight", float(g("secagg.max_weight")))),
-        corruption_fraction=_fraction("secagg.corruption_fraction",
-                                      g("secagg.corruption_fraction"), hi_open=True),
-        dropout_fraction=_fraction("secagg.dropout_fraction", g("secagg.dropout_fraction"),
-                                   hi_open=True),
-        security_bits=int(_positive("secagg.security_bits", int(g("secagg.security_bits")))),
-        correctness_bits=int(_positive("secagg.correctness_bits",
-                                       int(g("secagg.correctness_bits")))),
-        allow_weak_parameters=bool(g("secagg.allow_weak_parameters")),
-    )
-    if not secagg.max_weight < float("inf"):
-      raise ValueError(f"config.secagg.max_weight={secagg.max_weight!r} must be finite.")
-    if secagg.corruption_fraction + max(secagg.dropout_fraction, secagg.dropout_rate) >= 1:
-      raise ValueError(f"config.secagg.corruption_fraction={secagg.corruption_fraction} plus the "
-                       f"drop-out fraction {max(secagg.dropout_fraction, secagg.dropout_rate)} "
-                       "(the larger of secagg.dropout_fraction and secagg.dropout_rate) must be "
-                       "below 1.")
-    clip = ClipSpec(
-        straggler_fraction=_fraction("clip.straggler_fraction",
-                                     g("clip.straggler_fraction"), hi_open=True),
-        min_keep=_fraction("clip.min_keep", g("clip.min_keep"), lo=1e-3),
-        rho_min=(float(g("clip.rho_min")) or None),
-        growth=float(g("clip.growth")),
-        slack=_choice("clip.slack", g("clip.slack"), SLACK_ORDERS),
-        score=_choice("clip.score", g("clip.score"), SCORES),
-        threshold_init=_choice("clip.threshold_init", g("clip.threshold_init"),
-                               THRESHOLD_INITS),
-        aggregation=_aggregation(g("clip.aggregation"), g("method")),
-        reference=_choice("clip.reference", g("clip.reference"), REFERENCES),
-    )
-    if clip.growth <= 1.0:
-      raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
-    if clip.rho_min is not None:
-      _fraction("clip.rho_min", clip.rho_min, lo=1e-6)
-    calibration = _choice("devices.calibration", g("devices.calibration"),
-                          calibration_lib.CALIBRATIONS)
-    devices = DeviceSpec(
-        compute_slow=int(_positive("devices.compute_slow", g("devices.compute_slow"), allow_zero=True)),
-        network_slow=int(_positive("devices.network_slow", g("devices.network_slow"), allow_zero=True)),
-        both_slow=int(_positive("devices.both_slow", g("devices.both_slow"), allow_zero=True)),
-        jitter_sigma=float(_positive("devices.jitter_sigma", g("devices.jitter_sigma"), allow_zero=True)),
-        fast_flops=float(_positive("devices.fast_flops", g("devices.fast_flops"),
-                                   allow_zero=True)) or calibration_lib.fast_flops(
-                                       calibration, g("model.name"), float(g("model.width"))),
-        slow_compute_ratio=_fraction("devices.slow_compute_ratio",
-                                     g("devices.slow_compute_ratio"), lo=1e-3),
-        server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds"), allow_zero=True)),
-        calibration=calibration,
-    )
-    reports = ReportSpec(
-        liar_fraction=_fraction("reports.liar_fraction", g("reports.liar_fraction")),
-        liar_factor=float(_positive("reports.liar_factor", float(g("reports.liar_factor")))),
-        rule=_choice("reports.rule", g("reports.rule"), REPORT_RULES),
-        bound_sigmas=float(_positive("reports.bound_sigmas",
-                                     float(g("reports.bound_sigmas")))),
-    )
+    secagg = _secagg_spec(g, summands)
+    clip = _clip_spec(g)
+    devices = _device_spec(g)
+    reports = _report_spec(g)
     slow = devices.compute_slow + devices.network_slow + devices.both_slow
     if num_clients and slow > num_clients:
       raise ValueError(f"config.devices: {slow} slow clients (compute_slow + network_slow + "
@@ -368,26 +409,12 @@ class ExperimentSpec:
         eval_batch_size=int(_positive("eval_batch_size", int(g("eval_batch_size")))),
         cohort_size=cohort,
         unavailable_rate=_fraction("unavailable_rate", g("unavailable_rate"), hi_open=True),
-        scale=ScaleSpec(
-            chunk_clients=_chunk_clients(int(g("scale.chunk_clients"))),
-            shard_devices=_shard_devices(int(g("scale.shard_devices"))),
-            memory_budget_gb=float(_positive("scale.memory_budget_gb",
-                                             float(g("scale.memory_budget_gb")),
-                                             allow_zero=True))),
+        scale=_scale_spec(g),
         method=_choice("method", g("method"), tuple(METHODS)),
         checkpoint_every=int(_positive("checkpoint_every", int(g("checkpoint_every")), allow_zero=True)),
         client_batch=_client_batch(int(g("client_batch")), g("model.name")),
         local_loop=_choice("local_loop", g("local_loop"), training.LOOPS),
-        data=DataSpec(name=_choice("data.name", g("data.name"), DATASETS),
-                      data_dir=g("data.data_dir") or None,
-                      partition=_choice("data.partition", g("data.partition"), ("iid", "dirichlet")),
-                      alpha=float(_positive("data.alpha", float(g("data.alpha")))),
-                      num_partitions=int(_positive("data.num_partitions", int(g("data.num_partitions")),
-                                                   allow_zero=True)) or None,
-                      test_clients=_choice("data.test_clients", g("data.test_clients"),
-                                           TEST_CLIENTS),
-                      max_examples=int(_positive("data.max_examples", int(g("data.max_examples")),
-                                                 allow_zero=True))),
+        data=_data_spec(g),
         model=ModelSpec(name=_choice("model.name", g("model.name"), KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width"))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -34,6 +36,35 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+class Interrupted(Exception):
+  """A run stopped by Ctrl-C; its message says where the same command goes on."""
+
+
+class _StopRequest:
+  """Ctrl-C during the rounds: the first asks the loop to stop once the round ends (it is
+  written and checkpointed, so the same command resumes exactly); a second stops at once.
+  Installed only in the main thread (signal handlers can be set there alone)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+    return False
+
+
 def run(config, workdir: str, *, stop_after: int | None = None,
         processes: multihost.Processes = multihost.SINGLE) -> dict[str, Any] | None:
   """Runs one experiment, or resumes it; returns its summary (also printed as a table).
@@ -55,6 +86,7 @@ def run(config, workdir: str, *, stop_after: int | None = None,
 
   Raises:
     ValueError: for any bad config value, missing data, or a workdir that holds another run.
+    Interrupted: on Ctrl-C, with a one-line message.
   """
   spec = ExperimentSpec.from_config(config)
   out = pathlib.Path(workdir)
@@ -87,10 +119,9 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   slow_devices = build.device_population(spec).straggler
 
   state, start = round_algorithm.init(params), 0
-  found = checkpoints.latest(out / "checkpoints") if checkpointing else None
   rows = _read_rows(out / "metrics.jsonl")
-  if found is not None and len(rows) >= found[1]:
-    state, start = checkpoints.restore(found[0], state)
+  if checkpointing:  # the newest readable checkpoint whose rounds metrics.jsonl holds
+    state, start = checkpoints.restore_newest(out / "checkpoints", state, len(rows))
   history = rows[:start]  # rows after the checkpoint are written again
   if start == spec.rounds and (out / "summary.json").exists():
     summary = json.loads((out / "summary.json").read_text())
@@ -99,26 +130,41 @@ def run(config, workdir: str, *, stop_after: int | None = None,
     return summary
   (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
   progress = summary_lib.progress(spec.rounds, desc=f"{spec.data.name}/{spec.method}", start=start)
-  with (out / "metrics.jsonl").open("a") as metrics_file:
-    for r in progress:
-      tick = time.perf_counter()
-      state, row = round_algorithm.apply(state, r)
-      cohort = np.asarray(row.get("cohort", np.arange(num_clients)), np.int64)
-      row["true_stragglers"] = np.flatnonzero(slow_devices[cohort]).tolist()  # cohort positions
-      if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
-        eval_tick = time.perf_counter()
-        row.update(evaluator(state.server.params, test_x, test_y).summary())
-        row["host_seconds_eval"] = time.perf_counter() - eval_tick
-      row["host_seconds"] = time.perf_counter() - tick
-      metrics_file.write(json.dumps(row) + "\n")
-      metrics_file.flush()
-      history.append(row)
-      summary_lib.update_progress(progress, row)
-      if checkpointing and (r + 1 == spec.rounds or r + 1 == stop_after
-                          or (spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0)):
-        checkpoints.save(out / "checkpoints", state, r + 1)
-      if r + 1 == stop_after:
-        return None
+  saved = r = start
+  stop = _StopRequest()
+  with (out / "metrics.jsonl").open("a") as metrics_file, stop:
+    try:
+      for r in progress:
+        tick = time.perf_counter()
+        state, row = round_algorithm.apply(state, r)
+        cohort = np.asarray(row.get("cohort", np.arange(num_clients)), np.int64)
+        row["true_stragglers"] = np.flatnonzero(slow_devices[cohort]).tolist()  # cohort positions
+        if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
+          eval_tick = time.perf_counter()
+          row.update(evaluator(state.server.params, test_x, test_y).summary())
+          row["host_seconds_eval"] = time.perf_counter() - eval_tick
+        row["host_seconds"] = time.perf_counter() - tick
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+        history.append(row)
+        summary_lib.update_progress(progress, row)
+        if checkpointing and (r + 1 in (spec.rounds, stop_after) or stop.requested or (
+            spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0)):
+          checkpoints.save(out / "checkpoints", state, r + 1)
+          saved = r + 1
+        if r + 1 == stop_after:
+          return None
+        if stop.requested and r + 1 < spec.rounds:
+          raise Interrupted(f"stopped after round {r + 1} of {spec.rounds}; "
+                            + ("the same command resumes." if checkpointing else
+                               "runs over several processes are not checkpointed."))
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+      raise Interrupted(f"stopped in round {r + 1} of {spec.rounds}; "
+                        + (f"the same command resumes after round {saved} (its checkpoint)."
+                           if checkpointing and saved else
+                           "nothing was checkpointed yet: the same command starts over."
+                           if checkpointing else
+                           "runs over several processes are not checkpointed.")) from None
   if checkpointing:
     checkpoints.save_params(out / "checkpoints" / "final", state.server.params)
   summary = summary_lib.summarize(spec, history, num_params=num_params, clients=num_clients)

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+import _cli
+from absl import flags
 
 _MODES = flags.DEFINE_list("modes", ["default", "fast"], "'default' and/or 'fast' XLA flags")
 _WORDS = flags.DEFINE_integer("words", 1 << 24, "keystream words in total (4 bytes each)")
@@ -78,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

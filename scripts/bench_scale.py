@@ -30,7 +30,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+import _cli  # noqa: E402
+from absl import flags  # noqa: E402
 
 _COHORTS = flags.DEFINE_list("cohorts", ["10", "100", "1000"], "Cohort sizes C per round.")
 _POPULATION = flags.DEFINE_integer("population", 1000, "CIFAR-10 IID partitions K.")
@@ -119,4 +120,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

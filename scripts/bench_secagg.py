@@ -27,11 +27,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from clipjax import secagg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402
 import bench_chacha  # noqa: E402  (the keystream race lives there once)
 from clipjax.secagg import aggregate, blinding, chacha, quantize  # noqa: E402
 
@@ -195,4 +196,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -37,7 +37,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from absl import app, flags  # noqa: E402
+import _cli  # noqa: E402
+from absl import flags  # noqa: E402
 
 from clipjax.reporting import summary as summary_lib  # noqa: E402
 from clipjax.data import example_batch  # noqa: E402
@@ -235,4 +236,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -20,7 +20,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import _cli  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from clipjax import config_types  # noqa: E402
@@ -101,4 +102,4 @@ def _report():
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _cli  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from clipjax.reporting import sweep_report, sweep_tables  # noqa: E402
@@ -76,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -28,6 +28,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import _cli  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from clipjax import config_types, experiment  # noqa: E402
@@ -159,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

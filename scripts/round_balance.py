@@ -20,7 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import _cli  # noqa: E402
+from absl import flags  # noqa: E402
 
 from clipjax import secagg  # noqa: E402
 from clipjax.reporting import summary as summary_lib  # noqa: E402
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _cli  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -38,7 +39,13 @@ def main(argv):
     experiment.run(_CONFIG.value, _WORKDIR.value, processes=processes)
   except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
+  except experiment.Interrupted as e:  # Ctrl-C: one line saying how to go on
+    print(e, file=sys.stderr)
+    sys.exit(130)
+  except KeyboardInterrupt:  # before the first round (loading data, compiling)
+    print("stopped before the first round; nothing was run.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

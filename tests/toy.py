@@ -115,3 +115,12 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
       base_key=jax.random.key(3), seed=0, scorer=methods.make_scorer(SPEC),
       scale=settings.ScaleSetting(cohort=cohort, chunk=chunk, mesh=mesh), **extra)
   return algorithm.make_round(setting), params, (np.asarray(x), np.asarray(y)), population
+
+
+def run_rounds(algo, params, rounds):
+  """(final state, the rows) of `rounds` rounds of `algo` from `params`."""
+  state, rows = algo.init(params), []
+  for r in range(rounds):
+    state, row = algo.apply(state, r)
+    rows.append(row)
+  return state, rows

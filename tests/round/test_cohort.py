@@ -7,7 +7,7 @@ import pytest
 from clipjax.round import settings
 from clipjax.round import cohort
 from clipjax.clock import devices
-from tests.toy import make_setting
+from tests.toy import make_setting, run_rounds
 
 
 def test_cohort_is_a_pure_function_of_seed_and_round():
@@ -59,12 +59,6 @@ def test_reports_hold_only_what_a_client_measured():
   assert rep.fit_full[3] == 4.0 and rep.net[1] == 0.5
 
 
-def _run(algo, params, rounds):
-  state, rows = algo.init(params), []
-  for r in range(rounds):
-    state, row = algo.apply(state, r)
-    rows.append(row)
-  return state, rows
 
 
 @pytest.mark.parametrize("method", ["fedavg", "clip_compute"])
@@ -72,8 +66,8 @@ def test_a_chunked_round_equals_the_one_chunk_round(method):
   counts = [5, 3, 6, 4, 6, 2, 5]
   base, params, _, _ = make_setting(method, counts)
   chunked = make_setting(method, counts, chunk=3)[0]
-  want, want_rows = _run(base, params, 3)
-  got, got_rows = _run(chunked, params, 3)
+  want, want_rows = run_rounds(base, params, 3)
+  got, got_rows = run_rounds(chunked, params, 3)
   for g, w in zip(jax.tree.leaves(got.server.params), jax.tree.leaves(want.server.params)):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
   for g, w in zip(got_rows, want_rows):
@@ -93,8 +87,8 @@ def test_a_secure_chunked_round_sums_exactly_what_one_chunk_sums():
   two = make_setting("fedavg", counts, secure=True, compute_slow=0, chunk=2)[0]
   # Keys differ between the runs (fresh per setup), but the masks cancel and the rounding
   # noise comes from the round's seed: the unmasked sums, so the new models, are identical.
-  want, (row_one,) = _run(one, params, 1)
-  got, (row_two,) = _run(two, params, 1)
+  want, (row_one,) = run_rounds(one, params, 1)
+  got, (row_two,) = run_rounds(two, params, 1)
   assert row_one["secagg_survivors"] == row_two["secagg_survivors"] == 5
   for g, w in zip(jax.tree.leaves(got.server.params), jax.tree.leaves(want.server.params)):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
@@ -103,7 +97,7 @@ def test_a_secure_chunked_round_sums_exactly_what_one_chunk_sums():
 def test_a_cohort_round_touches_only_its_clients():
   counts = [5, 3, 6, 4, 6, 2, 5, 4]
   algo, params, _, _ = make_setting("clip_compute", counts, cohort=3)
-  state, rows = _run(algo, params, 4)
+  state, rows = run_rounds(algo, params, 4)
   seen = set()
   for r, row in enumerate(rows):
     ids = cohort.sample_cohort(0, r, len(counts), 3)
@@ -118,7 +112,7 @@ def test_a_cohort_round_touches_only_its_clients():
 def test_away_clients_take_no_part_and_a_round_without_clients_keeps_the_model():
   counts = [5, 3, 6, 4, 6, 2, 5, 4]
   algo, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.4)
-  state, rows = _run(algo, params, 3)
+  state, rows = run_rounds(algo, params, 3)
   for r, row in enumerate(rows):
     away = cohort.away(0, r, np.arange(8), 0.4)
     assert row["away"] == int(away.sum()) > 0
@@ -128,11 +122,11 @@ def test_away_clients_take_no_part_and_a_round_without_clients_keeps_the_model()
   np.testing.assert_array_equal(cohort.away(0, 1, np.array([2, 5]), 0.4),
                                 cohort.away(0, 1, np.arange(8), 0.4)[[2, 5]])
   nobody, params, _, _ = make_setting("fedavg", counts, unavailable_rate=0.999)
-  state, (row,) = _run(nobody, params, 1)
+  state, (row,) = run_rounds(nobody, params, 1)
   assert row["away"] == 8 and row["skipped"] and row["round_time_s"] == 0.125
   # With keys to agree (clip_compute broadcasts), a round needs at least 2 clients.
   few, _, _, _ = make_setting("clip_compute", counts[:3], unavailable_rate=0.3)
-  _, rows = _run(few, params, 4)
+  _, rows = run_rounds(few, params, 4)
   left = [int((~cohort.away(0, r, np.arange(3), 0.3)).sum()) for r in range(4)]
   assert left == [3, 1, 2, 3]  # make_setting fixes t = 3 for its keys: rounds 2 and 3 skip
   assert ["skipped" in row for row in rows] == [False, True, True, False]
@@ -144,7 +138,7 @@ def test_server_sent_reference_equals_last_seen_under_full_participation_and_cos
   counts = [5, 3, 6, 4, 6]
   last, params, _, _ = make_setting("clip_compute", counts)
   sent = make_setting("clip_compute", counts, reference="server")[0]
-  (_, want), (_, got) = _run(last, params, 3), _run(sent, params, 3)
+  (_, want), (_, got) = run_rounds(last, params, 3), run_rounds(sent, params, 3)
   num_params = sum(int(np.size(a)) for a in jax.tree.leaves(params))
   downlink = devices.Tiers().network["5g"].downlink_bps
   for r, (a, b) in enumerate(zip(want, got)):
@@ -164,12 +158,12 @@ def test_lying_clients_reports_are_scaled_and_the_plausible_rule_drops_them():
   setting = settings.ReportSetting(liars=liars, factor=10.0, rule="plausible", tiers=tiers,
                                     max_examples=6, jitter_sigma=0.0, sigmas=4.0)
   algo, params, _, _ = make_setting("clip_compute", counts, reports=setting)
-  _, rows = _run(algo, params, 3)
+  _, rows = run_rounds(algo, params, 3)
   assert "implausible_reports" not in rows[0]          # round 1: nobody has times to report
   for row in rows[1:]:
     assert row["liars"] == [1]
     assert row["implausible_reports"] == 4             # client 1's report, heard by the other 4
   honest = settings.ReportSetting(liars=liars, factor=1.0, rule="plausible", tiers=tiers,
                                    max_examples=6, jitter_sigma=0.0, sigmas=4.0)
-  _, rows = _run(make_setting("clip_compute", counts, reports=honest)[0], params, 3)
+  _, rows = run_rounds(make_setting("clip_compute", counts, reports=honest)[0], params, 3)
   assert all(row["implausible_reports"] == 0 for row in rows[1:])  # honest reports all pass

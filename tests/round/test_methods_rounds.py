@@ -18,7 +18,7 @@ from clipjax.clip import keep as keep_lib
 from clipjax.clip import stragglers
 from clipjax.clock import devices
 from clipjax.round import settings
-from tests.toy import F, H, K, SPEC, hand_delta, make_setting
+from tests.toy import F, H, K, SPEC, hand_delta, make_setting, run_rounds
 
 COUNTS = [6, 6, 5, 6, 6]        # the slow client (population seed 0: client 2) holds 5
 D = F * H + H + H * K + K       # 67 parameters
@@ -26,12 +26,6 @@ GRID = np.array([0.5, 0.625, 0.75, 0.875, 1.0])
 FRACTION = 0.2                   # make_setting's straggler fraction
 
 
-def _run(algo, params, rounds):
-  state, rows = algo.init(params), []
-  for r in range(rounds):
-    state, row = algo.apply(state, r)
-    rows.append(row)
-  return state, rows
 
 
 def _leaves(tree):
@@ -118,7 +112,7 @@ def _keep_rule(method):
 def _clip_round_two(method, counts, population=None):
   """Round 2 of a CLIP method, checked by hand; returns (straggler, p, rho, row 2)."""
   algo, params, (x, y), population = make_setting(method, counts, population=population)
-  state1, (row1,) = _run(algo, params, 1)
+  state1, (row1,) = run_rounds(algo, params, 1)
   _round_one_is_full_fedavg(state1, row1, params, x, y, counts)
   w1 = state1.server.params
   state2, row2 = algo.apply(state1, 1)
@@ -220,7 +214,7 @@ def test_fluid_round_two_sends_the_straggler_the_servers_sub_model():
   fluid = settings.FluidServer(*fluid_lib.make_server(SPEC, "cifar10", rounds))
   algo, params, (x, y), population = make_setting("fluid", COUNTS, rule="participation_weighted",
                                                   fluid=fluid)
-  state1, (row1,) = _run(algo, params, 1)
+  state1, (row1,) = run_rounds(algo, params, 1)
   _round_one_is_full_fedavg(state1, row1, params, x, y, COUNTS, "participation_weighted")
   # The server read every client's round-1 update (all five are voters).
   _, _, _, deltas1 = _hand_step(params, x, y, COUNTS, [np.ones(H)] * 5, "padded")
@@ -271,7 +265,7 @@ def test_secure_participation_weighted_round_is_the_plain_mean_to_the_quantisati
   counts = [6] * 5        # equal weights: their codes are equal and cancel in num / den
   algo, params, (x, y), population = make_setting("ordered", counts, secure=True,
                                                   rule="participation_weighted")
-  state1, (row1,) = _run(algo, params, 1)
+  state1, (row1,) = run_rounds(algo, params, 1)
   w1 = state1.server.params
   state2, row2 = algo.apply(state1, 1)
   assert row2["secagg_survivors"] == 5
