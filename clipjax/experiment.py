@@ -90,6 +90,10 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   """
   spec = ExperimentSpec.from_config(config)
   out = pathlib.Path(workdir)
+  for folder in (out, *out.parents):
+    if folder.exists() and not folder.is_dir():
+      raise ValueError(f"workdir {out}: {folder} is a file, not a folder; choose another "
+                       "--workdir.")
   if not processes.is_lead:
     out = out / f"process_{processes.index}"
   checkpointing = processes.count == 1

@@ -23,6 +23,7 @@ from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from clipjax import experiment, methods  # noqa: E402
+from clipjax.config_types import ExperimentSpec  # noqa: E402
 from clipjax.reporting import tables  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -51,6 +52,23 @@ def method_configs(config, names):
   return out
 
 
+def check_configs(configs) -> None:
+  """Every run's config validated before any run trains (one clear line on the first error).
+
+  Raises:
+    ValueError: for an unknown method name or a bad config value.
+  """
+  for name in configs:
+    if name != methods.PLAIN_REFERENCE and name not in methods.METHODS:
+      raise ValueError(f"--methods has {name!r}; choose from {tuple(methods.METHODS)} (and "
+                       f"{methods.PLAIN_REFERENCE!r}).")
+  for name, c in configs.items():
+    try:
+      ExperimentSpec.from_config(c)
+    except ValueError as e:
+      raise ValueError(f"{name}: {e}") from None
+
+
 def _compare(config, root: pathlib.Path) -> dict:
   runs = {}
   for method, method_config in method_configs(config, _METHODS.value).items():
@@ -74,6 +92,10 @@ def main(argv):
   root = pathlib.Path(_WORKDIR.value)
   base = _CONFIG.value.copy_and_resolve_references()
   base.eval_every = _EVAL_EVERY.value
+  try:
+    check_configs(method_configs(base, _METHODS.value))
+  except ValueError as e:  # bad input: one clear line, before anything is trained
+    sys.exit(f"error: {e}")
   if not _SEEDS.value:
     _compare(base, root)
     return

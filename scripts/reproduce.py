@@ -125,6 +125,13 @@ def main(argv):
             f"{c.local_epochs} epoch(s), secagg {'on' if c.secagg.enabled else 'off'}, slow "
             f"compute/network/both {d.compute_slow}/{d.network_slow}/{d.both_slow}")
     return
+  other = [name for name, c in runs if run_state(root / name, c) == "other config"]
+  if other:  # refused before anything is written
+    sys.exit(f"error: {root / other[0]} holds a run of another config (other --override values, "
+             f"or changed defaults; {len(other)} run folder(s) so); use another --root, or delete "
+             "those folders to start over.")
+  if root.exists() and not root.is_dir():
+    sys.exit(f"error: {root} is a file, not a folder; choose another --root.")
   root.mkdir(parents=True, exist_ok=True)
   _use_compilation_cache()
   (root / "sweep.json").write_text(json.dumps({

@@ -38,6 +38,13 @@ def test_tiny_sweep_writes_tables_and_skips_finished_runs(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert "[2/2] compute/clip_compute/seed0: finished" in second.stdout
   assert "ran 0, skipped 2" in second.stdout
+  # Runs of other overrides in the folder: refused before anything is written or trained.
+  before = (sweep / "sweep.json").read_text()
+  other = _reproduce(tmp_path, *[a if a != "rounds=2" else "rounds=3" for a in TINY])
+  assert other.returncode == 1
+  assert other.stderr.strip().splitlines()[-1].startswith("error: ") and "another config" in (
+      other.stderr)
+  assert (sweep / "sweep.json").read_text() == before
 
 
 def test_bad_input_ends_with_one_clear_line(tmp_path):

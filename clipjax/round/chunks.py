@@ -148,10 +148,10 @@ def process_layout(num: int, chunk: int, mesh, processes: multihost.Processes) -
 # Float32 copies of the D parameters one client of a chunk holds at once while it trains and
 # its update is summed: its weights, gradient, optimiser state, delta, parameter prune mask,
 # the quantised and masked SecAgg vector (uint32, D + 1 words) and working buffers. Calibrated
-# on the 1,000-client SecAgg+ round (CIFAR-10, VGG-9 x0.25, D = 219,706): chunks of 1,000 and
-# 50 clients peaked 6.38 GB apart, 6.7 MB a client, ~6.9 copies beside its 0.6 MB of images;
-# 8 keeps the estimate above what was measured.
-COPIES_PER_CLIENT = 8
+# on the 1,000-client SecAgg+ round (CIFAR-10, VGG-9 x0.25, D = 219,706, clip_compute, round 2,
+# `scripts/bench_scale.py`, 2026-12-03): chunks of 50 and 351 clients peaked at 1.68 and 4.19
+# GiB, 8.3 MiB a client, ~9.3 copies beside its 0.6 MB of images; 10 keeps the estimate above.
+COPIES_PER_CLIENT = 10
 # The default budget: a fraction of the host's RAM on CPU (the rest holds the population's data,
 # JAX and the process), of the first device's memory on GPU/TPU.
 HOST_BUDGET_FRACTION = 0.10

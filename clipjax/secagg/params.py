@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from fractions import Fraction
 
 PROTOCOLS = ("secagg", "secagg+")
@@ -78,7 +79,7 @@ class ThreatModel:
   def __post_init__(self):
     for name in ("corruption_fraction", "dropout_fraction"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+      if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise ValueError(f"{name}={value!r} must be a number in [0, 1)")
     if self.corruption_fraction + self.dropout_fraction >= 1:
       raise ValueError(f"corruption_fraction + dropout_fraction = {self.corruption_fraction} + "

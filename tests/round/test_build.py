@@ -65,7 +65,7 @@ def test_the_chunk_is_the_configured_one_or_the_largest_that_fits(monkeypatch):
   assert chunk == 4 and "auto" in note                    # a generous default budget: the cohort
   num_params = sum(int(np.size(a)) for a in jax.tree.leaves(params))
   rows = sum(np.asarray(a).nbytes for a in (data.train.x, data.train.y, data.train.valid)) // 4
-  per_client = 8 * 4 * num_params + rows
+  per_client = 10 * 4 * num_params + rows
   tight = _spec(**{"model.width": 0.125, "scale.chunk_clients": -1,
                    "scale.memory_budget_gb": 2.5 * per_client / 1e9})
   assert build.resolve_chunk(tight, data, params)[0] == 2   # 2.5 clients fit: a chunk of 2

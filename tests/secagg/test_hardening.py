@@ -295,3 +295,11 @@ def test_client_with_too_few_holders_drops_alone():
   np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
   assert res.survivors.sum() == n - 3 - len(res.too_few_holders)
   assert math.isclose(res.weight_total, res.survivors.sum())
+
+
+def test_threat_fractions_accept_numpy_scalars_and_refuse_the_rest():
+  threat = params.ThreatModel(np.float32(0.2), np.float64(0.1))
+  assert threat.counts(10) == params.ThreatModel(0.2, 0.1).counts(10)
+  for bad in (True, "0.2", 1.0, -0.1, np.float32(1.5)):
+    with pytest.raises(ValueError, match="corruption_fraction"):
+      params.ThreatModel(bad, 0.1)
