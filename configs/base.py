@@ -114,7 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
                                     # (the same quantile over reports that public bounds allow)
   c.reports.bound_sigmas = 4.0      # plausible: jitter allowance, log-normal sigmas each way
 
-  # Devices (clipjax/clip/devices.py documents every default and its source): fast CPUs at
+  # Devices (clipjax/clock/devices.py documents every default and its source): fast CPUs at
   # 10 GFLOP/s, slow ones at 2/3 of that (the paper's 3 GHz vs 2 GHz); 5G vs 4G links.
   c.devices = ml_collections.ConfigDict()
   c.devices.compute_slow = 0        # clients with a slow CPU only

@@ -2,7 +2,8 @@
 
 Raw data folder search order (the first folder holding the requested file wins):
 
-1. ``$CLIPJAX_DATA``;
+1. ``$CLIPJAX_DATA`` when it is set: then it is the only folder searched (an empty value or one
+   that is not a folder is an error, never a silent fallback to the others);
 2. ``./data`` (relative to the current working directory);
 3. ``../shared/data`` (relative to the current working directory);
 4. ``data`` and ``../shared/data`` relative to the repository root (so scripts and tests work from
@@ -48,9 +49,17 @@ HOW_TO_GET = {
 
 def data_folders() -> list[pathlib.Path]:
   """Candidate raw data folders in search order (existing or not, duplicates removed)."""
+  if DATA_ENV in os.environ:  # set: the one folder searched, never a silent fallback
+    value = os.environ[DATA_ENV]
+    if not value.strip():
+      raise ValueError(f"${DATA_ENV} is set but empty; unset it (to search ./data and "
+                       f"../shared/data) or set it to the folder that holds the data.")
+    folder = pathlib.Path(value).expanduser()
+    if not folder.is_dir():
+      raise ValueError(f"${DATA_ENV}={value!r} is not a folder; set it to the folder that holds "
+                       "femnist/, shakespeare/ or cifar10/, or unset it.")
+    return [folder]
   candidates = []
-  if os.environ.get(DATA_ENV):
-    candidates.append(pathlib.Path(os.environ[DATA_ENV]).expanduser())
   cwd = pathlib.Path.cwd()
   candidates += [cwd / "data", cwd.parent / "shared" / "data"]
   candidates += [_REPO_ROOT / "data", _REPO_ROOT.parent / "shared" / "data"]

@@ -20,16 +20,33 @@ def test_unknown_partition():
     ("shakespeare", "shakespeare.txt.gz"),
 ])
 def test_missing_data_names_file_and_folders(tmp_path, monkeypatch, name, file):
-    monkeypatch.setenv("CLIPJAX_DATA", str(tmp_path / "env"))
+    monkeypatch.delenv("CLIPJAX_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("clipjax.data.paths._REPO_ROOT", tmp_path / "repo")
     with pytest.raises(FileNotFoundError) as err:
         load_federated(name, num_clients=None, seed=0)
     message = str(err.value)
     assert file in message
-    for folder in (tmp_path / "env", tmp_path / "data", tmp_path.parent / "shared" / "data"):
+    for folder in (tmp_path / "data", tmp_path.parent / "shared" / "data"):
         assert str(folder) in message
     assert "How to get it" in message
+
+
+def test_a_set_clipjax_data_is_the_only_folder_searched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "femnist").mkdir(parents=True)   # would be found if it fell back
+    (tmp_path / "data" / "femnist" / "femnist_leaf_300writers_uint8.npz").write_bytes(b"")
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv("CLIPJAX_DATA", str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError) as err:
+        load_federated("femnist", num_clients=None, seed=0)
+    assert str(tmp_path / "env") in str(err.value) and str(tmp_path / "data") not in str(err.value)
+    monkeypatch.setenv("CLIPJAX_DATA", "")
+    with pytest.raises(ValueError, match="set but empty"):
+        load_federated("femnist", num_clients=None, seed=0)
+    monkeypatch.setenv("CLIPJAX_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_federated("femnist", num_clients=None, seed=0)
 
 
 def test_missing_in_given_data_dir(tmp_path):
