@@ -25,8 +25,9 @@ def measurement_file(model: str, width: float) -> pathlib.Path:
 
 def save_measurement(model: str, width: float, record: dict) -> pathlib.Path:
   """Stores a measurement record (it must hold `flops_per_s`); returns the file."""
-  if not record.get("flops_per_s", 0) > 0:
-    raise ValueError(f"a device measurement needs flops_per_s > 0, got {record!r}")
+  value = record.get("flops_per_s", 0)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    raise ValueError(f"a device measurement needs a finite flops_per_s > 0, got {record!r}")
   path = measurement_file(model, width)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=2) + "\n")
@@ -37,7 +38,8 @@ def fast_flops(calibration: str, model: str, width: float) -> float:
   """The fast tier's FLOP/s under `calibration` for a run of `model` at `width`.
 
   Raises:
-    ValueError: for an unknown calibration, or `measured` without a measurement on file.
+    ValueError: for an unknown calibration, or `measured` without a readable, positive
+      measurement on file.
   """
   if calibration == "default":
     return devices.FAST_FLOPS_PER_S
@@ -49,4 +51,14 @@ def fast_flops(calibration: str, model: str, width: float) -> float:
     raise ValueError(f"devices.calibration='measured' needs {path}, which does not exist; "
                      f"measure this machine first: python scripts/measure_device.py "
                      f"--model={model} --width={width:g} --save")
-  return float(json.loads(path.read_text())["flops_per_s"])
+  try:
+    value = float(json.loads(path.read_text())["flops_per_s"])
+  except (ValueError, KeyError, TypeError) as e:  # a hand-edited or truncated file
+    raise ValueError(f"{path} holds no readable flops_per_s ({type(e).__name__}: {e}); measure "
+                     f"again: python scripts/measure_device.py --model={model} "
+                     f"--width={width:g} --save") from None
+  if not value > 0 or value == float("inf"):
+    raise ValueError(f"{path} holds flops_per_s={value!r}; a device does positive, finite work. "
+                     f"Measure again: python scripts/measure_device.py --model={model} "
+                     f"--width={width:g} --save")
+  return value

@@ -50,8 +50,24 @@ def test_an_unknown_calibration_lists_the_known_ones(cache_dir):
 
 
 @pytest.mark.parametrize("record", [{}, {"flops_per_s": 0}, {"flops_per_s": -1e9},
-                                    {"seconds": 2.0}])
+                                    {"seconds": 2.0}, {"flops_per_s": "fast"},
+                                    {"flops_per_s": float("inf")}, {"flops_per_s": True}])
 def test_a_record_without_positive_flops_per_s_is_refused(cache_dir, record):
   with pytest.raises(ValueError, match="flops_per_s > 0"):
     calibration.save_measurement("convnet", 1.0, record)
   assert not (cache_dir / "device").exists()
+
+
+@pytest.mark.parametrize("text,problem", [('{"seconds": 2.0}', "no readable flops_per_s"),
+                                          ('{"flops_per_s": "fast"}', "no readable flops_per_s"),
+                                          ('{"flops_per_s": 0}', "flops_per_s=0.0"),
+                                          ('{"flops_per', "no readable flops_per_s")])
+def test_a_hand_edited_or_truncated_measurement_is_one_line_naming_the_fix(cache_dir, text,
+                                                                            problem):
+  path = calibration.measurement_file("vgg9", 0.125)
+  path.parent.mkdir(parents=True)
+  path.write_text(text)
+  with pytest.raises(ValueError, match=problem) as err:
+    calibration.fast_flops("measured", "vgg9", 0.125)
+  assert "scripts/measure_device.py --model=vgg9 --width=0.125 --save" in str(err.value)
+  assert "\n" not in str(err.value)
