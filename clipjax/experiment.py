@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax import checkpoints, config_types, multihost, secagg
+from clipjax import checkpoints, config_types, models, multihost, secagg
 from clipjax.config_types import ExperimentSpec
 from clipjax.data import pooled_batch
 from clipjax.fl import evaluate as evaluate_lib
@@ -63,6 +63,18 @@ class _StopRequest:
     if self._previous is not None:
       signal.signal(signal.SIGINT, self._previous)
     return False
+
+
+def _resume_note(checkpointing: bool, saved: int, just_saved: bool = False) -> str:
+  """What the same command does after a stop, the newest checkpoint being after `saved` rounds
+  (`just_saved`: the round the run stopped after)."""
+  if not checkpointing:
+    return "runs over several processes are not checkpointed."
+  if not saved:
+    return "nothing was checkpointed yet: the same command starts over."
+  if just_saved:
+    return "the same command resumes."
+  return f"the same command resumes after round {saved} (its checkpoint)."
 
 
 def run(config, workdir: str, *, stop_after: int | None = None,
@@ -111,9 +123,9 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   if spec.num_clients == 0:  # the whole population: resolve what depends on its size
     spec = ExperimentSpec.from_config(config, population=num_clients)
   model, params = build.init_model(spec, data.num_classes)
-  num_params = int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
+  num_params = models.num_params(params)
   chunk, chunk_note = build.resolve_chunk(spec, data, params)
-  if processes.is_lead and spec.scale.chunk_clients < 0:
+  if processes.is_lead and chunk_note:
     print(chunk_note, flush=True)
   round_algorithm = build.build_round(spec, data, model, params, processes, chunk=chunk)
   pooled_fn = lambda x, y, c, idx: pooled_batch(data.kind, x, y, c, idx, seq_len=data.seq_len or 80)  # noqa: E731
@@ -160,15 +172,10 @@ def run(config, workdir: str, *, stop_after: int | None = None,
           return None
         if stop.requested and r + 1 < spec.rounds:
           raise Interrupted(f"stopped after round {r + 1} of {spec.rounds}; "
-                            + ("the same command resumes." if checkpointing else
-                               "runs over several processes are not checkpointed."))
+                            + _resume_note(checkpointing, r + 1, just_saved=True))
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once
       raise Interrupted(f"stopped in round {r + 1} of {spec.rounds}; "
-                        + (f"the same command resumes after round {saved} (its checkpoint)."
-                           if checkpointing and saved else
-                           "nothing was checkpointed yet: the same command starts over."
-                           if checkpointing else
-                           "runs over several processes are not checkpointed.")) from None
+                        + _resume_note(checkpointing, saved)) from None
   if checkpointing:
     checkpoints.save_params(out / "checkpoints" / "final", state.server.params)
   summary = summary_lib.summarize(spec, history, num_params=num_params, clients=num_clients)

@@ -28,7 +28,7 @@ from clipjax.reporting import summary as summary_lib  # noqa: E402
 from clipjax.clock import charges as clock_lib  # noqa: E402
 from clipjax.config_types import ExperimentSpec  # noqa: E402
 from clipjax.round import build  # noqa: E402
-from clipjax.models import get_model  # noqa: E402
+from clipjax.models import get_model, num_params  # noqa: E402
 from configs.paper import sweep  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", None, "Sweep file, e.g. configs/paper/femnist_cnn.py.")
@@ -42,7 +42,7 @@ def balance(config) -> dict:
   data = build.load_data(spec)
   model = get_model(spec.model.name, num_classes=data.num_classes, width=spec.model.width)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
-  dim = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes)))
+  dim = num_params(shapes)
   num = len(data.client_ids)
   degree = secagg.choose_parameters(num, **build.key_agreement_kwargs(spec)).degree
   clock = clock_lib.ClockModel.for_model(

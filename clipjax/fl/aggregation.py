@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from clipjax import multihost, secagg
+from clipjax import models, multihost, secagg
 from clipjax.fl import server as server_lib
 
 PyTree = Any
@@ -273,7 +273,7 @@ class Aggregator:
       self._zeros = jax.tree.map(jnp.zeros_like, params)
     else:
       _, self._unravel = ravel_pytree(params)
-      self._num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+      self._num_params = models.num_params(params)
       self._ravel = jax.jit(jax.vmap(lambda t: ravel_pytree(t)[0]))
 
   def begin(self, weights, setup=None, processes=multihost.SINGLE,

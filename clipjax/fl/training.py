@@ -61,6 +61,34 @@ def _chunk_ids(num_clients: int, chunk: int) -> list[np.ndarray]:
   return out
 
 
+def _step_indices(spec: local.LocalSpec):
+  """`(keys, valid) -> (idx, ok, any_ok)`: every client's batch indices per local step, which
+  of them hold examples, and which steps do any work ([C, S])."""
+
+  def indices(keys, valid):
+    idx, ok = jax.vmap(lambda k, v: local.batch_indices(k, v, spec))(keys, valid)
+    return idx, ok, jnp.any(ok, axis=-1)
+
+  return indices
+
+
+def _group_step(step, batched: bool):
+  """Local step `s` of a group of clients: `(carry, data, s) -> carry`. `batched`: the group's
+  leading axis is clients (vmapped); else it is one client, un-vmapped."""
+
+  def group_step(carry, data, s):
+    xc, yc, idx, ok, prune_mask = data
+    b_idx = jax.lax.dynamic_index_in_dim(idx, s, axis=int(batched), keepdims=False)
+    b_ok = jax.lax.dynamic_index_in_dim(ok, s, axis=int(batched), keepdims=False)
+    if not batched:
+      return step(carry, xc, yc, b_idx, b_ok, prune_mask)
+    pm_axis = None if prune_mask is None else 0
+    return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, pm_axis))(carry, xc, yc, b_idx, b_ok,
+                                                            prune_mask)
+
+  return group_step
+
+
 class HostLoopTrainer:
   """All clients' local training as a host loop over jitted, vmapped chunk steps.
 
@@ -83,10 +111,6 @@ class HostLoopTrainer:
     self.client_batch = client_batch = int(client_batch)
     init, step, finish = local.make_client_step(apply_fn, batch_fn, optimizer)
 
-    def indices(keys, valid):
-      idx, ok = jax.vmap(lambda k, v: local.batch_indices(k, v, spec))(keys, valid)
-      return idx, ok, jnp.any(ok, axis=-1)
-
     # One client per step runs un-vmapped: a batch-1 vmap turns convs and matmuls into their
     # batched forms and carries a leading axis of 1, together ~2x slower on XLA:CPU (measured).
     batched = client_batch > 1
@@ -97,16 +121,6 @@ class HostLoopTrainer:
       carry = jax.vmap(lambda _: init(params))(ids) if batched else init(params)
       return carry, data
 
-    def chunk_step(carry, data, s):
-      xc, yc, idx, ok, prune_mask = data
-      b_idx = jax.lax.dynamic_index_in_dim(idx, s, axis=int(batched), keepdims=False)
-      b_ok = jax.lax.dynamic_index_in_dim(ok, s, axis=int(batched), keepdims=False)
-      if not batched:
-        return step(carry, xc, yc, b_idx, b_ok, prune_mask)
-      pm_axis = None if prune_mask is None else 0
-      return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, pm_axis))(carry, xc, yc, b_idx, b_ok,
-                                                              prune_mask)
-
     def end(carries, params, param_prune_mask, num):
       # One pass over every chunk's trained parameters: stack (or concatenate), subtract the
       # global parameters, mask; XLA fuses it, so no per-chunk delta is ever stored.
@@ -115,9 +129,9 @@ class HostLoopTrainer:
       ppm_axis = None if param_prune_mask is None else 0
       return jax.vmap(finish, in_axes=(0, None, ppm_axis))(carry, params, param_prune_mask)
 
-    self._indices = jax.jit(indices)
+    self._indices = jax.jit(_step_indices(spec))
     self._start = jax.jit(start)
-    self._step = jax.jit(chunk_step)  # donating the carry measured slower on XLA:CPU
+    self._step = jax.jit(_group_step(step, batched))  # donating the carry measured slower
     self._end = jax.jit(end, static_argnums=3)
 
   def compiled_step_count(self) -> int:
@@ -175,10 +189,6 @@ class ShardedHostLoopTrainer:
     local_map = lambda f, ins, outs: jax.shard_map(  # noqa: E731
         f, mesh=mesh, in_specs=ins, out_specs=outs, check_vma=False)
 
-    def indices(keys, valid):
-      idx, ok = jax.vmap(lambda k, v: local.batch_indices(k, v, spec))(keys, valid)
-      return idx, ok, jnp.any(ok, axis=-1)
-
     def start(params, first, x, y, idx, ok, prune_mask, size):
       def one_device(params, first, x, y, idx, ok, prune_mask):
         take = lambda a: jax.lax.dynamic_slice_in_dim(a, first, size, axis=0)  # noqa: E731
@@ -186,16 +196,6 @@ class ShardedHostLoopTrainer:
         return jax.vmap(lambda _: init(params))(data[1]), data
       return local_map(one_device, (same, same, clients, clients, clients, clients, clients),
                        clients)(params, first, x, y, idx, ok, prune_mask)
-
-    def chunk_step(carry, data, s):
-      def one_device(carry, data, s):
-        xc, yc, idx, ok, prune_mask = data
-        b_idx = jax.lax.dynamic_index_in_dim(idx, s, axis=1, keepdims=False)
-        b_ok = jax.lax.dynamic_index_in_dim(ok, s, axis=1, keepdims=False)
-        pm_axis = None if prune_mask is None else 0
-        return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, pm_axis))(carry, xc, yc, b_idx, b_ok,
-                                                                prune_mask)
-      return local_map(one_device, (clients, clients, same), clients)(carry, data, s)
 
     def end(carries, params, param_prune_mask):
       def one_device(carries, params, param_prune_mask):
@@ -205,9 +205,10 @@ class ShardedHostLoopTrainer:
       return local_map(one_device, (clients, same, clients), clients)(
           carries, params, param_prune_mask)
 
-    self._indices = jax.jit(local_map(indices, (clients, clients), clients))
+    self._indices = jax.jit(local_map(_step_indices(spec), (clients, clients), clients))
     self._start = jax.jit(start, static_argnums=7)
-    self._step = jax.jit(chunk_step)
+    self._step = jax.jit(local_map(_group_step(step, batched=True), (clients, clients, same),
+                                   clients))
     self._end = jax.jit(end)
 
   def compiled_step_count(self) -> int:

@@ -28,6 +28,11 @@ from clipjax.models.units import ParamSlice, UnitLayer, UnitSpec, check_spec  # 
 KNOWN_MODELS = ("vgg9", "leaf_cnn", "leaf_lstm")
 
 
+def num_params(params) -> int:
+  """D: the number of parameters of a pytree of arrays (or of shape structs)."""
+  return int(sum(math.prod(getattr(a, "shape", ())) for a in jax.tree.leaves(params)))
+
+
 def scale_width(n: int, width: float) -> int:
   """round(width * n) (halves round up), at least 1."""
   return max(1, int(math.floor(width * n + 0.5)))

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clipjax import fluid as fluid_lib
-from clipjax import methods, secagg
+from clipjax import methods, models, secagg
 from clipjax.clip import broadcast
 from clipjax.clip import reports as reports_lib
 from clipjax.clock import charges as charges_lib
@@ -119,7 +119,7 @@ def _open_round(setting: RoundSetting, state: RunState, r: int, ids: np.ndarray)
   params = state.server.params
   return _Round(
       index=r, ids=ids, params=params,
-      num_params=int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params))),
+      num_params=models.num_params(params),
       full_units={layer.name: np.full(len(ids), layer.size) for layer in setting.unit_spec},
       # w(t-1) is sent once a model has a predecessor, to every client (asking only when it
       # prunes would tell the server who the stragglers are).

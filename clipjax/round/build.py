@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from clipjax import fluid as fluid_lib
-from clipjax import methods, multihost, secagg
+from clipjax import methods, models, multihost, secagg
 from clipjax.clip import keep as keep_lib
 from clipjax.clip import reports as reports_lib
 from clipjax.clock import charges as charges_lib
@@ -80,7 +80,8 @@ def key_agreement_kwargs(spec: ExperimentSpec) -> dict:
 
 
 def resolve_chunk(spec: ExperimentSpec, data, params) -> tuple[int, str]:
-  """(clients per chunk, a line saying how it was chosen) for `scale.chunk_clients`.
+  """(clients per chunk, a line saying how auto chose it, "" when configured) for
+  `scale.chunk_clients`.
 
   -1 (auto) picks the largest chunk whose estimated memory (`chunks.client_bytes`: the
   parameters' copies per client and its training data) fits `scale.memory_budget_gb`, or the
@@ -88,9 +89,8 @@ def resolve_chunk(spec: ExperimentSpec, data, params) -> tuple[int, str]:
   """
   cohort = spec.clients_per_round
   if spec.scale.chunk_clients >= 0:
-    chunk = spec.scale.chunk_clients
-    return chunk, f"chunk: {chunk or cohort} of {cohort} clients (scale.chunk_clients={chunk})"
-  num_params = int(sum(np.prod(np.shape(a)) for a in jax.tree.leaves(params)))
+    return spec.scale.chunk_clients, ""
+  num_params = models.num_params(params)
   train = data.train
   example_bytes = sum(np.asarray(a).nbytes for a in (train.x, train.y, train.valid))
   per_client = chunks.client_bytes(num_params, example_bytes // max(len(data.client_ids), 1))
