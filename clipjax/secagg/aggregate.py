@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import quantize
+from clipjax.secagg import checks, quantize
 from clipjax.secagg import protocol as protocol_lib
 from clipjax.secagg.protocol import RoundSetup
 
@@ -80,6 +79,25 @@ class SecureSumResult:
   setup: RoundSetup
 
 
+def check_rng(rng) -> jax.Array | None:
+  """``rng`` if it is None or one JAX PRNG key (typed, or legacy raw uint32); else ValueError."""
+  if rng is None:
+    return None
+  dtype, shape = getattr(rng, "dtype", None), getattr(rng, "shape", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    ok = shape == ()
+  else:  # a legacy raw key (jax.random.PRNGKey): the default implementation's key data
+    try:
+      ok = dtype == jnp.uint32 and jax.random.wrap_key_data(rng).shape == ()
+    except (TypeError, ValueError):
+      ok = False
+  if not ok:
+    got = f"{type(rng).__name__} {'' if dtype is None else dtype}{'' if shape is None else shape}"
+    raise ValueError(f"rng must be one JAX PRNG key, e.g. jax.random.key(0), or None (then the "
+                     f"round's seed, else the OS, seeds the rounding); got {got}")
+  return rng
+
+
 def noise_keys(rng: jax.Array, num_clients: int) -> jax.Array:
   """uint32 ``[C, 8]`` stochastic-rounding keys: ``fold_in(rng, client)``."""
   return jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(rng, k), (8,), jnp.uint32))(
@@ -91,10 +109,15 @@ def weight_codes(weights, num_clients: int, bits: int,
   """Public per-client weight codes (uint32 ``[C]``) and the scale W = max_weight.
 
   Raises:
-    ValueError: if weights are given without a public ``max_weight`` (or the reverse), have the
-      wrong shape, are negative or not finite, exceed ``max_weight``, or are positive but so
-      small against it that they quantise to code 0 at ``bits`` (they would vanish).
+    ValueError: if weights are given without a public ``max_weight`` (or the reverse), are not
+      real numbers, have the wrong shape, are negative or not finite, exceed ``max_weight``, or
+      are positive but so small against it that they quantise to code 0 at ``bits`` (they would
+      vanish); for ``num_clients`` or ``bits`` that are not integers in range.
   """
+  if not checks.is_integer(num_clients) or num_clients < 1:
+    raise ValueError(f"num_clients={num_clients!r} must be an integer >= 1")
+  num_clients = int(num_clients)
+  bits = quantize.check_bits_range(bits)
   levels = (1 << bits) - 1
   if weights is None:
     if max_weight is not None:
@@ -104,10 +127,16 @@ def weight_codes(weights, num_clients: int, bits: int,
   if max_weight is None:
     raise ValueError("weights need max_weight: a public bound on every client's weight, "
                      "configured in advance (a real server cannot know the clients' counts)")
-  if isinstance(max_weight, bool) or not isinstance(max_weight, numbers.Real) \
-      or not math.isfinite(max_weight) or max_weight <= 0:
+  if not checks.is_real(max_weight) or not math.isfinite(max_weight) or max_weight <= 0:
     raise ValueError(f"max_weight={max_weight!r} must be a positive finite number")
-  w = np.asarray(weights, np.float64)
+  try:
+    w = np.asarray(weights)
+  except ValueError:  # ragged nesting
+    w = np.asarray(None)
+  if w.dtype.kind not in "iuf":
+    raise ValueError(f"weights must be real numbers, one per client (e.g. example counts); got "
+                     f"{type(weights).__name__} of dtype {w.dtype}")
+  w = w.astype(np.float64)
   if w.shape != (num_clients,):
     raise ValueError(f"weights has shape {w.shape}; expected ({num_clients},) to match updates")
   if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -151,7 +180,7 @@ def check_dim(dim, name: str = "dim") -> int:
   Raises:
     ValueError: for a D that is not an integer in range.
   """
-  if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= dim <= MAX_DIM:
+  if not checks.is_integer(dim) or not 1 <= dim <= MAX_DIM:
     raise ValueError(f"{name}={dim!r} coordinates; allowed: 1 <= D <= 2^30 - 16 = {MAX_DIM}"
                      " (the masked vector is indexed with int32)")
   return int(dim)
@@ -178,8 +207,7 @@ def check_budget(budget_words: int) -> None:
   Raises:
     ValueError: for a budget that is not an integer >= 16.
   """
-  if isinstance(budget_words, bool) or not isinstance(budget_words, numbers.Integral) \
-      or budget_words < 16:
+  if not checks.is_integer(budget_words) or budget_words < 16:
     raise ValueError(f"budget_words={budget_words!r} must be an integer >= 16")
 
 
@@ -191,6 +219,9 @@ def setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts
   Raises:
     ValueError: for a setup of another client count, or an argument that conflicts with it.
   """
+  if allow_weak is not None and not isinstance(allow_weak, (bool, np.bool_)):
+    raise ValueError(f"allow_weak={allow_weak!r} must be True, False or None (True accepts an "
+                     "explicit degree/threshold that misses the security target)")
   if setup is None:
     return protocol_lib.setup_round(
         n, protocol="secagg+" if protocol is None else protocol, degree=degree,

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipjax.secagg import checks
+
 WORDS_PER_BLOCK = 16
 KEY_WORDS = 8
 NONCE_WORDS = 3
@@ -146,8 +148,9 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
       most 2^32 blocks). A traced ``first_block`` cannot be checked here; callers bound it
       (:mod:`clipjax.secagg.blinding` stays below 2^27 blocks).
   """
-  if num_words <= 0 or num_words % WORDS_PER_BLOCK:
-    raise ValueError(f"num_words={num_words} must be a positive multiple of 16")
+  if not checks.is_integer(num_words) or num_words <= 0 or num_words % WORDS_PER_BLOCK:
+    raise ValueError(f"num_words={num_words!r} must be a positive multiple of 16")
+  num_words = int(num_words)
   _check_counter(first_block, num_words // WORDS_PER_BLOCK)
   if layout is None:
     layout = "stream" if small_loops_hoisted() else "flat"
@@ -192,6 +195,8 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
 
 def key_words(key: bytes) -> np.ndarray:
   """32 key bytes -> uint32 ``[8]`` little-endian words."""
+  if not isinstance(key, (bytes, bytearray)):
+    raise ValueError(f"ChaCha20 key must be 32 bytes, got {type(key).__name__}")
   if len(key) != 4 * KEY_WORDS:
     raise ValueError(f"ChaCha20 key must be 32 bytes, got {len(key)}")
   return np.frombuffer(key, dtype="<u4").astype(np.uint32)
@@ -199,6 +204,8 @@ def key_words(key: bytes) -> np.ndarray:
 
 def nonce_words(nonce: bytes) -> np.ndarray:
   """12 nonce bytes -> uint32 ``[3]`` little-endian words."""
+  if not isinstance(nonce, (bytes, bytearray)):
+    raise ValueError(f"ChaCha20 nonce must be 12 bytes (RFC 8439), got {type(nonce).__name__}")
   if len(nonce) != 4 * NONCE_WORDS:
     raise ValueError(f"ChaCha20 nonce must be 12 bytes (RFC 8439), got {len(nonce)}")
   return np.frombuffer(nonce, dtype="<u4").astype(np.uint32)

@@ -25,29 +25,37 @@ import math
 
 import numpy as np
 
+from clipjax.secagg import checks
 from clipjax.secagg.params import PROTOCOLS
 
 
 def check_protocol(protocol: str) -> str:
-  if protocol not in PROTOCOLS:
+  if not isinstance(protocol, str) or protocol not in PROTOCOLS:
     raise ValueError(f"protocol={protocol!r} is unknown; allowed: {PROTOCOLS}")
   return protocol
 
 
+def _count(name: str, value, least: int) -> int:
+  if not checks.is_integer(value) or value < least:
+    raise ValueError(f"{name}={value!r} must be an integer >= {least}")
+  return int(value)
+
+
 def heuristic_degree_2log2n(num_clients: int) -> int:
   """k = min(n - 1, 2 ceil(log2 n)), lowered by one if n k is odd. Not security-analysed."""
-  k = min(num_clients - 1, 2 * math.ceil(math.log2(max(num_clients, 2))))
+  num_clients = _count("num_clients", num_clients, 2)
+  k = min(num_clients - 1, 2 * math.ceil(math.log2(num_clients)))
   return k - 1 if (num_clients * k) % 2 else k
 
 
 def heuristic_threshold_majority(degree: int) -> int:
   """t = floor((k + 1) / 2) + 1, a majority of a client's k + 1 share holders. Not analysed."""
-  return (degree + 1) // 2 + 1
+  return (_count("degree", degree, 1) + 1) // 2 + 1
 
 
 def complete_graph(num_clients: int) -> np.ndarray:
   """Edges ``[E, 2]`` int32 (lo < hi) of the complete graph."""
-  lo, hi = np.triu_indices(num_clients, k=1)
+  lo, hi = np.triu_indices(_count("num_clients", num_clients, 1), k=1)
   return np.stack([lo, hi], axis=1).astype(np.int32)
 
 
@@ -60,9 +68,15 @@ def random_harary_graph(num_clients: int, degree: int, seed: int | None) -> np.n
     seed: seed of the (public) label permutation; None draws it from the OS.
 
   Raises:
-    ValueError: if no such graph exists (k outside [1, n - 1], or n * k odd).
+    ValueError: if no such graph exists (k outside [1, n - 1], or n * k odd), or for a seed that
+      is not a non-negative integer or None.
   """
-  n, k = num_clients, degree
+  n = _count("num_clients", num_clients, 2)
+  if not checks.is_integer(degree):
+    raise ValueError(f"degree={degree!r} must be an integer in [1, {n - 1}]")
+  k = int(degree)
+  if seed is not None and (not checks.is_integer(seed) or seed < 0):
+    raise ValueError(f"seed={seed!r} must be a non-negative integer or None (OS randomness)")
   if not 1 <= k <= n - 1:
     raise ValueError(f"degree={k} must be in [1, {n - 1}] for num_clients={n}")
   if (n * k) % 2:
@@ -80,8 +94,23 @@ def random_harary_graph(num_clients: int, degree: int, seed: int | None) -> np.n
 
 
 def neighbour_lists(num_clients: int, edges: np.ndarray) -> list[tuple[int, ...]]:
+  """Each client's sorted neighbours in the graph of ``edges`` (integer ``[E, 2]``).
+
+  Raises:
+    ValueError: for edges that are not an integer ``[E, 2]`` array of ids in [0, num_clients).
+  """
+  num_clients = _count("num_clients", num_clients, 1)
+  arr = np.asarray(edges) if isinstance(edges, (np.ndarray, list, tuple)) else None
+  if arr is None or arr.ndim != 2 or arr.shape[1] != 2 or (
+      arr.size and not np.issubdtype(arr.dtype, np.integer)):
+    shape = "" if arr is None else f" {arr.dtype}{arr.shape}"
+    raise ValueError(f"edges must be an integer [E, 2] array of client-id pairs; got "
+                     f"{type(edges).__name__}{shape}")
+  bad = arr[((arr < 0) | (arr >= num_clients)).any(axis=1)]
+  if bad.size:
+    raise ValueError(f"edges {bad.tolist()[:4]} have client ids outside [0, {num_clients})")
   nbrs: list[list[int]] = [[] for _ in range(num_clients)]
-  for u, v in edges.tolist():
+  for u, v in arr.tolist():
     nbrs[u].append(v)
     nbrs[v].append(u)
   return [tuple(sorted(x)) for x in nbrs]

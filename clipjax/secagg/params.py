@@ -53,8 +53,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 from fractions import Fraction
+
+import numpy as np
+
+from clipjax.secagg import checks
 
 PROTOCOLS = ("secagg", "secagg+")
 DEFAULT_SECURITY_BITS = 40
@@ -79,16 +82,19 @@ class ThreatModel:
   def __post_init__(self):
     for name in ("corruption_fraction", "dropout_fraction"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+      if not checks.is_real(value) or not 0 <= value < 1:
         raise ValueError(f"{name}={value!r} must be a number in [0, 1)")
+      # NumPy scalars become the Python float they stand for: same counts, equality, JSON.
+      object.__setattr__(self, name, checks.as_float(value))
     if self.corruption_fraction + self.dropout_fraction >= 1:
       raise ValueError(f"corruption_fraction + dropout_fraction = {self.corruption_fraction} + "
                        f"{self.dropout_fraction} must be below 1 (some honest client must "
                        "survive)")
     for name in ("security_bits", "correctness_bits"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+      if not checks.is_integer(value) or not 1 <= value <= 256:
         raise ValueError(f"{name}={value!r} must be an integer in [1, 256]")
+      object.__setattr__(self, name, int(value))
 
   def counts(self, num_clients: int) -> tuple[int, int]:
     """(c, d): the largest numbers of corrupt and dropped clients among ``num_clients``."""
@@ -197,21 +203,47 @@ def _bounds(n: int, k: int, t: int, c: int, d: int) -> tuple[Fraction, Fraction,
   return p_leak, p_split, p_abort
 
 
+def check_threat(threat) -> ThreatModel:
+  """``threat``, or the default :class:`ThreatModel` for None; ValueError for anything else."""
+  if threat is None:
+    return ThreatModel()
+  if not isinstance(threat, ThreatModel):
+    raise ValueError(f"threat={threat!r} must be a clipjax.secagg.ThreatModel or None (the "
+                     "default: 20% corrupt, 10% drop-outs), e.g. ThreatModel(corruption_fraction"
+                     "=0.1)")
+  return threat
+
+
 def failure_bounds(num_clients: int, degree: int, threshold: int,
                    threat: ThreatModel) -> tuple[float, float, float]:
-  """(P[leak], P[split], P[abort]) union bounds for n, k, t under ``threat`` (module doc)."""
-  c, d = threat.counts(num_clients)
-  return tuple(float(p) for p in _bounds(num_clients, degree, threshold, c, d))
+  """(P[leak], P[split], P[abort]) union bounds for n, k, t under ``threat`` (module doc).
+
+  Raises:
+    ValueError: for n, k, t that no graph and threshold have (see :func:`choose_parameters`),
+      or a ``threat`` that is not a :class:`ThreatModel`.
+  """
+  threat = check_threat(threat)
+  for name, value in (("degree", degree), ("threshold", threshold)):
+    if value is None:
+      raise ValueError(f"{name}=None: failure_bounds needs an explicit {name}; "
+                       "choose_parameters chooses it")
+  n, degree, threshold = _check_shape(num_clients, "secagg+", degree, threshold)
+  c, d = threat.counts(n)
+  return tuple(float(p) for p in _bounds(n, degree, threshold, c, d))
 
 
-def _check_shape(n: int, protocol: str, degree: int | None, threshold: int | None) -> None:
-  if protocol not in PROTOCOLS:
+def _check_shape(n, protocol: str, degree, threshold) -> tuple[int, int | None, int | None]:
+  """(n, k, t) as Python ints (None kept), or ValueError for an impossible combination."""
+  if not isinstance(protocol, str) or protocol not in PROTOCOLS:
     raise ValueError(f"protocol={protocol!r} is unknown; allowed: {PROTOCOLS}")
-  if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+  if not checks.is_integer(n) or n < 2:
     raise ValueError(f"num_clients={n!r} must be an integer >= 2")
   for name, value in (("degree", degree), ("threshold", threshold)):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    if value is not None and not checks.is_integer(value):
       raise ValueError(f"{name}={value!r} must be an integer or None")
+  n = int(n)
+  degree = None if degree is None else int(degree)
+  threshold = None if threshold is None else int(threshold)
   if degree is not None:
     if protocol == "secagg" and degree != n - 1:
       raise ValueError(f"degree={degree}: SecAgg uses the complete graph (degree n - 1 = {n - 1})"
@@ -226,6 +258,7 @@ def _check_shape(n: int, protocol: str, degree: int | None, threshold: int | Non
     if not 1 <= threshold <= top:
       raise ValueError(f"threshold={threshold} must be in [1, {top}] (a client's shares go to "
                        f"itself and its {top - 1} neighbours; num_clients={n})")
+  return n, degree, threshold
 
 
 def _make(n, protocol, k, t, threat, source) -> SecAggParameters:
@@ -260,9 +293,11 @@ def choose_parameters(num_clients: int, *, protocol: str = "secagg+", degree: in
     ValueError: on impossible n, k, t, an explicit choice below the security target without
       ``allow_weak``, or a threat no (k, t) meets.
   """
-  threat = ThreatModel() if threat is None else threat
-  n = num_clients
-  _check_shape(n, protocol, degree, threshold)
+  threat = check_threat(threat)
+  n, degree, threshold = _check_shape(num_clients, protocol, degree, threshold)
+  if not isinstance(allow_weak, (bool, np.bool_)):
+    raise ValueError(f"allow_weak={allow_weak!r} must be True or False (True accepts an explicit "
+                     "degree/threshold that misses the security target)")
   if threshold == 1 and not allow_weak:
     raise ValueError("threshold=1 lets any single share holder rebuild a secret; allowed: "
                      "threshold >= 2, or allow_weak_parameters=True to run it anyway")

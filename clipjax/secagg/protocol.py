@@ -22,13 +22,12 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from clipjax.secagg import graph, host_crypto
+from clipjax.secagg import checks, graph, host_crypto
 from clipjax.secagg import params as params_lib
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
@@ -56,22 +55,20 @@ class RoundAborted(RuntimeError):
 
 
 def check_seed(seed) -> int | None:
-  if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                           or seed < 0):
+  if seed is not None and (not checks.is_integer(seed) or seed < 0):
     raise ValueError(f"seed={seed!r} must be a non-negative integer or None (OS randomness)")
   return None if seed is None else int(seed)
 
 
 def check_round_index(round_index) -> int:
-  if (isinstance(round_index, bool) or not isinstance(round_index, numbers.Integral)
-      or not 0 <= round_index < 2 ** 64):
+  if not checks.is_integer(round_index) or not 0 <= round_index < 2 ** 64:
     raise ValueError(f"round_index={round_index!r} must be an integer in [0, 2^64) (it is bound "
                      "into every AES-GCM associated data as an unsigned 64-bit number)")
   return int(round_index)
 
 
 def _client_id(stage: str, value, num_clients: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+  if not checks.is_integer(value):
     raise ValueError(f"dropouts.{stage} has client id {value!r}: ids must be integers in "
                      f"[0, {num_clients})")
   if not 0 <= value < num_clients:
@@ -99,17 +96,22 @@ class Dropouts:
     """Per-stage sets of clients that drop at that stage (validated).
 
     Raises:
-      ValueError: on a rate outside [0, 1) or a client id that is not an integer in [0, n).
+      ValueError: on a rate outside [0, 1), a client id that is not an integer in [0, n), or a
+        bad ``num_clients`` or ``seed``.
     """
-    if (isinstance(self.rate, bool) or not isinstance(self.rate, numbers.Real)
-        or not 0.0 <= self.rate < 1.0):
+    if not checks.is_integer(num_clients) or num_clients < 1:
+      raise ValueError(f"num_clients={num_clients!r} must be an integer >= 1")
+    num_clients, seed = int(num_clients), check_seed(seed)
+    if not checks.is_real(self.rate) or not 0.0 <= self.rate < 1.0:
       raise ValueError(f"dropout rate={self.rate!r} must be a number in [0, 1)")
     out = {}
     for stage in STAGES:
       ids = getattr(self, stage)
-      if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray, set,
-                                                                 frozenset)):
-        raise ValueError(f"dropouts.{stage}={ids!r} must be a sequence of client ids")
+      if (isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray, set,
+                                                                  frozenset))
+          or getattr(ids, "ndim", 1) != 1):
+        raise ValueError(f"dropouts.{stage}={ids!r} must be a sequence of client ids, e.g. "
+                         "[0, 3]")
       out[stage] = frozenset(_client_id(stage, i, num_clients) for i in ids)
     if self.rate > 0:
       rng = np.random.default_rng(None if seed is None else np.random.SeedSequence([seed, 7]))
@@ -192,17 +194,28 @@ class RoundSetup:
 
   def neighbours(self, u: int) -> tuple[int, ...]:
     """Graph neighbours of ``u`` that advertised keys (whose public keys u received)."""
-    self._check_client(u)
+    u = self._check_client(u)
     if u not in self.server.public_keys:
       return ()
     return tuple(v for v in self._graph_nbrs[u] if v in self.server.public_keys)
 
   def graph_neighbours(self, u: int) -> tuple[int, ...]:
-    return self._graph_nbrs[u]
+    """Neighbours of ``u`` in the round's communication graph (advertised keys or not)."""
+    return self._graph_nbrs[self._check_client(u)]
 
-  def _check_client(self, u: int) -> None:
+  def _check_client(self, u: int) -> int:
+    if not checks.is_integer(u):
+      raise ValueError(f"client id {u!r} must be an integer in [0, {self.num_clients})")
     if not 0 <= u < self.num_clients:
       raise ValueError(f"client id {u} outside [0, {self.num_clients})")
+    return int(u)
+
+  def _check_advertised(self, u: int) -> int:
+    u = self._check_client(u)
+    if u not in self.server.public_keys:
+      raise ValueError(f"client {u} dropped out before advertise_keys: it has no keys this "
+                       f"round (clients with keys: setup.advertised)")
+    return u
 
   def _pair(self, u: int, v: int, info: bytes, private: dict[int, bytes], which: int) -> bytes:
     # X25519 is commutative, so u and v derive the same key: computed once per unordered pair.
@@ -217,19 +230,26 @@ class RoundSetup:
     Raises:
       ValueError: if u and v are not neighbours that both advertised keys.
     """
-    self._check_client(u)
-    self._check_client(v)
+    u, v = self._check_client(u), self._check_client(v)
     if u == v or v not in self.neighbours(u):
       raise ValueError(f"clients {u} and {v} are not neighbours in this round's "
                        f"{self.protocol} graph (or one of them did not advertise keys)")
     return self._pair(u, v, info, self._enc_private, 0)
 
   def mask_seed(self, u: int, v: int) -> bytes:
-    """Pairwise masking seed s_uv (client-side agreement of the masking keys)."""
+    """Pairwise masking seed s_uv (client-side agreement of the masking keys).
+
+    Raises:
+      ValueError: unless u and v are distinct client ids that both advertised keys.
+    """
+    u, v = self._check_advertised(u), self._check_advertised(v)
+    if u == v:
+      raise ValueError(f"mask_seed({u}, {v}): a pairwise seed needs two different clients")
     return self._pair(u, v, host_crypto.INFO_MASK, self._mask_private, 1)
 
   def mask_private(self, u: int) -> bytes:
-    return self._mask_private[u]
+    """Client u's private masking key (ValueError unless u advertised keys)."""
+    return self._mask_private[self._check_advertised(u)]
 
 
 def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | None = None,
@@ -257,15 +277,19 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
 
   Raises:
     ValueError: on an unknown protocol, impossible n, k, t, a weak (k, t) without
-      ``allow_weak``, a bad seed, round index or drop-out spec.
+      ``allow_weak``, a bad seed, round index, threat or drop-out spec.
     RoundAborted: if fewer than t clients advertise keys.
   """
   graph.check_protocol(protocol)
   seed = check_seed(seed)
   round_index = check_round_index(round_index)
+  if dropouts is not None and not isinstance(dropouts, Dropouts):
+    raise ValueError(f"dropouts={dropouts!r} must be a clipjax.secagg.Dropouts or None, e.g. "
+                     "Dropouts(masked_input=[1], rate=0.1)")
   params = params_lib.choose_parameters(num_clients, protocol=protocol, degree=degree,
                                         threshold=threshold, threat=threat,
                                         allow_weak=allow_weak)
+  num_clients = params.num_clients
   edges = (graph.complete_graph(num_clients) if protocol == "secagg"
            else graph.random_harary_graph(num_clients, params.degree, seed))
   spec = Dropouts() if dropouts is None else dropouts
@@ -273,11 +297,25 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
   return RoundSetup(params, round_index, seed, edges, spec, resolved)
 
 
+def _check_setup(setup) -> None:
+  if not isinstance(setup, RoundSetup):
+    raise ValueError(f"setup={setup!r} must be a RoundSetup from setup_round")
+
+
 def seal_for_peer(setup: RoundSetup, u: int, v: int, plaintext: bytes) -> bytes:
   """Client u encrypts ``plaintext`` for neighbour v (AES-256-GCM; AD binds u, v, round).
 
   The server relays the returned bytes; it is recorded in ``setup.server.relayed``.
+
+  Raises:
+    ValueError: for a setup that is not a :class:`RoundSetup`, u and v that are not neighbours
+      with keys, or a plaintext that is not bytes.
   """
+  _check_setup(setup)
+  if not isinstance(plaintext, (bytes, bytearray, memoryview)):
+    raise ValueError(f"plaintext must be bytes, got {type(plaintext).__name__}; encode text "
+                     "first (e.g. text.encode())")
+  u, v = setup._check_client(u), setup._check_client(v)
   key = setup.peer_key(u, v)
   aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_PEER)
   sealed = host_crypto.seal(key, plaintext, aad, setup.rng)
@@ -289,8 +327,14 @@ def open_from_peer(setup: RoundSetup, v: int, u: int, ciphertext: bytes) -> byte
   """Client v decrypts a message that claims to come from u.
 
   Raises:
-    ValueError: if the ciphertext was tampered with, or was not sealed by u for v this round.
+    ValueError: if the ciphertext was tampered with, was not sealed by u for v this round, or
+      is not bytes; for a setup that is not a :class:`RoundSetup`.
   """
+  _check_setup(setup)
+  if not isinstance(ciphertext, (bytes, bytearray, memoryview)):
+    raise ValueError(f"ciphertext must be the bytes seal_for_peer returned, got "
+                     f"{type(ciphertext).__name__}")
+  u, v = setup._check_client(u), setup._check_client(v)
   key = setup.peer_key(v, u)
   aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_PEER)
   try:

@@ -28,29 +28,49 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from clipjax.secagg import checks
 
 MAX_BITS = 24  # the 24-bit uniforms resolve a step's fraction to 2^-24 at every allowed b
 NOISE_NONCE = np.array([0x6E6F6973, 0, 0], np.uint32)  # "nois": separates noise from blinds.
 _SPLIT_MASK = np.uint32(0xFFFFF000)  # keeps 12 significant bits of a float32
 
 
+def _check_num_clients(num_clients) -> int:
+  if not checks.is_integer(num_clients) or num_clients < 1:
+    raise ValueError(f"num_clients={num_clients!r} must be an integer >= 1 (the clients whose "
+                     "codes are summed)")
+  return int(num_clients)
+
+
 def max_safe_bits(num_clients: int) -> int:
-  """Largest b with ``num_clients * (2^b - 1) <= 2^32 - 1`` (capped at MAX_BITS)."""
+  """Largest b with ``num_clients * (2^b - 1) <= 2^32 - 1`` (capped at MAX_BITS).
+
+  Raises:
+    ValueError: for a ``num_clients`` that is not an integer >= 1.
+  """
+  num_clients = _check_num_clients(num_clients)
   bits = 0
   while bits < MAX_BITS and num_clients * ((1 << (bits + 1)) - 1) <= 0xFFFFFFFF:
     bits += 1
   return bits
 
 
+def check_bits_range(bits) -> int:
+  """``bits`` as an int in [1, MAX_BITS], or ValueError (no overflow check: see check_bits)."""
+  if not checks.is_integer(bits) or not 1 <= bits <= MAX_BITS:
+    raise ValueError(f"bits={bits!r} must be an integer in [1, {MAX_BITS}]")
+  return int(bits)
+
+
 def check_bits(num_clients: int, bits: int) -> None:
   """Raises ValueError unless b-bit values of ``num_clients`` clients sum without wrapping."""
-  if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= MAX_BITS:
-    raise ValueError(f"bits={bits!r} must be an integer in [1, {MAX_BITS}]")
+  bits = check_bits_range(bits)
+  num_clients = _check_num_clients(num_clients)
   if num_clients * ((1 << bits) - 1) > 0xFFFFFFFF:
     raise ValueError(
         f"overflow: n * (2^b - 1) = {num_clients} * (2^{bits} - 1) does not fit in 32 bits; "
@@ -59,15 +79,15 @@ def check_bits(num_clients: int, bits: int) -> None:
 
 def check_clip(clip) -> float:
   """The clip bound as a float32-representable positive finite number, or ValueError."""
-  if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not math.isfinite(clip) \
-      or not clip > 0 or not np.isfinite(np.float32(clip)) or np.float32(clip) <= 0:
+  if not checks.is_real(clip) or not math.isfinite(clip) or not clip > 0 \
+      or not np.isfinite(np.float32(clip)) or np.float32(clip) <= 0:
     raise ValueError(f"clip={clip!r} must be a positive finite number (float32 range)")
   return float(np.float32(clip))
 
 
 def scale_pair(weight_code: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:
   """float32 (hi, lo) with ``hi + lo = r / (2 c)`` to ~2^-48 (``c`` rounded to float32 first)."""
-  s = np.asarray(weight_code, np.float64) / (2.0 * float(np.float32(clip)))
+  s = np.asarray(weight_code, np.float64) / (2.0 * check_clip(clip))
   hi = s.astype(np.float32)
   lo = (s - hi.astype(np.float64)).astype(np.float32)
   return hi, lo
@@ -104,6 +124,7 @@ def encode(x: jax.Array, noise: jax.Array, scale_hi: jax.Array, scale_lo: jax.Ar
   Returns:
     uint32 codes with ``E[code] = (2^b - 1) / 2 + clip(x) * r / (2 c)`` up to 2^-23 of a step.
   """
+  bits = check_bits_range(bits)  # static: checked once per trace
   c = np.float32(clip)
   y = jnp.clip(x.astype(jnp.float32), -c, c)
   p, e = _two_product(y, scale_hi)
@@ -124,12 +145,14 @@ def decode(total: np.ndarray, count: int, clip: float, bits: int) -> np.ndarray:
   ``sum_k q_k ~ count (2^b - 1) / 2 + sum_k clip(x_k) r_k / (2 c)``, inverted in int64 (the sum
   and the offset are exact) and float64 (one rounding), so only the quantisation error remains.
   """
-  levels = (1 << bits) - 1
+  levels = (1 << check_bits_range(bits)) - 1
+  if not checks.is_integer(count) or count < 0:
+    raise ValueError(f"count={count!r} must be a non-negative integer (the codes summed)")
   shifted = 2 * np.asarray(total, np.uint32).astype(np.int64) - int(count) * levels
-  return shifted.astype(np.float64) * (float(np.float32(clip)) / levels)
+  return shifted.astype(np.float64) * (check_clip(clip) / levels)
 
 
 def encode_weight(weight_ratio: np.ndarray, bits: int) -> np.ndarray:
   """Public weight ratios in [0, 1] -> uint32 ``round(r * (2^b - 1))`` (deterministic)."""
-  levels = (1 << bits) - 1
+  levels = (1 << check_bits_range(bits)) - 1
   return np.rint(np.clip(weight_ratio, 0.0, 1.0) * levels).astype(np.uint32)

@@ -33,8 +33,8 @@ import numpy as np
 from clipjax.secagg import blinding, quantize, stages
 from clipjax.secagg import params as params_lib
 from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_budget, check_dim,
-                                      check_options, decode_sum, noise_keys, setup_for,
-                                      updates_shape)
+                                      check_options, check_rng, decode_sum, noise_keys,
+                                      setup_for, updates_shape)
 from clipjax.secagg.protocol import STAGES, Dropouts, RoundSetup
 
 
@@ -176,8 +176,12 @@ def masked_partial(keys: ChunkKeys, updates, *, clip: float, bits: int,
     sorted ids whose update was not finite).
 
   Raises:
-    ValueError: on a bad clip, bits or budget, or updates that do not have one row per id.
+    ValueError: on keys that are not a :class:`ChunkKeys`, a bad clip, bits or budget, or
+      updates that do not have one row per id.
   """
+  if not isinstance(keys, ChunkKeys):
+    raise ValueError(f"keys must be the ChunkKeys of SecureSumStream.client_keys(ids), got "
+                     f"{type(keys).__name__}")
   clip = quantize.check_clip(clip)
   quantize.check_bits(1, bits)
   check_budget(budget_words)
@@ -221,8 +225,8 @@ class SecureSumStream:
       dim: D, coordinates of each update (``1 <= D <= MAX_DIM``).
 
     Raises:
-      ValueError: on a bad setup (or one already used), dim, weights, max_weight, bits, clip
-        or budget.
+      ValueError: on a bad setup (or one already used), dim, weights, max_weight, bits, clip,
+        rng or budget.
       RoundAborted: if fewer than t clients can share their keys.
     """
     if not isinstance(setup, RoundSetup):
@@ -231,7 +235,8 @@ class SecureSumStream:
     self.dim = check_dim(dim)
     self._clip, self._codes, self._scale = check_options(n, bits, clip, budget_words, weights,
                                                          max_weight)
-    self._bits, self._budget = bits, budget_words
+    rng = check_rng(rng)
+    self._bits, self._budget = int(bits), int(budget_words)
     if setup.used:
       raise ValueError("setup was already used by a secure sum: pairwise masks must never be "
                        "reused; call setup_round again")
@@ -459,7 +464,11 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
     RoundAborted: if fewer than t clients survive a stage or a secret lacks t shares.
   """
   n, dim = updates_shape(updates)
+  if n < 2:
+    raise ValueError(f"updates has {n} rows; a secure sum needs at least 2 clients, one row "
+                     "each")
   check_options(n, bits, clip, budget_words, weights, max_weight)  # before any key is drawn
+  check_rng(rng)
   setup = setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
                     allow_weak)
   stream = SecureSumStream(setup, weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
@@ -478,6 +487,10 @@ def secure_sum_tree(tree: Any, weights=None, **kwargs) -> tuple[Any, SecureSumRe
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   if not leaves:
     raise ValueError("tree has no leaves")
+  for leaf in leaves:
+    if not hasattr(leaf, "shape") or len(leaf.shape) < 1:
+      raise ValueError(f"every leaf must be an array with a leading client axis [C, ...]; got "
+                       f"{type(leaf).__name__} {leaf!r:.40}")
   n = leaves[0].shape[0]
   for leaf in leaves:
     if leaf.shape[:1] != (n,):
