@@ -5,13 +5,17 @@ Sources, in order:
 1. tensorflow-datasets' own ``cifar10`` when it is already prepared locally
    (``tfds.data_source("cifar10", download=False)``; original lossless pixels). Only tried when
    no ``data_dir`` is given; nothing is downloaded.
-2. The image-folder zip ``<data>/cifar10/cifar10_jpeg.zip`` (``train/<class>/NNNN.jpg``,
+2. The official binary archive ``<data>/cifar10/cifar-10-binary.tar.gz`` (what
+   ``scripts/download_data.py cifar10`` fetches; original lossless pixels): five training
+   batches and one test batch of 10,000 records, each a label byte and 3,072 pixel bytes
+   (1,024 red, 1,024 green, 1,024 blue, rows in order). Read directly, in batch order.
+3. The image-folder zip ``<data>/cifar10/cifar10_jpeg.zip`` (``train/<class>/NNNN.jpg``,
    ``test/<class>/NNNN.jpg``; labels in the order of :data:`CLASSES`). These are JPEG
    re-encodings (median PSNR 30.7 dB vs the originals): accuracy on them can differ slightly
    from the original CIFAR-10; say so next to numbers produced from them.
 
 The zip is decoded once into a tfds builder (``array_record``, records of up to
-:data:`BLOCK` images in file order) and reused.
+:data:`BLOCK` images in file order, keyed by the zip's sha256) and reused.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import pathlib
+import tarfile
 import zipfile
 
 import numpy as np
@@ -28,6 +33,10 @@ from PIL import Image
 from clipjax.data import paths, tfds_store
 
 ZIP_FILE = "cifar10/cifar10_jpeg.zip"
+BINARY_FILE = "cifar10/cifar-10-binary.tar.gz"
+TRAIN_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+TEST_BATCHES = ("test_batch.bin",)
+_RECORD = 1 + 32 * 32 * 3
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
@@ -105,25 +114,69 @@ def _from_tfds_cifar10() -> tuple[Arrays, Arrays] | None:
     return None
 
 
-def load_arrays(data_dir=None) -> tuple[Arrays, Arrays]:
-  """CIFAR-10 ``((x_train, y_train), (x_test, y_test))``: uint8 [N, 32, 32, 3], int32 [N].
-
-  Args:
-    data_dir: raw data folder holding ``cifar10/cifar10_jpeg.zip``; None to try tfds'
-      ``cifar10`` and then search the data folders.
+def read_binary(archive: pathlib.Path) -> tuple[Arrays, Arrays]:
+  """The official CIFAR-10 binary archive as ``((x_train, y_train), (x_test, y_test))``.
 
   Raises:
-    FileNotFoundError: if neither source is available (names the file and folders searched).
+    ValueError: a batch file missing or not a whole number of records, a label above 9.
+  """
+  batches: dict[str, bytes] = {}
+  with tarfile.open(archive, "r:gz") as tar:
+    for member in tar.getmembers():
+      name = pathlib.PurePosixPath(member.name).name
+      if member.isfile() and name in TRAIN_BATCHES + TEST_BATCHES:
+        batches[name] = tar.extractfile(member).read()
+  out = []
+  for names in (TRAIN_BATCHES, TEST_BATCHES):
+    missing = [n for n in names if n not in batches]
+    if missing:
+      raise ValueError(f"{archive}: no {', '.join(missing)}; it is not the CIFAR-10 binary "
+                       "archive (run `python scripts/download_data.py cifar10` again).")
+    data = b"".join(batches[n] for n in names)
+    if len(data) % _RECORD:
+      raise ValueError(f"{archive}: batch sizes are not whole {_RECORD}-byte records.")
+    records = np.frombuffer(data, np.uint8).reshape(-1, _RECORD)
+    labels = records[:, 0].astype(np.int32)
+    if labels.max(initial=0) >= NUM_CLASSES:
+      raise ValueError(f"{archive}: label {labels.max()} above 9.")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    out.append((np.ascontiguousarray(images), labels))
+  return out[0], out[1]
+
+
+def load(data_dir=None) -> tuple[Arrays, Arrays, tfds_store.RawSource | None]:
+  """CIFAR-10 ``((x_train, y_train), (x_test, y_test), source)``: uint8 [N, 32, 32, 3], int32 [N].
+
+  Args:
+    data_dir: raw data folder holding ``cifar10/cifar-10-binary.tar.gz`` or
+      ``cifar10/cifar10_jpeg.zip``; None to try tfds' ``cifar10`` and then search the data
+      folders.
+
+  Returns:
+    The two splits and the raw file's fingerprint (None for tfds' own prepared ``cifar10``).
+
+  Raises:
+    FileNotFoundError: if no source is available (one line naming the files, the folders
+      searched and ``scripts/download_data.py``).
   """
   if data_dir is None and (found := _from_tfds_cifar10()) is not None:
-    return found
-  raw = paths.locate(ZIP_FILE, "cifar10", data_dir)
-  builder, _ = tfds_store.prepared_builder(
-      ClipjaxCifar10, data_dir=paths.tfds_dir(), manual_dir=raw.parent
+    return found[0], found[1], None
+  raw = paths.locate_first((BINARY_FILE, ZIP_FILE), "cifar10", data_dir)
+  if raw.name == pathlib.Path(BINARY_FILE).name:
+    train, test = read_binary(raw)
+    return train, test, tfds_store.raw_source([raw], paths.tfds_dir())
+  builder, _, source = tfds_store.prepared_builder(
+      ClipjaxCifar10, data_dir=paths.tfds_dir(), manual_dir=raw.parent, raw_files=[raw]
   )
   out = []
   for split in ("train", "test"):
     records = tfds_store.read_split(builder, split)
     out.append((np.concatenate([r["image"] for r in records]),
                 np.concatenate([r["label"] for r in records]).astype(np.int32)))
-  return out[0], out[1]
+  return out[0], out[1], source
+
+
+def load_arrays(data_dir=None) -> tuple[Arrays, Arrays]:
+  """CIFAR-10 ``((x_train, y_train), (x_test, y_test))`` (:func:`load` without the source)."""
+  train, test, _ = load(data_dir)
+  return train, test

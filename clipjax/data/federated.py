@@ -116,6 +116,7 @@ def load_federated(
       name=name, kind=kind, train=train, test=test,
       client_ids=tuple(clients.client_ids[i] for i in chosen),
       num_classes=num_classes, input_shape=tuple(input_shape), seq_len=seq_len,
+      source=None if clients.source is None else clients.source.as_dict(),
   )
 
 
@@ -166,7 +167,7 @@ def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, n
     if num_partitions < num_clients:
       raise ValueError(f"num_partitions={num_partitions} must be >= num_clients={num_clients}.")
     num_clients = num_partitions
-  (x_train, y_train), (x_test, y_test) = cifar10.load_arrays(data_dir)
+  (x_train, y_train), (x_test, y_test), source = cifar10.load(data_dir)
   if partition == "iid":
     if len(y_train) // max(num_clients, 1) < min_examples:
       raise ValueError(f"An IID partition over {num_clients} clients gives fewer than "
@@ -186,4 +187,5 @@ def _load_cifar10(num_clients, seed, data_dir, partition, alpha, min_examples, n
       name="cifar10", kind="images", train=train, test=test,
       client_ids=tuple(f"{partition}_{c:04d}" for c in chosen),
       num_classes=cifar10.NUM_CLASSES, input_shape=cifar10.IMAGE_SHAPE, seq_len=0,
+      source=None if source is None else source.as_dict(),
   )

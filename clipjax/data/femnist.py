@@ -19,7 +19,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 
@@ -29,6 +28,7 @@ import tensorflow_datasets as tfds
 from clipjax.data import paths, tfds_store
 
 NPZ_FILE = "femnist/femnist_leaf_300writers_uint8.npz"
+LEAF_FOLDER = "femnist/leaf_json"  # what scripts/download_data.py femnist writes
 NUM_CLASSES = 62
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -51,15 +51,24 @@ def _leaf_pixels(x: list[list[float]], where: str) -> np.ndarray:
 def read_leaf_folder(folder: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
   """Reads a LEAF FEMNIST folder into ``{writer: {x_train, y_train, x_test, y_test}}``.
 
+  A folder may merge several LEAF samples (each a separate random choice of writers and of
+  their train/test split): a file named ``<sample>__<LEAF name>.json`` belongs to ``<sample>``
+  (no ``__``: one sample). A writer's train and test portions always come from the same sample,
+  so no test image of one sample is a train image of another. A writer in several samples keeps
+  the copy with the most images, on a tie the sample whose name sorts first (the downloader
+  numbers the samples, `clipjax.data.femnist_sources`).
+
   Args:
     folder: a folder with LEAF ``train/*.json`` and ``test/*.json`` files.
 
   Returns:
-    Writers that have both portions, with uint8 images and int32 labels.
+    Writers that have both portions in one sample, with uint8 images and int32 labels, sorted.
   """
-  portions: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"train": {}, "test": {}}
-  for split, found in portions.items():
+  samples: dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
+  for split in ("train", "test"):
     for file in sorted((pathlib.Path(folder) / split).glob("*.json")):
+      sample = file.name.rsplit("__", 1)[0] if "__" in file.name else ""
+      found = samples.setdefault(sample, {"train": {}, "test": {}})[split]
       with open(file, encoding="utf-8") as f:
         blob = json.load(f)
       for user in blob["users"]:
@@ -70,14 +79,21 @@ def read_leaf_folder(folder: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
           raise ValueError(f"{file} user {user}: {len(x)} images but {len(y)} labels.")
         if user not in found or len(found[user][1]) < len(y):
           found[user] = (x, y)
-  both = sorted(set(portions["train"]) & set(portions["test"]))
-  return {
-      w: {
-          "x_train": portions["train"][w][0], "y_train": portions["train"][w][1],
-          "x_test": portions["test"][w][0], "y_test": portions["test"][w][1],
-      }
-      for w in both
-  }
+  best: dict[str, tuple[int, str]] = {}
+  for sample in sorted(samples):
+    train, test = samples[sample]["train"], samples[sample]["test"]
+    for user in set(train) & set(test):
+      size = len(train[user][1]) + len(test[user][1])
+      if user not in best or size > best[user][0]:
+        best[user] = (size, sample)
+  out = {}
+  for user in sorted(best):
+    portions = samples[best[user][1]]
+    out[user] = {
+        "x_train": portions["train"][user][0], "y_train": portions["train"][user][1],
+        "x_test": portions["test"][user][0], "y_test": portions["test"][user][1],
+    }
+  return out
 
 
 def read_npz(file: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
@@ -134,28 +150,33 @@ class ClipjaxFemnist(tfds_store.ManualBuilder):
 
 
 def load_clients(data_dir: str | pathlib.Path | None = None) -> tfds_store.ClientLists:
-  """Prepares (once) and reads FEMNIST clients.
+  """Prepares (once per content of the raw files) and reads FEMNIST clients.
 
   Args:
-    data_dir: None to search the data folders for the npz; a LEAF folder (``train/*.json``,
-      ``test/*.json``) to read it; or a raw data folder holding ``femnist/<npz>``.
+    data_dir: None to search the data folders for ``femnist/<npz>``, else for
+      ``femnist/leaf_json/`` (what ``scripts/download_data.py femnist`` writes); a LEAF folder
+      (``train/*.json``, ``test/*.json``) to read it; or a raw data folder holding either.
 
   Returns:
-    Per-writer arrays ordered by writer id.
+    Per-writer arrays ordered by writer id, with the raw files' fingerprint.
 
   Raises:
-    FileNotFoundError: if no source is found (names the file and the folders searched).
+    FileNotFoundError: if no source is found (names the file, the folders searched and
+      ``scripts/download_data.py``).
   """
   if data_dir is not None and is_leaf_folder(pathlib.Path(data_dir)):
-    manual = pathlib.Path(data_dir).resolve()
-    digest = hashlib.sha1(str(manual).encode()).hexdigest()[:12]
-    store = paths.tfds_dir() / f"femnist_leaf_{digest}"
-    config = "leaf_json"
+    manual, config = pathlib.Path(data_dir).resolve(), "leaf_json"
   else:
-    npz = paths.locate(NPZ_FILE, "femnist", data_dir)
-    manual, store, config = npz.parent, paths.tfds_dir(), "npz"
-  builder, seconds = tfds_store.prepared_builder(
-      ClipjaxFemnist, data_dir=store, manual_dir=manual, config=config
+    found = paths.locate_first((NPZ_FILE, LEAF_FOLDER), "femnist", data_dir)
+    if found.name == pathlib.Path(NPZ_FILE).name:
+      manual, config = found.parent, "npz"
+    else:
+      manual, config = found, "leaf_json"
+  raw_files = ([manual / pathlib.Path(NPZ_FILE).name] if config == "npz"
+               else sorted(manual.glob("t*/*.json")))
+  builder, seconds, source = tfds_store.prepared_builder(
+      ClipjaxFemnist, data_dir=paths.tfds_dir(), manual_dir=manual, raw_files=raw_files,
+      config=config,
   )
   train = tfds_store.read_split(builder, "train")
   test = tfds_store.read_split(builder, "test")
@@ -166,4 +187,5 @@ def load_clients(data_dir: str | pathlib.Path | None = None) -> tfds_store.Clien
       test_x=[r["x"] for r in test],
       test_y=[r["y"] for r in test],
       prepare_seconds=seconds,
+      source=source,
   )

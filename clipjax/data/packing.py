@@ -51,6 +51,8 @@ class FederatedData:
     num_classes: 62 / 80 / 10.
     input_shape: per example as the model sees it: (28, 28, 1) / (80,) / (32, 32, 3).
     seq_len: window length for text (80), 0 for images.
+    source: the raw data files read and their sha256 (``{"files": [...], "sha256": ...}``);
+      None when tfds' own prepared dataset was read.
   """
 
   name: str
@@ -61,6 +63,7 @@ class FederatedData:
   num_classes: int
   input_shape: tuple[int, ...]
   seq_len: int = 0
+  source: dict | None = None
 
 
 def pack_images(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> ClientArrays:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Sequence
 
 from clipjax.cache import cache_dir
 
@@ -29,20 +30,19 @@ _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 # What each dataset folder needs and how to obtain it; quoted in missing-file errors.
 HOW_TO_GET = {
     "femnist": (
-        "Put LEAF's FEMNIST output in <data>/femnist/: the packed npz "
-        "'femnist_leaf_300writers_uint8.npz' (see femnist/README.md of the shared data folder), or "
-        "pass data_dir=<a LEAF folder with train/*.json and test/*.json> (LEAF's "
-        "data/femnist/preprocess.sh output, github.com/TalwalkarLab/leaf)."
+        "run `python scripts/download_data.py femnist` (LEAF's FEMNIST JSON, 296 MB, into "
+        "./data/femnist/leaf_json), or put the packed 'femnist_leaf_300writers_uint8.npz' in "
+        "<data>/femnist/, or pass data_dir=<a LEAF folder with train/*.json and test/*.json>"
     ),
     "shakespeare": (
-        "Put Project Gutenberg etext #100 (1994 World Library edition, the file LEAF's get_data.sh "
-        "downloads as 1994-01-100.zip -> 100.txt), gzipped, at "
-        "<data>/shakespeare/shakespeare.txt.gz."
+        "run `python scripts/download_data.py shakespeare` (Project Gutenberg etext #100, the "
+        "text LEAF builds on, 2 MB, into ./data/shakespeare/), or put it gzipped at "
+        "<data>/shakespeare/shakespeare.txt.gz"
     ),
     "cifar10": (
-        "Put the CIFAR-10 image-folder zip (train/<class>/*.jpg, test/<class>/*.jpg) at "
-        "<data>/cifar10/cifar10_jpeg.zip, or make tensorflow-datasets' 'cifar10' available "
-        "locally (tfds.data_source('cifar10'), needs a download once)."
+        "run `python scripts/download_data.py cifar10` (the official binary archive, 170 MB, "
+        "into ./data/cifar10/), or put cifar-10-binary.tar.gz or the image-folder zip "
+        "cifar10_jpeg.zip in <data>/cifar10/"
     ),
 }
 
@@ -83,21 +83,36 @@ def find_data_file(relative_path: str, dataset: str) -> pathlib.Path:
     The absolute path of the file.
 
   Raises:
-    FileNotFoundError: naming the file, every folder searched and how to get the file.
+    FileNotFoundError: one line naming the file, every folder searched and how to get it.
   """
-  folders = data_folders()
+  return locate_first((relative_path,), dataset, None)
+
+
+def missing(relative_paths: Sequence[str], dataset: str, folders: Sequence[pathlib.Path]) -> str:
+  """The one-line error for data found in none of ``folders``."""
+  names = " or ".join(f"'{p}'" for p in relative_paths)
+  searched = ", ".join(str(f.absolute()) for f in folders)
+  how = HOW_TO_GET.get(dataset, "see the data notes in docs/running.md")
+  return (f"no {dataset} data ({names}) in {searched}: {how}; or set ${DATA_ENV} to the folder "
+          "that holds it.")
+
+
+def locate_first(relative_paths: Sequence[str], dataset: str,
+                 data_dir: str | os.PathLike | None) -> pathlib.Path:
+  """The first of ``relative_paths`` found in ``data_dir`` (when given) or the data folders.
+
+  Each folder is tried with every path before the next folder.
+
+  Raises:
+    FileNotFoundError: one line naming the file(s), the folder(s) searched and how to get them.
+  """
+  folders = data_folders() if data_dir is None else [pathlib.Path(data_dir).expanduser()]
   for folder in folders:
-    path = folder / relative_path
-    if path.exists():
-      return path.resolve()
-  searched = "\n".join(f"  - {f.absolute()}" for f in folders)
-  env = os.environ.get(DATA_ENV)
-  raise FileNotFoundError(
-      f"Data file '{relative_path}' for dataset '{dataset}' not found. Folders searched "
-      f"(${DATA_ENV}={env!r}, ./data, ../shared/data, and the same relative to the repository):\n"
-      f"{searched}\nHow to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}\n"
-      f"Set ${DATA_ENV} to the folder that holds '{relative_path}'."
-  )
+    for relative_path in relative_paths:
+      path = folder / relative_path
+      if path.exists():
+        return path.resolve()
+  raise FileNotFoundError(missing(relative_paths, dataset, folders))
 
 
 def tfds_dir() -> pathlib.Path:
@@ -111,15 +126,6 @@ def locate(relative_path: str, dataset: str, data_dir: str | os.PathLike | None)
   """Finds a raw file in ``data_dir`` when given, else through :func:`find_data_file`.
 
   Raises:
-    FileNotFoundError: naming the file, the folder(s) searched and how to get the file.
+    FileNotFoundError: one line naming the file, the folder(s) searched and how to get it.
   """
-  if data_dir is None:
-    return find_data_file(relative_path, dataset)
-  path = pathlib.Path(data_dir).expanduser() / relative_path
-  if not path.exists():
-    raise FileNotFoundError(
-        f"Data file '{relative_path}' for dataset '{dataset}' not found in the given "
-        f"data_dir={str(data_dir)!r} (searched: {path.parent.absolute()}).\n"
-        f"How to get it: {HOW_TO_GET.get(dataset, 'see the data README.')}"
-    )
-  return path.resolve()
+  return locate_first((relative_path,), dataset, data_dir)

@@ -196,8 +196,8 @@ class ClipjaxShakespeare(tfds_store.ManualBuilder):
 def load_clients(data_dir=None) -> tfds_store.ClientLists:
   """Prepares (once) and reads the per-role train and test texts (uint8 symbol ids)."""
   raw = paths.locate(RAW_FILE, "shakespeare", data_dir)
-  builder, seconds = tfds_store.prepared_builder(
-      ClipjaxShakespeare, data_dir=paths.tfds_dir(), manual_dir=raw.parent
+  builder, seconds, source = tfds_store.prepared_builder(
+      ClipjaxShakespeare, data_dir=paths.tfds_dir(), manual_dir=raw.parent, raw_files=[raw]
   )
   train = tfds_store.read_split(builder, "train")
   test = tfds_store.read_split(builder, "test")
@@ -205,7 +205,7 @@ def load_clients(data_dir=None) -> tfds_store.ClientLists:
       client_ids=tuple(tfds_store.as_text(r["client"]) for r in train),
       train_x=[r["text"] for r in train], train_y=None,
       test_x=[r["text"] for r in test], test_y=None,
-      prepare_seconds=seconds,
+      prepare_seconds=seconds, source=source,
   )
 
 

@@ -18,18 +18,22 @@ def test_unknown_partition():
 @pytest.mark.parametrize("name,file", [
     ("femnist", "femnist_leaf_300writers_uint8.npz"),
     ("shakespeare", "shakespeare.txt.gz"),
+    ("cifar10", "cifar-10-binary.tar.gz"),
 ])
-def test_missing_data_names_file_and_folders(tmp_path, monkeypatch, name, file):
+def test_missing_data_is_one_line_naming_file_folders_and_download(tmp_path, monkeypatch, name,
+                                                                   file):
     monkeypatch.delenv("CLIPJAX_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("clipjax.data.paths._REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr("clipjax.data.cifar10._from_tfds_cifar10", lambda: None)
     with pytest.raises(FileNotFoundError) as err:
         load_federated(name, num_clients=None, seed=0)
     message = str(err.value)
     assert file in message
     for folder in (tmp_path / "data", tmp_path.parent / "shared" / "data"):
         assert str(folder) in message
-    assert "How to get it" in message
+    assert f"python scripts/download_data.py {name}" in message
+    assert "\n" not in message
 
 
 def test_a_set_clipjax_data_is_the_only_folder_searched(tmp_path, monkeypatch):
