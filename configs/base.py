@@ -73,8 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.secagg.bits = 0              # quantisation bits; 0: the largest safe for n clients
   c.secagg.clip = 0.0            # clip range for quantisation; 0: the protocol default
   c.secagg.dropout_rate = 0.0    # random client drop-out rate injected at every stage
-  c.secagg.max_weight = 1000.0   # public bound on a client's weight (its training examples);
-                                 # a larger weight is an error (FEMNIST's largest writer: 320)
+  c.secagg.max_weight = 0.0      # public bound on a client's weight (its training examples);
+                                 # 0: the largest count in the run's population; an explicit
+                                 # value makes a larger weight an error
   # (k, t) come from Bell et al.'s analysis for this threat (clipjax/secagg/params.py):
   c.secagg.corruption_fraction = 0.2  # clients that may collude with the server
   c.secagg.dropout_fraction = 0.1     # drop-outs to tolerate (the analysis uses the larger of

@@ -103,25 +103,35 @@ def resolve_chunk(spec: ExperimentSpec, data, params) -> tuple[int, str]:
                  "scale.memory_budget_gb to change it)")
 
 
+def max_weight(spec: ExperimentSpec, weights: np.ndarray) -> float:
+  """The public bound on a client's weight: `secagg.max_weight`, or with 0 (the default) the
+  largest training-example count in the run's population (public in a simulation; a deployment
+  would publish a bound)."""
+  return float(spec.secagg.max_weight) or float(np.max(weights))
+
+
 def _secure_settings(spec: ExperimentSpec, weights: np.ndarray, population: int):
   """SecAgg's quantisation settings, after checking the public bounds (None: SecAgg off).
 
   Raises:
-    ValueError: for weights above `secagg.max_weight` or too many bits for the cohort.
+    ValueError: for weights above an explicit `secagg.max_weight` or too many bits for the
+      cohort.
   """
   sa = spec.secagg
-  if spec.reports.rule == "plausible" and weights.max() > sa.max_weight:
+  bound = max_weight(spec, weights)
+  if spec.reports.rule == "plausible" and weights.max() > bound:
     raise ValueError(f"reports.rule='plausible' bounds a client's examples by the public "
-                     f"secagg.max_weight={sa.max_weight:g}, but a client has {weights.max():g}; "
-                     "raise secagg.max_weight.")
+                     f"secagg.max_weight={bound:g}, but a client has {weights.max():g}; "
+                     "raise secagg.max_weight (or set it to 0: the population's largest).")
   if not sa.enabled:
     return None
   secagg.check_bits(spec.clients_per_round, sa.bits)
   try:  # a client above the public bound stops the run before any training
-    secagg.weight_codes(weights, population, sa.bits, sa.max_weight)
+    secagg.weight_codes(weights, population, sa.bits, bound)
   except ValueError as e:
-    raise ValueError(f"config.secagg.max_weight / training examples per client: {e}") from e
-  return aggregation.SecureSettings(bits=sa.bits, clip=sa.clip, max_weight=sa.max_weight)
+    raise ValueError(f"config.secagg.max_weight / training examples per client: {e} (0: the "
+                     "population's largest)") from e
+  return aggregation.SecureSettings(bits=sa.bits, clip=sa.clip, max_weight=bound)
 
 
 def build_round(spec: ExperimentSpec, data, model, params,
@@ -190,6 +200,6 @@ def build_round(spec: ExperimentSpec, data, model, params,
       reports=settings_lib.ReportSetting(
           liars=reports_lib.choose_liars(spec.seed, population, spec.reports.liar_fraction),
           factor=spec.reports.liar_factor, rule=spec.reports.rule, tiers=tiers(spec),
-          max_examples=spec.secagg.max_weight, jitter_sigma=spec.devices.jitter_sigma,
+          max_examples=max_weight(spec, weights), jitter_sigma=spec.devices.jitter_sigma,
           sigmas=spec.reports.bound_sigmas),
       reference=spec.clip.reference, unavailable_rate=spec.unavailable_rate))

@@ -69,3 +69,24 @@ def test_the_chunk_is_the_configured_one_or_the_largest_that_fits(monkeypatch):
   tight = _spec(**{"model.width": 0.125, "scale.chunk_clients": -1,
                    "scale.memory_budget_gb": 2.5 * per_client / 1e9})
   assert build.resolve_chunk(tight, data, params)[0] == 2   # 2.5 clients fit: a chunk of 2
+
+
+def test_max_weight_0_is_the_populations_largest_count_and_an_explicit_one_is_checked():
+  weights = np.array([120.0, 2500.0, 7.0], np.float32)
+  assert build.max_weight(_spec(), weights) == 2500.0                 # the default, 0
+  assert build.max_weight(_spec(**{"secagg.max_weight": 3000.0}), weights) == 3000.0
+  settings = build._secure_settings(_spec(**{"secagg.enabled": True}), weights, 3)
+  assert settings.max_weight == 2500.0
+  with pytest.raises(ValueError, match="above max_weight=1000"):
+    build._secure_settings(_spec(**{"secagg.enabled": True, "secagg.max_weight": 1000.0}),
+                           weights, 3)
+
+
+def test_cifar10_with_20_iid_clients_under_secagg_builds_with_the_default_bound():
+  """The case that stopped at once with the old fixed bound (2,500 examples a client > 1,000)."""
+  spec = _spec(num_clients=20, **{"data.name": "cifar10", "model.name": "vgg9",
+                                  "model.width": 0.125, "secagg.enabled": True})
+  data = build.load_data(spec)
+  model, params = build.init_model(spec, data.num_classes)
+  assert int(np.max(data.train.num_examples)) == 2500
+  build.build_round(spec, data, model, params)
