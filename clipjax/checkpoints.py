@@ -12,6 +12,12 @@ Crash-safe (DESIGN 4): a checkpoint is written into a temporary folder and renam
 `state_<round>` only when complete, so a crash mid-save leaves no `state_*` folder that looks
 finished; the newest `KEEP` are kept. `restore_newest` goes from the newest back and passes
 over one that cannot be read (truncated, corrupt), saying so in one line.
+
+Several processes (`clipjax.multihost`): every process holds the whole run state (the round
+gathers every client's state on every process), so process 0 alone saves it, and on restart
+every process restores the checkpoint process 0 chose. orbax is therefore run per process
+(`_alone`): the arrays go to disk as host (NumPy) arrays, which orbax saves from one process of
+several, and come back onto the devices of the state they replace.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from clipjax import multihost
 from clipjax.round import algorithm
 from clipjax.round import cohort
 
@@ -37,6 +44,20 @@ KEEP = 2             # state checkpoints kept: the newest, and one to fall back 
 def _device_tree(state: algorithm.RunState) -> dict:
   tree = {"server": state.server, "clip": state.clip, "fluid": state.fluid}
   return {k: v for k, v in tree.items() if v is not None}
+
+
+def _alone():
+  """orbax options for this process on its own: no barrier with the other processes, which
+  do not take part in a save (process 0 writes) and restore on their own."""
+  import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
+
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
+def state_path(folder: pathlib.Path, rounds_done: int) -> pathlib.Path:
+  """Where the complete state checkpoint after `rounds_done` rounds lies in `folder`."""
+  return pathlib.Path(folder) / f"{_PREFIX}{rounds_done}"
 
 
 def complete(folder: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
@@ -65,8 +86,8 @@ def save(folder: pathlib.Path, state: algorithm.RunState, rounds_done: int) -> N
   temp = folder / f"{_TEMP}{rounds_done}_{os.getpid()}"
   if temp.exists():
     shutil.rmtree(temp)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(temp / "device", _device_tree(state), force=True)
+  checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_alone())
+  checkpointer.save(temp / "device", jax.device_get(_device_tree(state)), force=True)
   checkpointer.wait_until_finished()
   models = {f"model_{v}": m for v, m in state.refs.models.items()}
   with open(temp / _HOST, "wb") as f:
@@ -76,23 +97,27 @@ def save(folder: pathlib.Path, state: algorithm.RunState, rounds_done: int) -> N
              **models)
     f.flush()
     os.fsync(f.fileno())
-  path = folder / f"{_PREFIX}{rounds_done}"
-  if path.exists():  # the same round saved again (a resumed run): the new one replaces it
-    shutil.rmtree(path)
-  os.replace(temp, path)
+  final = state_path(folder, rounds_done)
+  if final.exists():  # the same round saved again (a resumed run): the new one replaces it
+    shutil.rmtree(final)
+  os.replace(temp, final)
   for _, old in complete(folder)[KEEP:]:
     shutil.rmtree(old, ignore_errors=True)
   for stale in folder.glob(f"{_TEMP}*"):  # saves that a crash interrupted
     shutil.rmtree(stale, ignore_errors=True)
 
 
-def restore(path: pathlib.Path, like: algorithm.RunState) -> tuple[algorithm.RunState, int]:
-  """(state, finished rounds) from a checkpoint; `like` is a fresh state of the same run."""
+def restore(folder: pathlib.Path, like: algorithm.RunState) -> tuple[algorithm.RunState, int]:
+  """(state, finished rounds) from the checkpoint `folder`; `like` is a fresh state of the same
+  run, whose arrays' devices the restored ones take."""
   import orbax.checkpoint as ocp
 
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _device_tree(like))
-  tree = ocp.StandardCheckpointer().restore((path / "device").resolve(), abstract)
-  with np.load(path / _HOST) as host:
+  fresh = _device_tree(like)
+  host_tree = ocp.StandardCheckpointer(multiprocessing_options=_alone()).restore(
+      (folder / "device").resolve(), jax.device_get(fresh))
+  tree = jax.tree.map(lambda a, f: jax.device_put(a, getattr(f, "sharding", None)), host_tree,
+                      fresh)
+  with np.load(folder / _HOST) as host:
     models = {int(k[len("model_"):]): host[k] for k in host.files if k.startswith("model_")}
     state = dataclasses.replace(
         like, server=tree["server"], clip=tree["clip"], fluid=tree.get("fluid"),
@@ -109,15 +134,51 @@ def restore_newest(folder: pathlib.Path, like: algorithm.RunState, rows_written:
 
   A checkpoint that cannot be read is passed over with one line through `say`.
   """
-  for rounds, path in complete(folder):
+  for rounds, found in complete(folder):
     if rounds > rows_written:
       continue
     try:
-      return restore(path, like)
+      return restore(found, like)
     except Exception as e:  # noqa: BLE001  any unreadable file: fall back to the one before
-      first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-      say(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); passing over it")
+      say(f"checkpoint {found} cannot be read ({describe(e)}); passing over it")
   return like, 0
+
+
+def describe(error: Exception) -> str:
+  """`Type: first line` of an error, short enough for a one-line message."""
+  first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+  return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def restore_agreed(folder: pathlib.Path, like: algorithm.RunState, rows_written: int,
+                   processes: multihost.Processes) -> tuple[algorithm.RunState, int]:
+  """(state, finished rounds) to go on from, the same on every process (a collective): process
+  0 picks as `restore_newest` does, the others restore the checkpoint it picked; (like, 0)
+  when there is none.
+
+  Raises:
+    ValueError: when a process cannot read the checkpoint process 0 chose.
+  """
+  state, start = like, 0
+  if processes.is_lead:
+    state, start = restore_newest(folder, like, rows_written)
+  start = processes.broadcast(start)
+  error = None
+  if start and not processes.is_lead:
+    chosen = state_path(folder, start)
+    try:
+      state, done = restore(chosen, like)
+      if done != start:
+        raise ValueError(f"it holds round {done}")
+    except Exception as e:  # noqa: BLE001  any failure: every process refuses in one line
+      error = (f"process {processes.index} cannot read the checkpoint {chosen} that process 0 "
+               f"resumes from ({describe(e)}); every process must see the same "
+               "--workdir (a shared filesystem).")
+  # A barrier too: process 0 writes the next checkpoint only once every process has read.
+  errors = [e for e in processes.allgather(error) if e]
+  if errors:
+    raise ValueError(errors[0])
+  return state, start
 
 
 def save_params(path: pathlib.Path, params) -> None:
@@ -125,6 +186,6 @@ def save_params(path: pathlib.Path, params) -> None:
   import orbax.checkpoint as ocp  # imported lazily: only the loop checkpoints
 
   path = pathlib.Path(path).resolve()
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path, params, force=True)
+  checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_alone())
+  checkpointer.save(path, jax.device_get(params), force=True)
   checkpointer.wait_until_finished()

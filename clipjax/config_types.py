@@ -54,6 +54,23 @@ def _flat(tree: dict, prefix: str = "") -> dict:
   return out
 
 
+def _comparable(stored_json: str, config) -> tuple[dict, dict] | None:
+  """(stored, asked) flat config dicts, read as `same_run_config` compares them (stored keys
+  of `ADDED_KEYS` filled in, `LAYOUT_KEYS` set aside); None when the stored text is not JSON."""
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  try:
+    stored, asked = _flat(json.loads(stored_json)), _flat(json.loads(text))
+  except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+    return None
+  for key, value in ADDED_KEYS.items():
+    if key not in stored and asked.get(key) == value:
+      asked.pop(key)
+  for key in LAYOUT_KEYS:
+    stored.pop(key, None)
+    asked.pop(key, None)
+  return stored, asked
+
+
 def same_run_config(stored_json: str, config) -> bool:
   """Whether a workdir's stored `config.json` text describes the run `config` asks for.
 
@@ -61,20 +78,27 @@ def same_run_config(stored_json: str, config) -> bool:
   value they had before they existed (runs stored earlier stay finished / resumable) and the
   layout-only `LAYOUT_KEYS` are set aside.
   """
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if stored_json == text:
+  if stored_json == config.to_json_best_effort(indent=2, sort_keys=True):
     return True
-  try:
-    stored, asked = _flat(json.loads(stored_json)), _flat(json.loads(text))
-  except ValueError:
-    return False
-  for key, value in ADDED_KEYS.items():
-    if key not in stored and asked.get(key) == value:
-      asked.pop(key)
-  for key in LAYOUT_KEYS:
-    stored.pop(key, None)
-    asked.pop(key, None)
-  return stored == asked
+  pair = _comparable(stored_json, config)
+  return pair is not None and pair[0] == pair[1]
+
+
+def other_rounds(stored_json: str, config) -> int | None:
+  """The stored run's `rounds` when `config` asks for that run with another number of rounds
+  (every other key the same, as `same_run_config` reads them); None otherwise.
+
+  Whether such a run may be extended or shortened is the loop's decision
+  (`clipjax.experiment`): it depends on the method and on the rounds already written.
+  """
+  pair = _comparable(stored_json, config)
+  if pair is None:
+    return None
+  stored, asked = pair
+  old, new = stored.pop("rounds", None), asked.pop("rounds", None)
+  if stored != asked or old == new or not isinstance(old, int) or isinstance(old, bool):
+    return None
+  return old
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:

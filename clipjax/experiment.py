@@ -3,12 +3,20 @@
 The round itself is `clipjax.round.algorithm.make_round`, an `(init, apply)` pair; this loop
 only builds it from the config (`clipjax.round.build`), sequences rounds, evaluates, writes
 `metrics.jsonl` (one row per round, aborted rounds included), checkpoints and prints.
+
+A workdir goes on where it stopped: the same config resumes from the newest checkpoint, and
+the same config with more `rounds` extends a run (`_check_workdir` says when it may). With
+several processes (`clipjax.multihost`) process 0 decides both, writes the checkpoints, and
+every process restores the one it chose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import pathlib
+import shutil
 import signal
 import threading
 import time
@@ -18,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax import checkpoints, config_types, models, multihost, secagg
+from clipjax import checkpoints, config_types, methods, models, multihost, secagg
 from clipjax.config_types import ExperimentSpec
 from clipjax.data import pooled_batch
 from clipjax.fl import evaluate as evaluate_lib
@@ -34,6 +42,71 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_whole(path: pathlib.Path, text: str) -> None:
+  """Writes `path` through a temporary file renamed over it: a crash leaves the old file or
+  the new one, never a cut one (metrics.jsonl holds the rows a resume keeps)."""
+  temp = path.with_name(f".{path.name}.partial_{os.getpid()}")
+  with open(temp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temp, path)
+
+
+def _evaluates(spec: ExperimentSpec, r: int) -> bool:
+  """Whether round index `r` is evaluated: every `eval_every` rounds and the last one."""
+  return bool(spec.eval_every) and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds)
+
+
+def _is_eval_key(key: str) -> bool:  # what an evaluation adds to a row
+  return key.startswith("test_") or key == "host_seconds_eval"
+
+
+def _total_rounds_use(spec: ExperimentSpec) -> str | None:
+  """Why rounds of this run depend on its total number of rounds, beyond the evaluation of
+  the last one (`clipjax.round.build` passes `rounds` to FLuID's server alone); None if not."""
+  if methods.METHODS[spec.method].prune_rule == "server_invariance":
+    return (f"method {spec.method!r} scales FLuID's threshold schedule to the total rounds "
+            "(clipjax/fluid.py, preset)")
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Workdir:
+  """What process 0 found in the workdir; every process acts on the same.
+
+  Attributes:
+    error: a one-line refusal (raised as ValueError on every process), or None.
+    old_rounds: the stored run's `rounds` when the config asks it for another number of rounds.
+  """
+
+  error: str | None = None
+  old_rounds: int | None = None
+
+
+def _check_workdir(out: pathlib.Path, config, spec: ExperimentSpec) -> _Workdir:
+  """Whether `config` may run in `out`: a new workdir, the same run, or the same run with
+  other `rounds` (extended, or shortened to no fewer rounds than are written) when the method
+  does not depend on the total."""
+  rows = len(_read_rows(out / "metrics.jsonl"))
+  stored = (out / "config.json").read_text() if (out / "config.json").exists() else None
+  if stored is None or not rows or config_types.same_run_config(stored, config):
+    return _Workdir()
+  old = config_types.other_rounds(stored, config)
+  if old is None:
+    return _Workdir(f"workdir {out} holds a run of another config (its config.json differs); "
+                    "choose a new --workdir, or delete that folder to start over.")
+  why = _total_rounds_use(spec)
+  if why:
+    return _Workdir(f"workdir {out} holds a {old}-round run and {why}, so it cannot change to "
+                    f"{spec.rounds} rounds; choose a new --workdir for a {spec.rounds}-round run.")
+  if spec.rounds < rows:
+    return _Workdir(f"workdir {out} holds {rows} rounds already run (of {old}); "
+                    f"--config.rounds={spec.rounds} is fewer: ask for at least {rows} rounds, "
+                    "or choose a new --workdir.")
+  return _Workdir(old_rounds=old)
 
 
 class Interrupted(Exception):
@@ -65,11 +138,9 @@ class _StopRequest:
     return False
 
 
-def _resume_note(checkpointing: bool, saved: int, just_saved: bool = False) -> str:
+def _resume_note(saved: int, just_saved: bool = False) -> str:
   """What the same command does after a stop, the newest checkpoint being after `saved` rounds
   (`just_saved`: the round the run stopped after)."""
-  if not checkpointing:
-    return "runs over several processes are not checkpointed."
   if not saved:
     return "nothing was checkpointed yet: the same command starts over."
   if just_saved:
@@ -79,12 +150,16 @@ def _resume_note(checkpointing: bool, saved: int, just_saved: bool = False) -> s
 
 def run(config, workdir: str, *, stop_after: int | None = None,
         processes: multihost.Processes = multihost.SINGLE) -> dict[str, Any] | None:
-  """Runs one experiment, or resumes it; returns its summary (also printed as a table).
+  """Runs one experiment, or resumes or extends it; returns its summary (also printed).
 
   The whole run state is checkpointed every `checkpoint_every` rounds and at the last
   (`clipjax.checkpoints`). Started again with the same config in the same workdir, a run goes
   on from its newest checkpoint and writes the metrics an uninterrupted run writes (host
-  seconds aside); a finished run is not run again.
+  seconds aside); a finished run is not run again. With a larger `rounds` a run goes on from
+  its newest checkpoint to the new total and writes the metrics a run of that many rounds
+  writes: the old last round's evaluation, off the new run's `eval_every` grid, is left out of
+  its row, and summary.json is written for the new total. A method whose rounds depend on the
+  total (`fluid`) is refused, as is a total below the rounds already written.
 
   Args:
     config: an `ml_collections.ConfigDict` (see `configs/base.py` for every key).
@@ -92,31 +167,32 @@ def run(config, workdir: str, *, stop_after: int | None = None,
     stop_after: stop after this many rounds as if interrupted, with the state checkpointed
       (for tests of resuming); returns None then.
     processes: this process's place when several run the experiment together
-      (`clipjax.multihost`). Process 0 writes the outputs into `workdir`; the others write
-      theirs into `workdir/process_<i>` (metrics only: they must equal process 0's). Runs over
-      several processes are not checkpointed and do not resume.
+      (`clipjax.multihost`). Process 0 writes the outputs and the checkpoints into `workdir`;
+      the others write theirs into `workdir/process_<i>` (metrics only: they must equal
+      process 0's). Process 0 decides whether and where the run resumes; every process
+      restores that checkpoint, so `workdir` must be one shared folder to resume. Ctrl-C in
+      any process stops all of them after the same round.
 
   Raises:
     ValueError: for any bad config value, missing data, or a workdir that holds another run.
     Interrupted: on Ctrl-C, with a one-line message.
   """
   spec = ExperimentSpec.from_config(config)
-  out = pathlib.Path(workdir)
+  lead_out = out = pathlib.Path(workdir)
   for folder in (out, *out.parents):
     if folder.exists() and not folder.is_dir():
       raise ValueError(f"workdir {out}: {folder} is a file, not a folder; choose another "
                        "--workdir.")
   if not processes.is_lead:
     out = out / f"process_{processes.index}"
-  checkpointing = processes.count == 1
+  checks = processes.broadcast(_check_workdir(out, config, spec) if processes.is_lead else None)
+  if checks.error:
+    raise ValueError(checks.error)
   out.mkdir(parents=True, exist_ok=True)
-  config_json = config.to_json_best_effort(indent=2, sort_keys=True)
-  if (out / "config.json").exists() and not config_types.same_run_config(
-      (out / "config.json").read_text(), config):
-    if _read_rows(out / "metrics.jsonl"):
-      raise ValueError(f"workdir {out} holds a run of another config (its config.json differs); "
-                       "choose a new --workdir, or delete that folder to start over.")
-  (out / "config.json").write_text(config_json)
+  if checks.old_rounds is not None:  # the summary and final model of the old total go
+    (out / "summary.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints" / "final", ignore_errors=True)
+  _write_whole(out / "config.json", config.to_json_best_effort(indent=2, sort_keys=True))
 
   data = build.load_data(spec)
   num_clients = len(data.client_ids)
@@ -134,17 +210,34 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   test_x, test_y, _ = _to_device(data.test)
   slow_devices = build.device_population(spec).straggler
 
-  state, start = round_algorithm.init(params), 0
+  def evaluate(row: dict[str, Any], server_params) -> None:
+    tick = time.perf_counter()
+    row.update(evaluator(server_params, test_x, test_y).summary())
+    row["host_seconds_eval"] = time.perf_counter() - tick
+
   rows = _read_rows(out / "metrics.jsonl")
-  if checkpointing:  # the newest readable checkpoint whose rounds metrics.jsonl holds
-    state, start = checkpoints.restore_newest(out / "checkpoints", state, len(rows))
+  state, start = checkpoints.restore_agreed(lead_out / "checkpoints", round_algorithm.init(params),
+                                           len(rows), processes)
+  if len(rows) < start:  # a process other than 0 killed before it wrote them
+    rows = _read_rows(lead_out / "metrics.jsonl")
   history = rows[:start]  # rows after the checkpoint are written again
+  for r, row in enumerate(history):  # a changed total moves the evaluation of the last round
+    if not _evaluates(spec, r):
+      for key in [k for k in row if _is_eval_key(k)]:
+        del row[key]
+    elif "test_accuracy" not in row and r + 1 == start:  # shortened to the rounds written
+      evaluate(row, state.server.params)
+  if checks.old_rounds is not None and processes.is_lead:
+    where = (f"goes on from its checkpoint after round {start}" if start else
+             "has no checkpoint to go on from and starts over")
+    print(f"{out}: rounds changed from {checks.old_rounds} to {spec.rounds}; the run {where}.",
+          flush=True)
   if start == spec.rounds and (out / "summary.json").exists():
     summary = json.loads((out / "summary.json").read_text())
     print(f"{out}: finished earlier ({start} rounds); not run again.")
     summary_lib.print_summary(summary, history)
     return summary
-  (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+  _write_whole(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
   progress = summary_lib.progress(spec.rounds, desc=f"{spec.data.name}/{spec.method}", start=start)
   saved = r = start
   stop = _StopRequest()
@@ -155,30 +248,35 @@ def run(config, workdir: str, *, stop_after: int | None = None,
         state, row = round_algorithm.apply(state, r)
         cohort = np.asarray(row.get("cohort", np.arange(num_clients)), np.int64)
         row["true_stragglers"] = np.flatnonzero(slow_devices[cohort]).tolist()  # cohort positions
-        if spec.eval_every and ((r + 1) % spec.eval_every == 0 or r + 1 == spec.rounds):
-          eval_tick = time.perf_counter()
-          row.update(evaluator(state.server.params, test_x, test_y).summary())
-          row["host_seconds_eval"] = time.perf_counter() - eval_tick
+        if _evaluates(spec, r):
+          evaluate(row, state.server.params)
         row["host_seconds"] = time.perf_counter() - tick
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
         history.append(row)
         summary_lib.update_progress(progress, row)
-        if checkpointing and (r + 1 in (spec.rounds, stop_after) or stop.requested or (
-            spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0)):
-          checkpoints.save(out / "checkpoints", state, r + 1)
+        # Ctrl-C reaches one process: all stop after the same round.
+        stopping = any(processes.allgather(stop.requested))
+        ending = stopping or r + 1 == stop_after
+        if r + 1 == spec.rounds or ending or (
+            spec.checkpoint_every and (r + 1) % spec.checkpoint_every == 0):
+          if processes.is_lead:
+            checkpoints.save(lead_out / "checkpoints", state, r + 1)
           saved = r + 1
+        if ending:
+          processes.allgather(saved)  # every process leaves once the checkpoint is complete
         if r + 1 == stop_after:
           return None
-        if stop.requested and r + 1 < spec.rounds:
+        if stopping and r + 1 < spec.rounds:
           raise Interrupted(f"stopped after round {r + 1} of {spec.rounds}; "
-                            + _resume_note(checkpointing, r + 1, just_saved=True))
+                            + _resume_note(r + 1, just_saved=True))
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once
       raise Interrupted(f"stopped in round {r + 1} of {spec.rounds}; "
-                        + _resume_note(checkpointing, saved)) from None
-  if checkpointing:
-    checkpoints.save_params(out / "checkpoints" / "final", state.server.params)
+                        + _resume_note(saved)) from None
+  if processes.is_lead:
+    checkpoints.save_params(lead_out / "checkpoints" / "final", state.server.params)
   summary = summary_lib.summarize(spec, history, num_params=num_params, clients=num_clients)
+  summary["data_source"] = data.source  # the raw files read and their sha256
   if spec.secagg.enabled:
     secagg_params = secagg.choose_parameters(spec.clients_per_round, **build.key_agreement_kwargs(spec))
     summary["secagg_parameters"] = secagg_params.as_dict()
@@ -188,5 +286,5 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   if spec.secagg.enabled:
     print(f"{secagg_params.describe()}\naborted rounds: {summary['aborted_rounds']}, "
           f"clients left out for non-finite updates: {summary['nonfinite_dropouts']}")
-  (out / "summary.json").write_text(json.dumps(summary, indent=2))
+  _write_whole(out / "summary.json", json.dumps(summary, indent=2))
   return summary

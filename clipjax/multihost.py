@@ -7,7 +7,8 @@ computes alike (the cohort, the public SecAgg graph and drop-outs, the keep frac
 exchanged here: small host objects (SecAgg key material for the other processes' clients, the
 clients' metrics and invariance state, the round's outcome) go through the key-value store of
 `jax.distributed`; nothing of size C x D ever does. Process 0 holds the SecAgg server side and
-writes the outputs.
+writes the outputs and the checkpoints; every process holds the whole run state, so on restart
+each restores process 0's checkpoint from the shared workdir (`clipjax.experiment`).
 
   procs = multihost.initialize("host0:1234", num_processes=2, process_id=0)
 

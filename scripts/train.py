@@ -3,8 +3,14 @@
   python scripts/train.py --config configs/quickstart.py --workdir runs/quickstart \
       --config.rounds=5 --config.method=clip_compute --config.secagg.enabled=True
 
+Started again, the same command resumes from the newest checkpoint; with a larger
+--config.rounds it extends a run (not `fluid`, whose schedule depends on the total).
+
 Several processes (hosts), each training its slice of every cohort (DESIGN 2.9): start the
-same command on every host with its own --process_id; process 0 writes the outputs.
+same command on every host with its own --process_id; process 0 writes the outputs and the
+checkpoints. To resume, start them all again: every process restores process 0's checkpoint,
+so --workdir must be one folder that every host shares. Ctrl-C on any host stops all of them
+after the same round.
 
   python scripts/train.py --config ... --workdir ... --coordinator=host0:1234 \
       --num_processes=2 --process_id=0      # on host 0; process_id=1 on host 1

@@ -1,5 +1,7 @@
 """Crash-safe checkpoints (DESIGN 4): written whole or not at all, the last two kept, an
-unreadable newest one passed over in one line, Ctrl-C ends in one line and resumes exactly."""
+unreadable newest one passed over in one line, Ctrl-C ends in one line and resumes exactly;
+with several processes every one restores the checkpoint process 0 picked, or all refuse.
+(Two real processes: `tests/test_multihost_resume.py`.)"""
 
 import os
 import pathlib
@@ -8,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
+import pytest
 
 from clipjax import checkpoints, experiment
 from tests.test_experiment import read_rows, tiny_config
@@ -90,3 +94,55 @@ def test_ctrl_c_ends_in_one_line_and_the_same_command_resumes_exactly(tmp_path):
   got = read_rows(tmp_path / "stopped")
   assert [r["round"] for r in got] == list(range(1, rounds + 1))
   assert _without_host_seconds(got) == _without_host_seconds(want)
+
+
+class _Peers:
+  """Process `index` of two, without a distributed runtime: process 0 picked `picked`; the
+  other process reports `peer_error` after its restore."""
+
+  def __init__(self, index, picked=0, peer_error=None):
+    self.index, self.count, self._picked, self._peer_error = index, 2, picked, peer_error
+
+  @property
+  def is_lead(self):
+    return self.index == 0
+
+  def broadcast(self, obj):
+    return obj if self.is_lead else self._picked
+
+  def allgather(self, obj):
+    return [obj, self._peer_error] if self.is_lead else [self._peer_error, obj]
+
+
+def _toy_state(rounds):
+  from tests.toy import make_setting, run_rounds
+  algo, params, _, _ = make_setting("clip_compute", [5, 3, 6, 4], secure=True)
+  return algo, run_rounds(algo, params, rounds)[0], params
+
+
+def test_every_process_restores_the_checkpoint_process_0_picked_or_all_refuse_in_one_line(
+    tmp_path):
+  algo, state, params = _toy_state(3)
+  folder = tmp_path / "checkpoints"
+  checkpoints.save(folder, state, 3)
+  fresh = algo.init(params)
+  lead, done = checkpoints.restore_agreed(folder, fresh, 3, _Peers(0))
+  other, also = checkpoints.restore_agreed(folder, fresh, 0, _Peers(1, picked=3))
+  assert done == also == 3
+  for got in (lead, other):  # the saved state, on the devices of the fresh one
+    for a, b in zip(jax.tree.leaves(checkpoints._device_tree(got)),
+                    jax.tree.leaves(checkpoints._device_tree(state))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      assert isinstance(a, jax.Array)
+    assert got.virtual_time == state.virtual_time
+    np.testing.assert_array_equal(got.reports.fit_full, state.reports.fit_full)
+  # Nothing checkpointed: every process starts from the fresh state.
+  assert checkpoints.restore_agreed(tmp_path / "none", fresh, 0, _Peers(1, picked=0)) == (fresh, 0)
+  # A process that cannot see the checkpoint (another filesystem) refuses; so does process 0.
+  with pytest.raises(ValueError) as refused:
+    checkpoints.restore_agreed(tmp_path / "elsewhere", fresh, 0, _Peers(1, picked=3))
+  said = str(refused.value)
+  assert "\n" not in said and said.startswith("process 1 cannot read the checkpoint ")
+  assert "state_3 that process 0 resumes from (" in said and "(a shared filesystem)" in said
+  with pytest.raises(ValueError, match="^peer said no$"):
+    checkpoints.restore_agreed(folder, fresh, 3, _Peers(0, peer_error="peer said no"))

@@ -41,6 +41,9 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
   # degree=3: every client hears all 3 peers (the analysis alone would pick a ring for n = 4).
   summary = experiment.run(tiny_config(method, degree=3), str(tmp_path))
   rows = read_rows(tmp_path)
+  source = json.loads((tmp_path / "summary.json").read_text())["data_source"]
+  assert source == summary["data_source"] and len(source["sha256"]) == 64
+  assert source["files"] and all(pathlib.Path(f).exists() for f in source["files"])
   assert [r["round"] for r in rows] == [1, 2]
   for key in ("round_time_s", "virtual_time_s", "stragglers", "keep_fraction", "invariant_units",
               "slack_units", "train_loss", "host_seconds"):
