@@ -6,8 +6,9 @@
   python scripts/download_data.py all
 
 Files go to `--dest` (default: `$CLIPJAX_DATA` if set, else `./data`), where the loaders find
-them. An interrupted download resumes when run again; a file already in place with the pinned
-sha256 is skipped. `$CLIPJAX_DATA_MIRROR` (or `--mirror`) is a base URL serving the data folder's
+them. Without `--dest`, a dataset the loaders already find (in `$CLIPJAX_DATA`, `./data` or
+`../shared/data`) is not downloaded again. An interrupted download resumes when run again; a
+file already in place with the pinned sha256 is skipped. `$CLIPJAX_DATA_MIRROR` (or `--mirror`) is a base URL serving the data folder's
 layout (`<mirror>/shakespeare/shakespeare.txt.gz`, ...) instead of the public origins. Origins and
 checksums: `clipjax/data/download.py`.
 """
@@ -41,6 +42,13 @@ def main(argv):
   dest = pathlib.Path(_DEST.value or os.environ.get(paths.DATA_ENV) or "data").expanduser()
   if dest.exists() and not dest.is_dir():
     sys.exit(f"error: --dest {dest} is a file, not a folder; name a folder.")
+  if not _DEST.value:
+    for name in list(datasets):
+      if (found := download.present(name)) is not None:
+        print(f"{name}: found at {found}; nothing downloaded (--dest=<folder> downloads anyway).")
+        datasets.remove(name)
+    if not datasets:
+      return
   try:
     files = download.download(datasets, dest, mirror=_MIRROR.value)
   except download.DownloadError as e:

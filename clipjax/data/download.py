@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from typing import Iterable, Sequence
 
-from clipjax.data import femnist_sources
+from clipjax.data import cifar10, femnist, femnist_sources, paths, shakespeare
 
 MIRROR_ENV = "CLIPJAX_DATA_MIRROR"
 DATASETS = ("femnist", "shakespeare", "cifar10")
@@ -86,6 +86,22 @@ def sources(dataset: str) -> tuple[Source, ...]:
     return tuple(Source(url=f.url, dest=f.dest, sha256=f.sha256, size=f.size)
                  for f in femnist_sources.FILES)
   raise ValueError(f"Unknown dataset {dataset!r}; choose from {', '.join(DATASETS)} or all.")
+
+
+# What the loaders accept for each dataset (any one of them), below a data folder.
+LOADER_FILES = {
+    "femnist": (femnist.NPZ_FILE, femnist.LEAF_FOLDER),
+    "shakespeare": (shakespeare.RAW_FILE,),
+    "cifar10": (cifar10.BINARY_FILE, cifar10.ZIP_FILE),
+}
+
+
+def present(dataset: str) -> pathlib.Path | None:
+  """Where the loaders already find ``dataset`` in the data folders (None: nowhere)."""
+  try:
+    return paths.locate_first(LOADER_FILES[dataset], dataset, None)
+  except FileNotFoundError:
+    return None
 
 
 def url_of(source: Source, mirror: str | None) -> str:

@@ -7,6 +7,7 @@ a CIFAR-10 binary archive made here in the official format, read back exactly.
 
 import hashlib
 import io
+import os
 import pathlib
 import subprocess
 import sys
@@ -226,3 +227,17 @@ def test_pinned_table_names_each_file_once_under_its_dataset():
         assert all(len(s.sha256) == 64 for s in download.sources(name))
     assert len(download.sources("femnist")) == 167
     assert sum(s.size for s in download.sources("femnist")) == 296_469_221
+
+
+def test_the_script_skips_a_dataset_the_loaders_already_find(tmp_path):
+    data = tmp_path / "data" / "shakespeare"
+    data.mkdir(parents=True)
+    (data / "shakespeare.txt.gz").write_bytes(b"already here")
+    env = {k: v for k, v in os.environ.items() if k != "CLIPJAX_DATA_MIRROR"}
+    env["CLIPJAX_DATA"] = str(tmp_path / "data")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "download_data.py"),
+                           "shakespeare", "--mirror=http://127.0.0.1:9"], capture_output=True,
+                          text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"shakespeare: found at {data / 'shakespeare.txt.gz'}")
+    assert (data / "shakespeare.txt.gz").read_bytes() == b"already here"
