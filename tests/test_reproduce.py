@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from clipjax.data import paths
+from clipjax.data import download
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 2 methods x 1 seed x 1 scenario, 3 writers (one straggler), 2 rounds, LEAF CNN at x0.125.
@@ -22,10 +22,8 @@ def _reproduce(root, *args):
 
 @pytest.mark.slow
 def test_tiny_sweep_writes_tables_and_skips_finished_runs(tmp_path):
-  try:
-    paths.find_data_file("femnist/femnist_leaf_300writers_uint8.npz", "femnist")
-  except FileNotFoundError:
-    pytest.skip("real FEMNIST data not found ($CLIPJAX_DATA or ../shared/data)")
+  if download.present("femnist") is None:
+    pytest.skip("real FEMNIST data not found (python scripts/download_data.py femnist)")
   first = _reproduce(tmp_path, *TINY)
   assert first.returncode == 0, first.stderr[-3000:]
   sweep = tmp_path / "femnist_cnn_cpu"

@@ -19,6 +19,7 @@ import pytest
 from clipjax.data import cifar10, download, femnist, femnist_sources, find_data_file
 from clipjax.data import load_federated
 from tests.data import loopback
+from tests.data.shared_files import shared_file
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LEAF_TARS = {
@@ -149,8 +150,8 @@ def _leaf_mirror(root: pathlib.Path, files) -> None:
         wanted.setdefault(repo, []).append(f)
     for repo, entries in wanted.items():
         by_path = {"/".join(f.url.split("/")[6:]): f for f in entries}
-        with tarfile.open(find_data_file(f"femnist/leaf_json_originals/{LEAF_TARS[repo]}",
-                                         "femnist")) as tar:
+        with tarfile.open(shared_file(f"femnist/leaf_json_originals/{LEAF_TARS[repo]}",
+                                      "femnist")) as tar:
             for member in tar.getmembers():
                 if member.name in by_path:
                     target = root / by_path[member.name].dest
@@ -180,7 +181,7 @@ def test_all_pinned_leaf_files_give_exactly_the_packed_300_writers(tmp_path):
     for f in femnist_sources.FILES:
         assert _sha((tmp_path / f.dest).read_bytes()) == f.sha256, f.dest
     leaf = femnist.read_leaf_folder(folder)
-    packed = femnist.read_npz(find_data_file("femnist/femnist_leaf_300writers_uint8.npz", "femnist"))
+    packed = femnist.read_npz(shared_file("femnist/femnist_leaf_300writers_uint8.npz", "femnist"))
     assert list(leaf) == list(packed) and len(leaf) == 300
     for writer, arrays in packed.items():
         for key, value in arrays.items():

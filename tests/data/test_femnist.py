@@ -6,7 +6,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from clipjax.data import femnist, find_data_file, load_federated
+from clipjax.data import femnist, load_federated
+from tests.data.shared_files import shared_file
 
 LEAF_TAR = "femnist/leaf_json_originals/arakotom__flic__4646796.tar.xz"
 NPZ = "femnist/femnist_leaf_300writers_uint8.npz"
@@ -29,7 +30,7 @@ def test_counts(femnist_all):
 
 
 def test_matches_npz(femnist_all):
-    with np.load(find_data_file(NPZ, "femnist")) as raw:
+    with np.load(shared_file(NPZ, "femnist")) as raw:
         writers = list(raw["writers"])
         c = 17
         i = writers.index(femnist_all.client_ids[c])
@@ -43,7 +44,7 @@ def _extract_leaf_subset(dest: pathlib.Path) -> pathlib.Path:
     """Extracts one train/test file pair of a LEAF output (real JSON) into ``dest``."""
     wanted = {"train/all_data_1_niid_05_keep_0_train_9.json",
               "test/all_data_1_niid_05_keep_0_test_9.json"}
-    with tarfile.open(find_data_file(LEAF_TAR, "femnist")) as tar:
+    with tarfile.open(shared_file(LEAF_TAR, "femnist")) as tar:
         for member in tar.getmembers():
             tail = "/".join(member.name.split("/")[-2:])
             if tail in wanted:
@@ -58,7 +59,7 @@ def test_leaf_json_folder_agrees_with_npz(tmp_path, monkeypatch):
     assert femnist.is_leaf_folder(folder)
     d = load_federated("femnist", num_clients=None, seed=0, data_dir=folder)
     assert d.kind == "images" and len(d.client_ids) > 5
-    with np.load(find_data_file(NPZ, "femnist")) as raw:
+    with np.load(shared_file(NPZ, "femnist")) as raw:
         writers = list(raw["writers"])
         source = raw["writer_source_repo"]
         shared = [w for w in d.client_ids

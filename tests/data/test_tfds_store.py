@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from clipjax.data import femnist, find_data_file, tfds_store
+from clipjax.data import femnist, tfds_store
+from tests.data.shared_files import shared_file
 
 NPZ = "femnist/femnist_leaf_300writers_uint8.npz"
 
@@ -28,13 +29,13 @@ def test_a_replaced_raw_file_rebuilds_the_records_with_one_line(tmp_path, monkey
     monkeypatch.setenv("CLIPJAX_TFDS_DIR", str(tmp_path / "tfds"))
     data = tmp_path / "data" / "femnist"
     data.mkdir(parents=True)
-    _write_subset(find_data_file(NPZ, "femnist"), data / "femnist_leaf_300writers_uint8.npz", 80)
+    _write_subset(shared_file(NPZ, "femnist"), data / "femnist_leaf_300writers_uint8.npz", 80)
     first = femnist.load_clients(tmp_path / "data")
     assert len(first.client_ids) == 80 and first.prepare_seconds > 0
     again = femnist.load_clients(tmp_path / "data")
     assert again.prepare_seconds == 0 and again.source == first.source
 
-    _write_subset(find_data_file(NPZ, "femnist"), data / "femnist_leaf_300writers_uint8.npz", 50)
+    _write_subset(shared_file(NPZ, "femnist"), data / "femnist_leaf_300writers_uint8.npz", 50)
     with caplog.at_level(logging.WARNING):
         changed = femnist.load_clients(tmp_path / "data")
     assert len(changed.client_ids) == 50 and changed.prepare_seconds > 0
@@ -50,7 +51,7 @@ def test_a_touched_but_unchanged_file_reuses_its_records(tmp_path, monkeypatch):
     data = tmp_path / "data" / "femnist"
     data.mkdir(parents=True)
     npz = data / "femnist_leaf_300writers_uint8.npz"
-    _write_subset(find_data_file(NPZ, "femnist"), npz, 20)
+    _write_subset(shared_file(NPZ, "femnist"), npz, 20)
     first = femnist.load_clients(tmp_path / "data")
     os.utime(npz, ns=(1, 1))  # new mtime, same bytes: hashed again, same fingerprint
     again = femnist.load_clients(tmp_path / "data")
