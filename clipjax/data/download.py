@@ -164,6 +164,8 @@ def fetch(source: Source, folder: pathlib.Path, *, mirror: str | None = None,
         raise ConnectionError(f"connection closed after {received} of {length} bytes")
   except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
     reason = getattr(err, "reason", None) or err
+    if isinstance(err, urllib.error.HTTPError):
+      reason = f"HTTP {err.code} {err.reason}"
     kept = " (the partial file is kept; running this again resumes it)" if part.exists() else ""
     raise DownloadError(
         f"could not download {url}: {reason}{kept}. Offline: download it by hand and put it at "

@@ -242,3 +242,12 @@ def test_the_script_skips_a_dataset_the_loaders_already_find(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"shakespeare: found at {data / 'shakespeare.txt.gz'}")
     assert (data / "shakespeare.txt.gz").read_bytes() == b"already here"
+
+
+def test_a_file_the_mirror_lacks_is_one_line_with_the_http_status(tmp_path):
+    with loopback.serve(tmp_path) as server:
+        with pytest.raises(download.DownloadError) as err:
+            download.fetch(download.CIFAR10[0], tmp_path / "data", mirror=server.url,
+                           progress=False)
+    message = str(err.value)
+    assert "HTTP 404" in message and "cifar-10-binary.tar.gz" in message and "\n" not in message
