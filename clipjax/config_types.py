@@ -33,15 +33,18 @@ from clipjax.models.units import SCORES
 from clipjax.clip.invariance import REFERENCES
 from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
+from clipjax.secagg.protocol import SIMULATE
 
 DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordinate
 
 # Config keys added after runs were stored, with the value that reproduces those runs: a stored
 # config.json without such a key is the same run as a config holding this value.
 ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0}
-# Layout-only keys: they change where and how many clients are trained at once, not what is
-# computed (up to float summation order), so a stored run with other values is the same run.
-LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb")
+# Layout-only keys: they change where and how many clients are trained at once, or how the
+# simulator computes the secure sum's exact output, not what is computed (up to float summation
+# order), so a stored run with other values is the same run (and may resume under them).
+LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate",
+               "secagg.verify_every")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -204,6 +207,8 @@ class SecAggSpec:
   security_bits: int
   correctness_bits: int
   allow_weak_parameters: bool
+  simulate: str       # `protocol`, or `sum`: its exact result without keys or masks
+  verify_every: int   # run both and compare every this many rounds; 0: never
 
   @property
   def analysed_dropout(self) -> float:
@@ -275,6 +280,9 @@ def _secagg_spec(g, summands: int) -> SecAggSpec:
       correctness_bits=int(_positive("secagg.correctness_bits",
                                      int(g("secagg.correctness_bits")))),
       allow_weak_parameters=bool(g("secagg.allow_weak_parameters")),
+      simulate=_choice("secagg.simulate", g("secagg.simulate"), SIMULATE),
+      verify_every=int(_positive("secagg.verify_every", int(g("secagg.verify_every")),
+                                 allow_zero=True)),
   )
   if not secagg.max_weight < float("inf"):
     raise ValueError(f"config.secagg.max_weight={secagg.max_weight!r} must be finite.")

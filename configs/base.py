@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.secagg.max_weight = 0.0      # public bound on a client's weight (its training examples);
                                  # 0: the largest count in the run's population; an explicit
                                  # value makes a larger weight an error
+  c.secagg.simulate = "protocol"  # protocol | sum: the protocol's exact result without keys or
+                                  # masks (the clock charges the same; docs/secagg.md)
+  c.secagg.verify_every = 0      # every N-th round run both, stop on any bit difference; 0: never
   # (k, t) come from Bell et al.'s analysis for this threat (clipjax/secagg/params.py):
   c.secagg.corruption_fraction = 0.2  # clients that may collude with the server
   c.secagg.dropout_fraction = 0.1     # drop-outs to tolerate (the analysis uses the larger of

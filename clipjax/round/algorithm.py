@@ -29,8 +29,8 @@ the abort and returns a record with `aborted` set: `apply` never raises `RoundAb
 
 `apply` is host code (pycryptodome, NumPy) around jitted pieces; it times, after blocking on
 the device, its training (`host_seconds_train`), the chunk sums (`host_seconds_sum`: under
-SecAgg every client's masking and ChaCha20 mask expansion) and the end of the aggregation
-(`host_seconds_secagg`: unmasking and decoding).
+SecAgg every client's encoding and, unless `secagg.simulate=sum`, its masking and ChaCha20 mask
+expansion) and the end of the aggregation (`host_seconds_secagg`: unmasking and decoding).
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
                inject_dropouts: bool):
   """The round's key agreement (`secagg.setup_round`), or None when no step needs keys.
 
-  The round's randomness is (seed, round); drop-outs are injected in SecAgg runs only.
+  The round's randomness is (seed, round); drop-outs are injected in SecAgg runs only. Under
+  `simulate=sum` no key is drawn up front (`clipjax.secagg.fast_sum`): the secure sum needs
+  none, and the sealed time broadcast draws the pairs it uses.
 
   Raises:
     secagg.RoundAborted: too few clients advertised keys.
@@ -99,7 +101,8 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
     return None
   dropouts = secagg.Dropouts(rate=setting.dropout_rate) if inject_dropouts else None
   return secagg.setup_round(num, seed=seed * 1_000_003 + round_index, round_index=round_index,
-                            dropouts=dropouts, **setting.kwargs)
+                            dropouts=dropouts, simulate=setting.simulate_mode(round_index),
+                            **setting.kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,8 +163,13 @@ def build_round(spec: ExperimentSpec, data, model, params,
   if spec.secagg.enabled or method.broadcasts:
     kwargs = key_agreement_kwargs(spec)
     secagg.choose_parameters(spec.clients_per_round, **kwargs)  # fails early on impossible (k, t)
-    key_agreement = settings_lib.KeyAgreementSetting(kwargs=kwargs,
-                                                     dropout_rate=spec.secagg.dropout_rate)
+    key_agreement = settings_lib.KeyAgreementSetting(
+        kwargs=kwargs, dropout_rate=spec.secagg.dropout_rate, simulate=spec.secagg.simulate,
+        verify_every=spec.secagg.verify_every)
+  if spec.secagg.enabled and spec.secagg.verify_every and processes.count > 1:
+    raise ValueError(f"config.secagg.verify_every={spec.secagg.verify_every} needs one process "
+                     "(it checks simulate=sum against the protocol on every client's update); "
+                     f"with {processes.count} processes set it to 0.")
   fluid = None
   if method.prune_rule == "server_invariance":
     if processes.count > 1:

@@ -51,10 +51,22 @@ class KeyAgreementSetting:
   Attributes:
     kwargs: `secagg.setup_round` arguments: protocol, degree, threshold, threat, allow_weak.
     dropout_rate: injected drop-outs (SecAgg runs only).
+    simulate: `secagg.SIMULATE`: run the protocol, or compute its exact result (`sum`).
+    verify_every: every this many rounds the protocol and `sum` both run and must agree bit for
+      bit (`secagg.SimulationMismatch` stops the run otherwise); 0: never.
   """
 
   kwargs: dict
   dropout_rate: float
+  simulate: str = "protocol"
+  verify_every: int = 0
+
+  def simulate_mode(self, round_index: int) -> str:
+    """`setup_round`'s `simulate` for the 0-based round: `verify` on every
+    `verify_every`-th round (rounds verify_every, 2 verify_every, ... counted from 1)."""
+    if self.verify_every and (round_index + 1) % self.verify_every == 0:
+      return "verify"
+    return self.simulate
 
   @property
   def min_clients(self) -> int:

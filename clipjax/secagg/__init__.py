@@ -20,7 +20,9 @@ Threat model: what this simulation guarantees, and what it does not.
   t = floor((k + 1) / 2) + 1 give P[leak] <= 3.2e-2 at n = 50 and 0.15 at n = 200.
 * Key material (X25519 keys, self-mask seeds, Shamir coefficients, AES-GCM nonces) comes from
   the OS on every call; a seed drives only the public graph labels, simulated drop-outs and the
-  stochastic rounding, and results stay reproducible because masks cancel exactly.
+  stochastic rounding, and results stay reproducible because masks cancel exactly. For the same
+  reason ``simulate="sum"`` (:mod:`clipjax.secagg.fast_sum`) can compute a round's exact result
+  without keys or masks; it changes the simulator's work, not what a deployment reveals.
 * Not covered: a malicious server (no signatures on the advertised keys and no consistency
   round, so a server that lies about who dropped out can ask for both kinds of shares of a
   client), malicious clients that send out-of-range or poisoned inputs (inputs are clipped and
@@ -34,18 +36,19 @@ References:
 """
 
 from clipjax.secagg.aggregate import MAX_DIM, SecAggStats, SecureSumResult, weight_codes
+from clipjax.secagg.fast_sum import SimulationMismatch
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
-from clipjax.secagg.protocol import (STAGES, Dropouts, RoundAborted, RoundSetup,
-                                     ServerTranscript, open_from_peer,
+from clipjax.secagg.protocol import (SIMULATE, SIMULATE_MODES, STAGES, Dropouts, RoundAborted,
+                                     RoundSetup, ServerTranscript, open_from_peer,
                                      seal_for_peer, setup_round)
 from clipjax.secagg.quantize import check_bits, max_safe_bits
 from clipjax.secagg.stream import (ChunkKeys, SecureSumStream, masked_partial, secure_sum,
                                    secure_sum_tree)
 
 __all__ = [
-    "MAX_DIM", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted", "RoundSetup",
-    "SecAggParameters", "SecAggStats", "SecureSumResult", "SecureSumStream", "ServerTranscript",
-    "ThreatModel", "check_bits",
+    "MAX_DIM", "SIMULATE", "SIMULATE_MODES", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted",
+    "RoundSetup", "SecAggParameters", "SecAggStats", "SecureSumResult", "SecureSumStream",
+    "ServerTranscript", "SimulationMismatch", "ThreatModel", "check_bits",
     "choose_parameters", "failure_bounds", "masked_partial", "max_safe_bits", "open_from_peer",
     "seal_for_peer", "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
 ]

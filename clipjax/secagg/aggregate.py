@@ -212,7 +212,7 @@ def check_budget(budget_words: int) -> None:
 
 
 def setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
-              allow_weak) -> RoundSetup:
+              allow_weak, simulate=None) -> RoundSetup:
   """The round's setup for ``n`` clients: a new ``setup_round`` from the other arguments when
   ``setup`` is None, else ``setup`` itself once checked against them (see ``secure_sum``).
 
@@ -226,7 +226,8 @@ def setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts
     return protocol_lib.setup_round(
         n, protocol="secagg+" if protocol is None else protocol, degree=degree,
         threshold=threshold, seed=seed, round_index=0 if round_index is None else round_index,
-        dropouts=dropouts, threat=threat, allow_weak=bool(allow_weak))
+        dropouts=dropouts, threat=threat, allow_weak=bool(allow_weak),
+        simulate="protocol" if simulate is None else simulate)
   if not isinstance(setup, RoundSetup):
     raise ValueError(f"setup={setup!r} must be a RoundSetup from setup_round")
   if setup.num_clients != n:
@@ -234,7 +235,8 @@ def setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts
   fixed = {"protocol": (protocol, setup.protocol), "degree": (degree, setup.degree),
            "threshold": (threshold, setup.threshold), "seed": (seed, setup.seed),
            "round_index": (round_index, setup.round_index),
-           "dropouts": (dropouts, setup.dropout_spec), "threat": (threat, setup.params.threat)}
+           "dropouts": (dropouts, setup.dropout_spec), "threat": (threat, setup.params.threat),
+           "simulate": (simulate, setup.simulate)}
   for name, (given, used) in fixed.items():
     if given is not None and given != used:
       raise ValueError(f"{name}={given!r} was passed with a setup that has {name}={used!r}; "

@@ -6,7 +6,9 @@ seed agreed with neighbour v. PRG is the ChaCha20 keystream (:mod:`clipjax.secag
 nonce: every seed is fresh per aggregation). Each pairwise stream is expanded once per edge and
 scattered with + to its lower endpoint and - to its upper one. The vector axis is processed in
 chunks of ``chunk_words`` (a ``fori_loop``), so the live keystream is ``[K, chunk_words]`` however
-large ``C * D`` is. These functions are pure; callers ``jax.jit`` them with the static arguments.
+large ``C * D`` is. Encoding (:func:`encode_rows`) and blinding (:func:`add_blinds`) are separate
+steps, so ``simulate=sum`` runs the very same encoder without the blinds. These functions are
+pure; callers ``jax.jit`` them with the static arguments.
 
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
@@ -37,59 +39,86 @@ def _nonces(count: int, nonce: np.ndarray) -> jax.Array:
   return jnp.broadcast_to(jnp.asarray(nonce), (count, 3))
 
 
-def client_messages(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
-                    weight_code: jax.Array, noise_keys: jax.Array, self_keys: jax.Array,
-                    edge_keys: jax.Array, edge_lo: jax.Array, edge_hi: jax.Array, *, clip: float,
-                    bits: int, chunk_words: int) -> jax.Array:
-  """Encodes and blinds the inputs of C sending clients: what the server receives.
+def encode_rows(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
+                weight_code: jax.Array, noise_keys: jax.Array, *, clip: float, bits: int,
+                chunk_words: int) -> jax.Array:
+  """The encoded inputs ``q_u`` of C clients (``[C, D + 1]``: the weight code is the last word).
+
+  The one encoder both simulations run (``simulate=protocol`` blinds its output with
+  :func:`add_blinds`, ``simulate=sum`` sums it as it is): callers jit it once and call that
+  executable from both, so no compiler can contract its float steps differently in one path.
 
   Args:
     updates: float32 ``[C, D]`` finite client updates.
     scale_hi, scale_lo: float32 ``[C]`` pair of ``r / (2 c)`` (:func:`quantize.scale_pair`).
     weight_code: uint32 ``[C]`` encoded weight r, appended as coordinate D.
     noise_keys: uint32 ``[C, 8]`` ChaCha20 keys of the stochastic rounding.
-    self_keys: uint32 ``[C, 8]`` self-blind seeds ``b_u``.
-    edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv``.
-    edge_lo: int32 ``[E]`` row (in 0..C-1) of the lower endpoint, or C if it sends nothing.
-    edge_hi: int32 ``[E]`` row of the upper endpoint, or C.
     clip: clipping bound c.
     bits: quantisation bits b.
     chunk_words: static chunk length (multiple of 16).
 
   Returns:
-    uint32 ``[C, D + 1]`` blinded messages.
+    uint32 ``[C, D + 1]`` codes.
   """
   num_c, dim = updates.shape
-  num_e = edge_keys.shape[0]
   chex.assert_shape([scale_hi, scale_lo, weight_code], (num_c,))
-  chex.assert_shape([noise_keys, self_keys], (num_c, 8))
-  chex.assert_shape(edge_keys, (num_e, 8))
-  chex.assert_shape([edge_lo, edge_hi], (num_e,))
-  chex.assert_type([noise_keys, self_keys, edge_keys, weight_code], jnp.uint32)
+  chex.assert_shape(noise_keys, (num_c, 8))
+  chex.assert_type([noise_keys, weight_code], jnp.uint32)
   length = dim + 1
   num_chunks = -(-length // chunk_words)
   padded = jnp.pad(updates.astype(jnp.float32), ((0, 0), (0, num_chunks * chunk_words - dim)))
-  keys = jnp.concatenate([noise_keys, self_keys, edge_keys], axis=0)
-  nonces = jnp.concatenate([_nonces(num_c, quantize.NOISE_NONCE),
-                            _nonces(num_c + num_e, _ZERO_NONCE)], axis=0)
+  nonces = _nonces(num_c, quantize.NOISE_NONCE)
+
+  def body(j, out):
+    start = j * chunk_words
+    noise = chacha.keystream(noise_keys, nonces, (start // 16).astype(jnp.uint32), chunk_words)
+    x = jax.lax.dynamic_slice_in_dim(padded, start, chunk_words, axis=1)
+    q = quantize.encode(x, noise, scale_hi[:, None], scale_lo[:, None], clip, bits)
+    pos = start + jnp.arange(chunk_words)
+    q = jnp.where(pos == dim, weight_code[:, None], q)
+    q = jnp.where(pos > dim, np.uint32(0), q)
+    return jax.lax.dynamic_update_slice_in_dim(out, q, start, axis=1)
+
+  out = jnp.zeros((num_c, num_chunks * chunk_words), jnp.uint32)
+  return jax.lax.fori_loop(0, num_chunks, body, out)[:, :length]
+
+
+def add_blinds(encoded: jax.Array, self_keys: jax.Array, edge_keys: jax.Array,
+               edge_lo: jax.Array, edge_hi: jax.Array, *, chunk_words: int) -> jax.Array:
+  """Blinds C encoded inputs: what the server receives.
+
+  Args:
+    encoded: uint32 ``[C, L]`` encoded inputs (:func:`encode_rows`).
+    self_keys: uint32 ``[C, 8]`` self-blind seeds ``b_u``.
+    edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv``.
+    edge_lo: int32 ``[E]`` row (in 0..C-1) of the lower endpoint, or C if it sends nothing.
+    edge_hi: int32 ``[E]`` row of the upper endpoint, or C.
+    chunk_words: static chunk length (multiple of 16).
+
+  Returns:
+    uint32 ``[C, L]`` blinded messages.
+  """
+  num_c, length = encoded.shape
+  num_e = edge_keys.shape[0]
+  chex.assert_shape(self_keys, (num_c, 8))
+  chex.assert_shape(edge_keys, (num_e, 8))
+  chex.assert_shape([edge_lo, edge_hi], (num_e,))
+  chex.assert_type([encoded, self_keys, edge_keys], jnp.uint32)
+  num_chunks = -(-length // chunk_words)
+  padded = jnp.pad(encoded, ((0, 0), (0, num_chunks * chunk_words - length)))
+  keys = jnp.concatenate([self_keys, edge_keys], axis=0)
+  nonces = _nonces(num_c + num_e, _ZERO_NONCE)
 
   def body(j, out):
     start = j * chunk_words
     ks = chacha.keystream(keys, nonces, (start // 16).astype(jnp.uint32), chunk_words)
-    x = jax.lax.dynamic_slice_in_dim(padded, start, chunk_words, axis=1)
-    q = quantize.encode(x, ks[:num_c], scale_hi[:, None], scale_lo[:, None], clip, bits)
-    pos = start + jnp.arange(chunk_words)
-    q = jnp.where(pos == dim, weight_code[:, None], q)
-    q = jnp.where(pos > dim, np.uint32(0), q)
-    pair = ks[2 * num_c:]
+    pair = ks[num_c:]
     plus = jax.ops.segment_sum(pair, edge_lo, num_segments=num_c + 1)[:num_c]
     minus = jax.ops.segment_sum(pair, edge_hi, num_segments=num_c + 1)[:num_c]
-    y = q + ks[num_c:2 * num_c] + plus - minus
-    return jax.lax.dynamic_update_slice_in_dim(out, y, start, axis=1)
+    q = jax.lax.dynamic_slice_in_dim(out, start, chunk_words, axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(out, q + ks[:num_c] + plus - minus, start, axis=1)
 
-  out = jnp.zeros((num_c, num_chunks * chunk_words), jnp.uint32)
-  out = jax.lax.fori_loop(0, num_chunks, body, out)
-  return out[:, :length]
+  return jax.lax.fori_loop(0, num_chunks, body, padded)[:, :length]
 
 
 def encode_inputs(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,

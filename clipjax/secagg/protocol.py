@@ -12,6 +12,12 @@ consistency check of the actively secure variant are not simulated (honest-but-c
 Key material is drawn from the OS on every call; ``seed`` drives only the public graph labels and
 the simulated drop-outs, so two rounds never share masks even with the same seed.
 
+``simulate`` (:data:`SIMULATE_MODES`) says how the round's secure sum is simulated: ``protocol``
+runs every stage with real keys; ``sum`` (:mod:`clipjax.secagg.fast_sum`) computes the same
+result from the public choices alone, so its setup draws no keys up front (a caller that still
+needs pairwise keys, such as CLIP's sealed time broadcast, gets them drawn on first use);
+``verify`` runs the protocol and checks ``sum`` against it bit for bit.
+
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
   CCS 2017.
@@ -31,6 +37,8 @@ from clipjax.secagg import checks, graph, host_crypto
 from clipjax.secagg import params as params_lib
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+SIMULATE = ("protocol", "sum")            # the choices of the config's secagg.simulate
+SIMULATE_MODES = (*SIMULATE, "verify")    # verify: the protocol, checked against sum
 PUBLIC_KEY_MESSAGE_BYTES = 2 * host_crypto.KEY_BYTES + 4
 
 
@@ -58,6 +66,12 @@ def check_seed(seed) -> int | None:
   if seed is not None and (not checks.is_integer(seed) or seed < 0):
     raise ValueError(f"seed={seed!r} must be a non-negative integer or None (OS randomness)")
   return None if seed is None else int(seed)
+
+
+def check_simulate(simulate) -> str:
+  if not isinstance(simulate, str) or simulate not in SIMULATE_MODES:
+    raise ValueError(f"simulate={simulate!r} is unknown; allowed: {SIMULATE_MODES}")
+  return simulate
 
 
 def check_round_index(round_index) -> int:
@@ -156,9 +170,13 @@ class RoundSetup:
     dropouts: resolved per-stage drop-out sets.
     server: the :class:`ServerTranscript`.
     seconds: host seconds spent in AdvertiseKeys.
+    simulate: one of :data:`SIMULATE_MODES`. Under ``sum`` no key is drawn here: a client's
+      two key pairs are drawn the first time one of its keys is needed (and its public keys
+      then enter ``server.public_keys``).
   """
 
-  def __init__(self, params, round_index, seed, edges, dropout_spec, dropouts):
+  def __init__(self, params, round_index, seed, edges, dropout_spec, dropouts,
+               simulate: str = "protocol"):
     self.params = params
     self.num_clients = num_clients = params.num_clients
     self.protocol = params.protocol
@@ -169,6 +187,7 @@ class RoundSetup:
     self.edges = edges
     self.dropout_spec = dropout_spec
     self.dropouts = dropouts
+    self.simulate = simulate
     self.rng = host_crypto.Randomness()
     self.server = ServerTranscript()
     self.used = False
@@ -177,14 +196,12 @@ class RoundSetup:
     self._mask_private: dict[int, bytes] = {}
     self._peer_keys: dict[tuple[int, int], bytes] = {}
     start = time.perf_counter()
-    for u in range(num_clients):
-      if u in dropouts["advertise_keys"]:
-        continue
-      c_priv, c_pub = host_crypto.x25519_keypair(self.rng)
-      s_priv, s_pub = host_crypto.x25519_keypair(self.rng)
-      self._enc_private[u], self._mask_private[u] = c_priv, s_priv
-      self.server.public_keys[u] = (c_pub, s_pub)
-    self.advertised = tuple(sorted(self.server.public_keys))
+    self.advertised = tuple(u for u in range(num_clients)
+                            if u not in dropouts["advertise_keys"])
+    self._advertised_set = frozenset(self.advertised)
+    if simulate != "sum":
+      for u in self.advertised:
+        self._draw_keys(u)
     self.seconds = time.perf_counter() - start
     if len(self.advertised) < threshold:
       raise RoundAborted(
@@ -192,12 +209,29 @@ class RoundSetup:
           f"advertised keys, fewer than threshold t={threshold}", "advertise_keys",
           self.advertised)
 
+  def _draw_keys(self, u: int) -> None:
+    c_priv, c_pub = host_crypto.x25519_keypair(self.rng)
+    s_priv, s_pub = host_crypto.x25519_keypair(self.rng)
+    self._enc_private[u], self._mask_private[u] = c_priv, s_priv
+    self.server.public_keys[u] = (c_pub, s_pub)
+
+  def _keys_of(self, u: int) -> int:
+    """``u`` (an advertised client), its key pairs drawn if ``sum`` has not drawn them yet."""
+    if u not in self.server.public_keys:
+      self._draw_keys(u)
+    return u
+
+  def sum_twin(self) -> RoundSetup:
+    """A ``sum`` setup of the same round: same parameters, graph and drop-outs, no keys."""
+    return RoundSetup(self.params, self.round_index, self.seed, self.edges, self.dropout_spec,
+                      self.dropouts, simulate="sum")
+
   def neighbours(self, u: int) -> tuple[int, ...]:
     """Graph neighbours of ``u`` that advertised keys (whose public keys u received)."""
     u = self._check_client(u)
-    if u not in self.server.public_keys:
+    if u not in self._advertised_set:
       return ()
-    return tuple(v for v in self._graph_nbrs[u] if v in self.server.public_keys)
+    return tuple(v for v in self._graph_nbrs[u] if v in self._advertised_set)
 
   def graph_neighbours(self, u: int) -> tuple[int, ...]:
     """Neighbours of ``u`` in the round's communication graph (advertised keys or not)."""
@@ -212,7 +246,7 @@ class RoundSetup:
 
   def _check_advertised(self, u: int) -> int:
     u = self._check_client(u)
-    if u not in self.server.public_keys:
+    if u not in self._advertised_set:
       raise ValueError(f"client {u} dropped out before advertise_keys: it has no keys this "
                        f"round (clients with keys: setup.advertised)")
     return u
@@ -221,6 +255,8 @@ class RoundSetup:
     # X25519 is commutative, so u and v derive the same key: computed once per unordered pair.
     key = (min(u, v), max(u, v), info)
     if key not in self._peer_keys:
+      self._keys_of(u)
+      self._keys_of(v)
       self._peer_keys[key] = host_crypto.agree(private[u], self.server.public_keys[v][which], info)
     return self._peer_keys[key]
 
@@ -249,14 +285,14 @@ class RoundSetup:
 
   def mask_private(self, u: int) -> bytes:
     """Client u's private masking key (ValueError unless u advertised keys)."""
-    return self._mask_private[self._check_advertised(u)]
+    return self._mask_private[self._keys_of(self._check_advertised(u))]
 
 
 def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | None = None,
                 threshold: int | None = None, seed: int | None = None, round_index: int = 0,
                 dropouts: Dropouts | None = None,
                 threat: params_lib.ThreatModel | None = None,
-                allow_weak: bool = False) -> RoundSetup:
+                allow_weak: bool = False, simulate: str = "protocol") -> RoundSetup:
   """AdvertiseKeys: fresh key pairs for every client and the communication graph of one round.
 
   Args:
@@ -271,16 +307,19 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
     dropouts: drop-out spec; only its advertise_keys part acts here.
     threat: the :class:`clipjax.secagg.params.ThreatModel` the parameters must meet.
     allow_weak: accept an explicit (degree, threshold) that misses the security target.
+    simulate: how the round's secure sum is simulated (see the module docstring): "protocol"
+      (default), "sum" (no keys are drawn here) or "verify".
 
   Returns:
     A :class:`RoundSetup`; ``setup.params`` holds (k, t) and their failure bounds.
 
   Raises:
-    ValueError: on an unknown protocol, impossible n, k, t, a weak (k, t) without
-      ``allow_weak``, a bad seed, round index, threat or drop-out spec.
+    ValueError: on an unknown protocol or simulate mode, impossible n, k, t, a weak (k, t)
+      without ``allow_weak``, a bad seed, round index, threat or drop-out spec.
     RoundAborted: if fewer than t clients advertise keys.
   """
   graph.check_protocol(protocol)
+  simulate = check_simulate(simulate)
   seed = check_seed(seed)
   round_index = check_round_index(round_index)
   if dropouts is not None and not isinstance(dropouts, Dropouts):
@@ -294,7 +333,7 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
            else graph.random_harary_graph(num_clients, params.degree, seed))
   spec = Dropouts() if dropouts is None else dropouts
   resolved = spec.resolve(num_clients, seed)
-  return RoundSetup(params, round_index, seed, edges, spec, resolved)
+  return RoundSetup(params, round_index, seed, edges, spec, resolved, simulate)
 
 
 def _check_setup(setup) -> None:

@@ -3,8 +3,11 @@
 Each stage is one function of the round's :class:`RoundSetup` and the records of the stages
 before it. It returns a frozen record of what the stage decided (who is still in, the ChaCha20
 keys the device steps need) with its per-client traffic, adds what the server receives to
-``setup.server``, and raises :class:`RoundAborted` when fewer than t clients remain. The device
-work (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`;
+``setup.server``, and raises :class:`RoundAborted` when fewer than t clients remain. What a
+stage decides from public facts alone (who takes part, the aborts, the traffic) is one function
+(:func:`plan_shares`, :func:`collect_masked_inputs`, :func:`plan_unmasking`) that the protocol's
+stages call and ``simulate=sum`` (:mod:`clipjax.secagg.fast_sum`) uses without the secrets.
+The device work (blinding, the server sum, unblinding) is :mod:`clipjax.secagg.blinding`;
 :mod:`clipjax.secagg.stream` runs both in protocol order.
 
 Client sets follow Bonawitz et al.: U1 advertised keys, U2 shared them (``SharedKeys.clients``),
@@ -128,6 +131,20 @@ class UnmaskingKeys:
   traffic: Traffic
 
 
+@dataclasses.dataclass(frozen=True)
+class UnmaskingPlan:
+  """Unmasking's public decisions (:func:`plan_unmasking`).
+
+  Attributes:
+    revealers: U4: sorted ids of the senders that reveal their shares.
+    revealed_by: u in U2 -> the revealers that hold a share of u's secret (u itself first).
+    traffic: the stage's :class:`Traffic`.
+  """
+  revealers: tuple[int, ...]
+  revealed_by: dict[int, tuple[int, ...]]
+  traffic: Traffic
+
+
 def _zeros(setup: RoundSetup) -> np.ndarray:
   return np.zeros(setup.num_clients, np.int64)
 
@@ -168,17 +185,22 @@ def sharers(setup: RoundSetup, candidates: Collection[int]) -> frozenset[int]:
     kept -= short
 
 
-def share_keys(setup: RoundSetup) -> SharedKeys:
-  """ShareKeys: each sharer u draws ``b_u`` and sends holders {u} + N(u) shares of it and s_u^SK.
+def holders(setup: RoundSetup, clients: Collection[int], u: int) -> tuple[int, ...]:
+  """u's share holders among ``clients`` (U2): u itself, then its neighbours in U2."""
+  return (u,) + tuple(v for v in setup.neighbours(u) if v in clients)
 
-  The shares for each neighbour v are sealed with the (u, v) share-encryption key and stored in
-  ``setup.server.share_ciphertexts``.
+
+def plan_shares(setup: RoundSetup) -> SharedKeys:
+  """ShareKeys' public decisions: who shares (U2), who lacked holders, and the stage's traffic.
+
+  The record holds no secrets (``self_seeds`` and ``own_shares`` empty): :func:`share_keys`
+  draws them; ``simulate="sum"`` (:mod:`clipjax.secagg.fast_sum`) needs none.
 
   Raises:
     RoundAborted: if fewer than t clients can share; every candidate (it trained and sent
       shares) is a participant.
   """
-  t, rand = setup.threshold, setup.rng
+  t = setup.threshold
   candidates = set(setup.advertised) - setup.dropouts["share_keys"]
   kept = sharers(setup, candidates)
   clients = tuple(sorted(kept))
@@ -188,21 +210,39 @@ def share_keys(setup: RoundSetup) -> SharedKeys:
                   f"holders), fewer than threshold t={t}", "share_keys", candidates,
                   too_few_holders=too_few)
   sent, received = _zeros(setup), _zeros(setup)
-  self_seeds, own_shares = {}, {}
   for u in clients:
-    holders = (u,) + tuple(v for v in setup.neighbours(u) if v in kept)
+    for v in holders(setup, kept, u)[1:]:
+      sent[u] += _SHARE_CIPHERTEXT
+      received[v] += _SHARE_CIPHERTEXT
+  return SharedKeys(clients, too_few, {}, {}, Traffic(sent, received))
+
+
+def share_keys(setup: RoundSetup) -> SharedKeys:
+  """ShareKeys: each sharer u draws ``b_u`` and sends holders {u} + N(u) shares of it and s_u^SK.
+
+  The shares for each neighbour v are sealed with the (u, v) share-encryption key and stored in
+  ``setup.server.share_ciphertexts``. Who shares and the traffic are :func:`plan_shares`'.
+
+  Raises:
+    RoundAborted: if fewer than t clients can share; every candidate (it trained and sent
+      shares) is a participant.
+  """
+  t, rand = setup.threshold, setup.rng
+  plan = plan_shares(setup)
+  kept = frozenset(plan.clients)
+  self_seeds, own_shares = {}, {}
+  for u in plan.clients:
+    held_by = holders(setup, kept, u)
     self_seeds[u] = rand.bytes(32)
-    sb = shamir.split(self_seeds[u], t, holders, rand)
-    ss = shamir.split(setup.mask_private(u), t, holders, rand)
+    sb = shamir.split(self_seeds[u], t, held_by, rand)
+    ss = shamir.split(setup.mask_private(u), t, held_by, rand)
     own_shares[u] = (sb[u], ss[u])
-    for v in holders[1:]:
+    for v in held_by[1:]:
       plain = struct.pack("<II", u, v) + sb[v] + ss[v]
       aad = host_crypto.associated_data(u, v, setup.round_index, host_crypto.INFO_SHARES)
       key = setup.peer_key(u, v, host_crypto.INFO_SHARES)
       setup.server.share_ciphertexts[(u, v)] = host_crypto.seal(key, plain, aad, rand)
-      sent[u] += _SHARE_CIPHERTEXT
-      received[v] += _SHARE_CIPHERTEXT
-  return SharedKeys(clients, too_few, self_seeds, own_shares, Traffic(sent, received))
+  return dataclasses.replace(plan, self_seeds=self_seeds, own_shares=own_shares)
 
 
 def expected_senders(setup: RoundSetup, shared: SharedKeys) -> tuple[int, ...]:
@@ -306,12 +346,10 @@ def masking_keys(setup: RoundSetup, shared: SharedKeys, finite: np.ndarray,
 
 
 def _reveal(setup: RoundSetup, shared: SharedKeys, senders: frozenset[int], holder: int,
-            owner: int) -> bytes | None:
+            owner: int) -> bytes:
   """The share ``holder`` reveals of ``owner``'s secret: of b_u for a sender, else of s_u^SK."""
   if owner == holder:
-    return shared.own_shares[owner][0]
-  if (owner, holder) not in setup.server.share_ciphertexts:
-    return None
+    return shared.own_shares[owner][0]  # a revealer is a sender: its own b-share
   aad = host_crypto.associated_data(owner, holder, setup.round_index, host_crypto.INFO_SHARES)
   plain = host_crypto.open_sealed(setup.peer_key(holder, owner, host_crypto.INFO_SHARES),
                                   setup.server.share_ciphertexts[(owner, holder)], aad)
@@ -319,55 +357,73 @@ def _reveal(setup: RoundSetup, shared: SharedKeys, senders: frozenset[int], hold
   return sb if owner in senders else ss
 
 
+def plan_unmasking(setup: RoundSetup, shared: SharedKeys,
+                   masking: MaskedInput) -> UnmaskingPlan:
+  """Unmasking's public decisions: who reveals (U4), which shares each secret gets, traffic.
+
+  Each revealer v receives the list of senders and reveals, for every u in U2 it holds a share
+  of, its share of b_u (u sent) or of s_u^SK (u did not).
+
+  Raises:
+    RoundAborted: if fewer than t senders reveal, or a secret has fewer than t revealed shares;
+      the senders are the participants.
+  """
+  t = setup.threshold
+  left_out = {"nonfinite": masking.nonfinite, "too_few_holders": shared.too_few_holders}
+  revealers = tuple(v for v in masking.senders if v not in setup.dropouts["unmasking"])
+  if len(revealers) < t:
+    raise aborted(setup, f"{len(revealers)} clients survive, fewer than threshold t={t}",
+                  "unmasking", masking.senders, **left_out)
+  sent, received = _zeros(setup), _zeros(setup)
+  received[list(revealers)] += 4 * len(masking.senders)
+  kept, revealing = frozenset(shared.clients), frozenset(revealers)
+  revealed_by = {}
+  for u in shared.clients:
+    revealed_by[u] = tuple(v for v in holders(setup, kept, u) if v in revealing)
+    sent[list(revealed_by[u])] += 4 + shamir.SHARE_BYTES
+  for u in shared.clients:
+    if len(revealed_by[u]) < t:
+      raise aborted(setup, f"client {u}'s secret has {len(revealed_by[u])} shares from "
+                    f"surviving holders, fewer than threshold t={t}", "unmasking",
+                    masking.senders, **left_out)
+  return UnmaskingPlan(revealers, revealed_by, Traffic(sent, received))
+
+
 def unmasking_keys(setup: RoundSetup, shared: SharedKeys,
                    masking: MaskedInput) -> UnmaskingKeys:
   """Unmasking on the host: survivors reveal b-shares of U3 and s^SK-shares of U2 minus U3.
 
-  The revealed shares are stored in ``setup.server.revealed_shares``; the server rebuilds every
-  secret and checks each rebuilt masking key against the public key it was advertised with.
+  Who reveals what is :func:`plan_unmasking`'s. The revealed shares are stored in
+  ``setup.server.revealed_shares``; the server rebuilds every secret and checks each rebuilt
+  masking key against the public key it was advertised with.
 
   Raises:
     RoundAborted: if fewer than t senders reveal, a secret has fewer than t revealed shares, or
       a rebuilt masking key does not match; the senders are the participants.
   """
   t, srv = setup.threshold, setup.server
+  plan = plan_unmasking(setup, shared, masking)
   senders = frozenset(masking.senders)
-  left_out = {"nonfinite": masking.nonfinite, "too_few_holders": shared.too_few_holders}
-  revealers = [v for v in masking.senders if v not in setup.dropouts["unmasking"]]
-  if len(revealers) < t:
-    raise aborted(setup, f"{len(revealers)} clients survive, fewer than threshold t={t}",
-                  "unmasking", masking.senders, **left_out)
-  sent, received = _zeros(setup), _zeros(setup)
-  revealed: dict[int, dict[int, bytes]] = {u: {} for u in shared.clients}
-  for v in revealers:
-    received[v] += 4 * len(senders)
-    for u in shared.clients:
-      share = _reveal(setup, shared, senders, v, u)
-      if share is None:
-        continue
-      srv.revealed_shares[(v, u, "self_seed" if u in senders else "mask_key")] = share
-      revealed[u][v] = share
-      sent[v] += 4 + shamir.SHARE_BYTES
   recovered = {}
-  for u in shared.clients:
-    if len(revealed[u]) < t:
-      raise aborted(setup, f"client {u}'s secret has {len(revealed[u])} shares from surviving "
-                    f"holders, fewer than threshold t={t}", "unmasking", masking.senders,
-                    **left_out)
-    recovered[u] = shamir.combine(revealed[u], t)
+  for u, revealed_by in plan.revealed_by.items():
+    kind = "self_seed" if u in senders else "mask_key"
+    revealed = {v: _reveal(setup, shared, senders, v, u) for v in revealed_by}
+    srv.revealed_shares.update({(v, u, kind): share for v, share in revealed.items()})
+    recovered[u] = shamir.combine(revealed, t)
   fix_keys, negated = [], []
   for u in shared.clients:
     if u in senders:
       continue
     if host_crypto.x25519_public(recovered[u]) != srv.public_keys[u][1]:
       raise aborted(setup, f"the reconstructed masking key of client {u} does not match its "
-                    "public key", "unmasking", masking.senders, **left_out)
+                    "public key", "unmasking", masking.senders, nonfinite=masking.nonfinite,
+                    too_few_holders=shared.too_few_holders)
     for v in setup.neighbours(u):
       if v in senders:
         fix_keys.append(host_crypto.agree(recovered[u], srv.public_keys[v][1],
                                           host_crypto.INFO_MASK))
         negated.append(v > u)
   return UnmaskingKeys(
-      revealers=tuple(revealers), self_keys=_key_rows([recovered[u] for u in masking.senders]),
+      revealers=plan.revealers, self_keys=_key_rows([recovered[u] for u in masking.senders]),
       edge_keys=_key_rows(fix_keys), edge_negated=np.array(negated, bool),
-      traffic=Traffic(sent, received))
+      traffic=plan.traffic)

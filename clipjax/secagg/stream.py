@@ -12,6 +12,12 @@ are split. Live memory is one chunk's ``[N, D + 1]`` words plus the keystream bu
 ``C x D``. :func:`masked_partial` blinds a chunk from its :class:`ChunkKeys` alone (another
 process can run it); :func:`secure_sum` is the stream fed with all clients at once.
 
+The setup's ``simulate`` mode (:data:`clipjax.secagg.SIMULATE_MODES`) picks what runs: under
+``sum`` the stages make the protocol's public decisions without secrets and the chunks are
+encoded, not blinded, so the server's total is already the unmasked sum
+(:mod:`clipjax.secagg.fast_sum`); under ``verify`` a ``sum`` twin is fed the same updates and
+checked against the protocol.
+
 References:
   K. Bonawitz et al. Practical Secure Aggregation for Privacy-Preserving Machine Learning.
   CCS 2017.
@@ -30,22 +36,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import blinding, quantize, stages
+from clipjax.secagg import blinding, fast_sum, quantize, stages
 from clipjax.secagg import params as params_lib
 from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_budget, check_dim,
                                       check_options, check_rng, decode_sum, noise_keys,
                                       setup_for, updates_shape)
-from clipjax.secagg.protocol import STAGES, Dropouts, RoundSetup
+from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
 
 
-def _sent_messages(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
-                   chunk_words: int) -> jax.Array:
-  """:func:`blinding.client_messages` of a padded chunk; rows that send nothing encode zeros."""
+def _sent_encoded(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
+                  chunk_words: int) -> jax.Array:
+  """:func:`blinding.encode_rows` of a padded chunk; rows that send nothing encode zeros."""
   x = jnp.where(sent[:, None], updates.astype(jnp.float32), jnp.zeros((), jnp.float32))
-  return blinding.client_messages(x, *args, clip=clip, bits=bits, chunk_words=chunk_words)
+  return blinding.encode_rows(x, *args, clip=clip, bits=bits, chunk_words=chunk_words)
 
 
-_client_messages = jax.jit(_sent_messages, static_argnames=("clip", "bits", "chunk_words"))
+# The one encoder of every simulate mode: both call this jitted function with the same chunk
+# shapes, so they run one executable and their codes agree bit for bit.
+_encoded_rows = jax.jit(_sent_encoded, static_argnames=("clip", "bits", "chunk_words"))
+_add_blinds = jax.jit(blinding.add_blinds, static_argnames=("chunk_words",), donate_argnums=0)
 _accumulate = jax.jit(lambda total, messages, sent: total + blinding.server_sum(messages, sent))
 _finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
 _server_sum = jax.jit(blinding.server_sum)
@@ -67,6 +76,9 @@ class ChunkKeys:
   Plain numpy arrays, so another process can receive them: made by
   :meth:`SecureSumStream.client_keys`, used by :func:`masked_partial`.
 
+  Under ``simulate=sum`` (``blinded`` False) there is nothing to blind with: ``self_keys`` are
+  zeros and there are no edges.
+
   Attributes:
     ids: int64 ``[N]`` the chunk's client ids: row i of its updates is client ``ids[i]``.
     sends: bool ``[N]``: the client is in U2 and did not drop before MaskedInputCollection; the
@@ -79,6 +91,8 @@ class ChunkKeys:
       public graph, so chunks of one length share one compiled shape.
     edge_lo, edge_hi: int32 ``[E]`` row of each edge's lower (upper) endpoint, or N where that
       endpoint is not a sending row of this chunk.
+    blinded: the rows blind their codes (False under ``simulate=sum``: they send them as they
+      are, and the partial sum is already unmasked).
   """
   ids: np.ndarray
   sends: np.ndarray
@@ -88,6 +102,7 @@ class ChunkKeys:
   edge_keys: np.ndarray
   edge_lo: np.ndarray
   edge_hi: np.ndarray
+  blinded: bool = True
 
 
 def _edge_bound(setup: RoundSetup, rows: int) -> int:
@@ -110,9 +125,10 @@ def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: i
   """MaskedInputCollection of one chunk on the device.
 
   Returns:
-    (uint32 ``[N, D + 1]`` masked messages, or None if no row sends; bool ``[N]`` rows that
-    send; bool ``[N]`` rows that would send but whose update is not finite). Rows that send
-    nothing hold junk and must never be summed.
+    (uint32 ``[N, D + 1]`` masked messages (the codes themselves when ``keys.blinded`` is
+    False), or None if no row sends; bool ``[N]`` rows that send; bool ``[N]`` rows that would
+    send but whose update is not finite). Rows that send nothing hold junk and must never be
+    summed.
   """
   num, dim = updates.shape
   if not keys.sends.any():
@@ -121,13 +137,16 @@ def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: i
   sent, nonfinite = keys.sends & finite, keys.sends & ~finite
   if not sent.any():
     return None, sent, nonfinite
-  chunk = blinding.chunk_words_for(2 * num + len(keys.edge_keys), dim + 1, budget_words)
   scale_hi, scale_lo = quantize.scale_pair(keys.weight_codes, clip)
-  messages = _client_messages(
+  messages = _encoded_rows(
       updates, jnp.asarray(sent), jnp.asarray(scale_hi), jnp.asarray(scale_lo),
-      jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), jnp.asarray(keys.self_keys),
-      jnp.asarray(keys.edge_keys), jnp.asarray(keys.edge_lo), jnp.asarray(keys.edge_hi),
-      clip=clip, bits=bits, chunk_words=chunk)
+      jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), clip=clip, bits=bits,
+      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words))
+  if keys.blinded:
+    messages = _add_blinds(
+        messages, jnp.asarray(keys.self_keys), jnp.asarray(keys.edge_keys),
+        jnp.asarray(keys.edge_lo), jnp.asarray(keys.edge_hi),
+        chunk_words=blinding.chunk_words_for(num + len(keys.edge_keys), dim + 1, budget_words))
   return messages.block_until_ready(), sent, nonfinite
 
 
@@ -146,7 +165,8 @@ def _unmasked_sum(total: jax.Array, unmasking: stages.UnmaskingKeys,
 
 
 def _dropped(setup: RoundSetup, shared: stages.SharedKeys, masked: stages.MaskedInput,
-             unmasking: stages.UnmaskingKeys) -> dict[str, tuple[int, ...]]:
+             unmasking: stages.UnmaskingKeys | stages.UnmaskingPlan
+             ) -> dict[str, tuple[int, ...]]:
   """Stage -> sorted ids that dropped out at that stage (the drop-out spec, as it acted)."""
   advertised = set(setup.advertised)
   return {"advertise_keys": tuple(sorted(set(range(setup.num_clients)) - advertised)),
@@ -207,6 +227,8 @@ class SecureSumStream:
   computed as N rows (those that send nothing are not summed) and its edges are padded to a
   count fixed by N and the public graph, so chunks of one length compile once per C and k.
   The stream keeps no masked inputs in the transcript (``setup.server.masked_inputs``).
+  ``setup.simulate`` picks the protocol, its ``sum`` simulation or both (``verify``: a ``sum``
+  twin is fed every chunk, and each outcome is checked with :func:`fast_sum.check_same`).
 
   Attributes:
     setup: the round's :class:`RoundSetup` (used by this stream).
@@ -228,6 +250,7 @@ class SecureSumStream:
       ValueError: on a bad setup (or one already used), dim, weights, max_weight, bits, clip,
         rng or budget.
       RoundAborted: if fewer than t clients can share their keys.
+      fast_sum.SimulationMismatch: under ``verify``, if ``sum`` decided ShareKeys otherwise.
     """
     if not isinstance(setup, RoundSetup):
       raise ValueError(f"setup={setup!r} must be a RoundSetup from setup_round")
@@ -242,19 +265,33 @@ class SecureSumStream:
                        "reused; call setup_round again")
     setup.used = True
     self.setup = setup
+    self._blinded = setup.simulate != "sum"
+    if rng is None:  # the twin of a verify round must round with the same noise
+      rng = jax.random.key(setup.seed if setup.seed is not None else secrets.randbits(63))
     self._seconds = {"advertise_keys": setup.seconds}
+    self._twin = None
+    if setup.simulate == "verify":
+      with _timer(self._seconds, "verify"):
+        twin = fast_sum.outcome(lambda: SecureSumStream(
+            setup.sum_twin(), weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
+            rng=rng, budget_words=budget_words))
     self._advertised = stages.advertise_keys_traffic(setup)
     with _timer(self._seconds, "share_keys"):
-      self._shared = stages.share_keys(setup)
+      shared = fast_sum.outcome(
+          lambda: (stages.share_keys if self._blinded else stages.plan_shares)(setup))
+    if setup.simulate == "verify":
+      fast_sum.check_same(setup.round_index, shared, twin)
+      self._twin = twin
+    if isinstance(shared, RoundAborted):
+      raise shared
+    self._shared = shared
     for name in ("masked_input_host", "masked_input_device", "server_sum"):
       self._seconds[name] = 0.0
     with _timer(self._seconds, "masked_input_host"):
-      if rng is None:
-        rng = jax.random.key(setup.seed if setup.seed is not None else secrets.randbits(63))
       self._noise = np.asarray(noise_keys(rng, n))
       self.clients = stages.expected_senders(setup, self._shared)
       self._expected = np.isin(np.arange(n), self.clients)
-      self._edges = stages.inner_edges(setup, self._shared)
+      self._edges = stages.inner_edges(setup, self._shared) if self._blinded else None
     self._total = jnp.zeros(self.dim + 1, jnp.uint32)
     self._added = np.zeros(n, bool)
     self._senders: set[int] = set()
@@ -299,10 +336,16 @@ class SecureSumStream:
     self._check_open()
     ids = self._check_ids(ids)
     sends = self._expected[ids]
+    noise = np.where(sends[:, None], self._noise[ids], np.uint32(0))
+    if not self._blinded:  # simulate=sum: nothing to blind with
+      no_edges = np.zeros(0, np.int32)
+      return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids], noise_keys=noise,
+                       self_keys=np.zeros((len(ids), 8), np.uint32),
+                       edge_keys=np.zeros((0, 8), np.uint32), edge_lo=no_edges,
+                       edge_hi=no_edges, blinded=False)
     keys = stages.blinding_keys(self.setup, self._shared, ids, sends, self._edges)
     pad = _edge_bound(self.setup, len(ids)) - len(keys.edge_keys)  # dummies add nothing
-    return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids],
-                     noise_keys=np.where(sends[:, None], self._noise[ids], np.uint32(0)),
+    return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids], noise_keys=noise,
                      self_keys=keys.self_keys,
                      edge_keys=np.concatenate([keys.edge_keys, np.zeros((pad, 8), np.uint32)]),
                      edge_lo=np.concatenate([keys.edge_lo, np.full(pad, len(ids), np.int32)]),
@@ -340,10 +383,13 @@ class SecureSumStream:
     if messages is not None:
       with _timer(self._seconds, "server_sum"):
         self._total = _accumulate(self._total, messages, jnp.asarray(sent)).block_until_ready()
-    if keep_messages:
+    if keep_messages and self._blinded:  # under sum there are no masked inputs to keep
       self.setup.server.masked_inputs = (np.zeros((0, self.dim + 1), np.uint32)
                                          if messages is None else np.asarray(messages)[sent])
     self._record(ids, ids[sent], ids[nonfinite])
+    if self._twin is not None:
+      with _timer(self._seconds, "verify"):
+        self._twin._add(ids, updates, keep_messages=False)
 
   def _record(self, ids: np.ndarray, senders: np.ndarray, nonfinite: np.ndarray) -> None:
     self._added[ids] = True
@@ -360,9 +406,14 @@ class SecureSumStream:
 
     Raises:
       ValueError: on a total of the wrong shape or dtype, ids that are repeated, were added
-        before or cannot send this round, or a finished stream.
+        before or cannot send this round, a finished stream, or a ``verify`` stream (its
+        ``sum`` twin needs the updates themselves).
     """
     self._check_open()
+    if self._twin is not None:
+      raise ValueError("simulate='verify' checks the sum against the protocol on the updates "
+                       "themselves (add), not on partial sums made elsewhere (masked_partial); "
+                       "use simulate='protocol' or 'sum' with several processes")
     arr = np.asarray(total)
     if arr.shape != (self.dim + 1,) or arr.dtype != np.uint32:
       raise ValueError(f"total is {arr.dtype}{arr.shape}; expected uint32 ({self.dim + 1},): "
@@ -388,6 +439,7 @@ class SecureSumStream:
       ValueError: if a client of :attr:`clients` was not added (the stream stays open), or the
         stream is finished.
       RoundAborted: if fewer than t clients sent (stage masked_input) or Unmasking fails.
+      fast_sum.SimulationMismatch: under ``verify``, if ``sum``'s outcome differs in any bit.
     """
     self._check_open()
     missing = [u for u in self.clients if u not in self._senders and u not in self._nonfinite]
@@ -396,6 +448,18 @@ class SecureSumStream:
                        "add_partial) before finish; a client that drops out before "
                        "MaskedInputCollection belongs in the Dropouts spec")
     self._finished = True
+    if self._twin is None:
+      return self._unmask()
+    with _timer(self._seconds, "verify"):
+      fast = fast_sum.outcome(self._twin.finish)
+    result = fast_sum.outcome(self._unmask)
+    fast_sum.check_same(self.setup.round_index, result, fast)
+    if isinstance(result, RoundAborted):
+      raise result
+    return result
+
+  def _unmask(self) -> SecureSumResult:
+    """Unmasking (of the blinded total, or none under ``sum``) and decoding."""
     setup, shared, seconds = self.setup, self._shared, self._seconds
     with _timer(seconds, "masked_input_host"):
       masked = stages.collect_masked_inputs(setup, shared, self._senders, self._nonfinite,
@@ -403,9 +467,11 @@ class SecureSumStream:
     setup.server.masked_ids = masked.senders
     total, self._total = self._total, None
     with _timer(seconds, "unmasking_host"):
-      unmasking = stages.unmasking_keys(setup, shared, masked)
+      unmasking = (stages.unmasking_keys if self._blinded else stages.plan_unmasking)(
+          setup, shared, masked)
     with _timer(seconds, "unmasking_device"):
-      encoded = _unmasked_sum(total, unmasking, self._budget)
+      encoded = (_unmasked_sum(total, unmasking, self._budget) if self._blinded
+                 else np.asarray(total))
       total_f, weight_total, mean = decode_sum(encoded, len(masked.senders), self._clip,
                                                 self._bits, self._scale)
     seconds["total"] = sum(seconds.values())
@@ -428,7 +494,8 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
                rng: jax.Array | None = None, setup: RoundSetup | None = None,
                round_index: int | None = None, threat: params_lib.ThreatModel | None = None,
                allow_weak: bool | None = None, keep_transcript_inputs: bool = True,
-               budget_words: int = blinding.DEFAULT_BUDGET_WORDS) -> SecureSumResult:
+               budget_words: int = blinding.DEFAULT_BUDGET_WORDS,
+               simulate: str | None = None) -> SecureSumResult:
   """Securely sums ``weights[k] * clip(updates[k])`` over the clients that survive the round.
 
   A :class:`SecureSumStream` fed all C clients as one chunk; feed a stream directly to bound
@@ -448,12 +515,14 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
       stochastic rounding. None: OS randomness. Keys never come from it.
     rng: typed JAX key for stochastic rounding.
     setup: a :class:`RoundSetup` from ``setup_round`` to use (once). It fixes protocol,
-      degree, threshold, seed, round_index, dropouts and threat: passing a different value of
-      any of them (or allow_weak) with it is an error.
+      degree, threshold, seed, round_index, dropouts, threat and simulate: passing a different
+      value of any of them (or allow_weak) with it is an error.
     round_index: round number bound into AES-GCM associated data (default 0).
     keep_transcript_inputs: store the senders' masked inputs in the server transcript
-      (``setup.server.masked_inputs``, a host copy).
+      (``setup.server.masked_inputs``, a host copy; there are none under ``sum``).
     budget_words: live keystream words per chunk (memory bound of the jitted steps).
+    simulate: "protocol" (default), "sum" (the same result without keys or masks,
+      :mod:`clipjax.secagg.fast_sum`) or "verify" (both, checked bit for bit).
 
   Returns:
     A :class:`SecureSumResult`.
@@ -462,6 +531,7 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
     ValueError: on bad shapes, weights, max_weight, bits (overflow), clip, threshold, protocol,
       seed, round index, drop-out ids, arguments that conflict with ``setup``, or a reused setup.
     RoundAborted: if fewer than t clients survive a stage or a secret lacks t shares.
+    fast_sum.SimulationMismatch: under ``verify``, if ``sum``'s outcome differs in any bit.
   """
   n, dim = updates_shape(updates)
   if n < 2:
@@ -470,7 +540,7 @@ def secure_sum(updates, weights=None, *, max_weight: float | None = None,
   check_options(n, bits, clip, budget_words, weights, max_weight)  # before any key is drawn
   check_rng(rng)
   setup = setup_for(n, setup, protocol, degree, threshold, seed, round_index, dropouts, threat,
-                    allow_weak)
+                    allow_weak, simulate)
   stream = SecureSumStream(setup, weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
                            rng=rng, budget_words=budget_words)
   # All C rows (those that send nothing are not summed): one compiled shape per C and k.

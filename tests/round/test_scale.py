@@ -124,10 +124,14 @@ def test_two_processes_give_the_one_process_run(tmp_path):
   with socket.socket() as sock:
     sock.bind(("localhost", 0))
     port = sock.getsockname()[1]
-  one = _train(tmp_path / "one")
+  # Drop-outs in both; the two processes simulate the secure sum with `sum` (its exact output
+  # without the masks), so this also checks `sum` over processes against the one-process protocol.
+  drops = "--config.secagg.dropout_rate=0.2"
+  one = _train(tmp_path / "one", drops)
   out_one, _ = one.communicate(timeout=600)
   assert one.returncode == 0, out_one[-3000:]
-  procs = [_train(tmp_path / "two", f"--coordinator=localhost:{port}", "--num_processes=2",
+  procs = [_train(tmp_path / "two", drops, "--config.secagg.simulate=sum",
+                  f"--coordinator=localhost:{port}", "--num_processes=2",
                   f"--process_id={i}") for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
@@ -141,3 +145,7 @@ def test_two_processes_give_the_one_process_run(tmp_path):
                 "test_accuracy"):
       assert a.get(key) == b.get(key) == c.get(key), key
   assert any(row["stragglers"] for row in single)  # CLIP pruned in some round
+  assert any(row.get("secagg_dropped") for row in single)
+  timing = ("host_seconds", "secagg_seconds")
+  same = lambda row: {k: v for k, v in row.items() if not k.startswith(timing)}  # noqa: E731
+  assert [same(r) for r in lead] == [same(r) for r in other] == [same(r) for r in single]

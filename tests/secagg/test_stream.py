@@ -108,12 +108,12 @@ def test_chunked_sum_is_bit_identical_to_one_shot(protocol, seed):
   np.testing.assert_array_equal(one_shot.encoded_sum,
                                 _oracle(x, one_shot.survivors, seed, w, 100.0))
   for size in (1, 3, 7, N):
-    shapes, before = set(), stream_lib._client_messages._cache_size()
+    shapes, before = set(), stream_lib._add_blinds._cache_size()
     res = _outcome(lambda: _streamed(x, w, drops, protocol, seed, size, shapes))
     # Chunks of one length have one shape (edges padded to a public bound): one compile at
     # most per run (none for size N: the one-shot path is the stream with all C rows).
     assert len(shapes) == 1, shapes
-    assert stream_lib._client_messages._cache_size() - before <= (size != N)
+    assert stream_lib._add_blinds._cache_size() - before <= (size != N)
     _assert_same_result(res, one_shot)
     assert res.setup.server.masked_inputs is None  # the stream keeps no masked inputs
     assert res.setup.server.masked_ids == tuple(np.flatnonzero(res.survivors))
