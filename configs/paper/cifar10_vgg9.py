@@ -69,6 +69,7 @@ def size_config(size: str = "cpu"):
   c.data.test_clients = "all"  # the whole 10,000-image test set (the CPU size: the chosen share)
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
+  c.secagg.simulate = "sum"  # the protocol's exact output, masks not expanded (same results)
   c.secagg.max_weight = 1000.0  # the fixed public bound the recorded runs used (default 0: the
                                 # population's largest count); keeps their configs and results
   if size == "cpu":

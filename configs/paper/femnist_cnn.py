@@ -58,6 +58,7 @@ def size_config(size: str = "cpu"):
   c.data.test_clients = "all"  # every writer's test data (4,763 images), not only the 20's
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
+  c.secagg.simulate = "sum"  # the protocol's exact output, masks not expanded (same results)
   c.secagg.max_weight = 1000.0  # the fixed public bound the recorded runs used (default 0: the
                                 # population's largest count); keeps their configs and results
   if size == "cpu":

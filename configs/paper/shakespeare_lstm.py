@@ -70,6 +70,7 @@ def size_config(size: str = "cpu"):
   c.eval_every = 1
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
+  c.secagg.simulate = "sum"  # the protocol's exact output, masks not expanded (same results)
   c.secagg.max_weight = 60000.0  # public bound on a role's windows (the largest has 53,522)
   if size == "cpu":
     sweep.apply_overrides(c, CPU_SIZE)
