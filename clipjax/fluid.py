@@ -48,6 +48,11 @@ Generalisations of FLuID's 5-client testbed (each is also noted next to its code
     from one server-side order: a straggler dropping m_l units takes the first m_l, so the drop
     sets are nested and each one is distributed as FLuID's draw for its m_l. "Dropped last
     round" is the drop set of the most-pruning client (the union of all drop sets).
+  * First pruned round: FLuID's code measures the straggler first in round 2's aggregate_fit
+    (`rnd > 1`, CIFAR and FEMNIST alike) and sends sub-models from round 3 on (configure_fit,
+    `rnd > 2`). Here the virtual clock's round-1 times are the devices' steady times, so the
+    straggler is known after round 1 and `fluid` prunes from round 2, the round CLIP and the other methods start pruning in: every
+    method prunes for the same rounds. The threshold schedule (`init_round` = 2) is FLuID's.
   * Units to drop: m_l = n_l - ceil(p n_l) (`invariance.units_to_drop`, shared by all methods)
     instead of FLuID's n - int(p n) (CIFAR:793).
   * Thresholds are per layer, as in CIFAR (CIFAR:166-172). FEMNIST and Shakespeare keep one
