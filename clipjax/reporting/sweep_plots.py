@@ -2,7 +2,7 @@
 
 Host side only; matplotlib is optional (`pip install -e '.[plots]'`). Per scenario:
 accuracy vs virtual time (mean over seeds, band = min..max over seeds), virtual round time per
-round, the stragglers' mean keep fraction per round, and the pruning clients' mean invariant and
+round, the pruning clients' mean keep fraction per round, and their clients' mean invariant and
 slack unit counts per round.
 """
 
@@ -101,7 +101,7 @@ def plot_scenario(scenario: str, by_method: Mapping[str, Mapping[int, sweep_tabl
     if np.isfinite(keep).any():
       ax.plot(rounds, keep, marker=".", label=method, **_style(by_method, method))
   ax.set(xlabel="round", ylabel="keep fraction p",
-         title=f"{scenario}: stragglers' mean keep fraction")
+         title=f"{scenario}: pruning clients' mean keep fraction")
   if ax.lines:
     ax.legend(fontsize=8)
   save(fig, "keep_fraction")

@@ -218,6 +218,7 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
         _interval_text(delta, scale=100.0, signed=True),
         _blank(_mean(tables.straggler_keep(r.history) for r in runs.values())),
         _mean(tables.stragglers_per_round(r.history) for r in runs.values()),
+        _mean(tables.pruning_per_round(r.history) for r in runs.values()),
         _blank(_mean(inv)), _blank(_mean(slack)),
         "/".join(sorted({f"{fast_tier(r.config, r.summary) / 1e9:.3g} ({calibration(r)})"
                          for r in runs.values()})),
@@ -232,7 +233,8 @@ def _blank(v):
 def header(target: float) -> list[str]:
   return ["method", "SecAgg", "seeds", "mean round s (virtual)", "round-time cut",
           f"virtual s to acc {target:g}", "time-to-acc cut", "final acc, mean [95% CI]",
-          "acc delta, points [95% CI, paired]", "straggler keep fraction", "stragglers/round",
+          "acc delta, points [95% CI, paired]", tables.KEEP_COLUMN, "stragglers/round",
+          "pruning/round",
           "invariant units (stragglers)", "slack units (stragglers)",
           "fast tier GFLOP/s (calibration)"]
 
@@ -256,7 +258,7 @@ def describe_scenario(by_method: Mapping[str, Mapping[int, Run]]) -> str:
 # diagnostics.
 COMPACT = ("method", "SecAgg", "mean round s (virtual)", "round-time cut", "virtual s to acc",
            "time-to-acc cut", "final acc, mean [95% CI]", "acc delta, points [95% CI, paired]",
-           "stragglers/round", "straggler keep fraction")
+           "stragglers/round", "pruning/round", tables.KEEP_COLUMN)
 
 
 def markdown(groups: Groups, target: float, compact: bool = False) -> str:

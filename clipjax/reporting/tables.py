@@ -48,23 +48,39 @@ def eval_spacing(history: list[dict[str, Any]]) -> int | None:
   return max(b - a for a, b in zip([0] + rounds, rounds))
 
 
+# Tables before 2026-12-03 had "straggler keep fraction": the mean over every flagged straggler.
+KEEP_COLUMN = "keep fraction (pruning clients)"
+
+
+def _pruning(row: dict[str, Any]) -> list[int]:
+  """The clients of a round that flagged themselves stragglers and kept less than the model."""
+  return [i for i in row.get("stragglers", []) if row["keep_fraction"][i] < 1.0]
+
+
 def straggler_keep(history: list[dict[str, Any]]) -> float | None:
-  """Mean keep fraction p over the clients that decided they were stragglers (None: none did)."""
-  kept = [r["keep_fraction"][i] for r in history for i in r.get("stragglers", [])]
+  """Mean keep fraction p over the clients that pruned (flagged stragglers with p < 1; None:
+  none did). A flagged straggler whose rule kept the whole model is left out: averaging its 1.0
+  in would understate how much the pruning clients cut."""
+  kept = [r["keep_fraction"][i] for r in history for i in _pruning(r)]
   return float(np.mean(kept)) if kept else None
 
 
 def stragglers_per_round(history: list[dict[str, Any]]) -> float:
-  """Mean number of clients per round that decided they were stragglers."""
+  """Mean number of clients per round that decided they were stragglers (flagged)."""
   return float(np.mean([len(r.get("stragglers", [])) for r in history]))
+
+
+def pruning_per_round(history: list[dict[str, Any]]) -> float:
+  """Mean number of clients per round that pruned (flagged and kept p < 1)."""
+  return float(np.mean([len(_pruning(r)) for r in history]))
 
 
 def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
   """Mean (invariant, slack) units over the clients that pruned, over all rounds."""
   inv, slack = [], []
   for r in history:
-    for c in r.get("stragglers", []):
-      if r["keep_fraction"][c] < 1.0 and "invariant_units" in r:
+    for c in _pruning(r):
+      if "invariant_units" in r:
         inv.append(r["invariant_units"][c])
         slack.append(r["slack_units"][c])
   if not inv:
@@ -92,7 +108,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
         "" if acc is None else round(acc, 4),
         "" if (acc is None or ref_acc is None or ref == name) else f"{100 * (acc - ref_acc):+.2f}",
         "" if keep is None else round(keep, 4),
-        round(stragglers_per_round(history), 2),
+        round(stragglers_per_round(history), 2), round(pruning_per_round(history), 2),
         "" if inv is None else round(inv, 1), "" if slack is None else round(slack, 1),
     ))
   return rows
@@ -101,7 +117,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
 def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
   header = ["method", "SecAgg", "mean round s (virtual)", "round-time cut",
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
-            "straggler keep fraction", "stragglers/round", "invariant units (stragglers)",
+            KEEP_COLUMN, "stragglers/round", "pruning/round", "invariant units (stragglers)",
             "slack units (stragglers)"]
   return summary_lib.markdown_table(header, comparison_rows(runs, target))
 

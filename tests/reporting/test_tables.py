@@ -33,7 +33,19 @@ def test_insecure_runs_are_measured_against_fedavg_plain():
   assert rows["clip_compute"][3] == "+25.0% vs fedavg"
   assert rows["fluid"][6] == "-5.00" and rows["clip_compute"][6] == "+2.00"
   assert rows["clip_compute"][4] == 1.5                   # first round at >= 0.6
-  assert rows["clip_compute"][9:] == (7.0, 3.0)           # counts of the clients that prune
+  # keep fraction, flagged and pruning clients per round, units of the clients that prune
+  assert rows["clip_compute"][7:] == (0.5, 1.0, 1.0, 7.0, 3.0)
+
+
+def test_a_flagged_straggler_that_keeps_the_whole_model_is_counted_apart():
+  """Client 1 flags itself but its rule keeps p = 1: it is a straggler, not a pruning client,
+  and its 1.0 stays out of the keep fraction (which would otherwise read 0.75)."""
+  runs = {"fedavg": _run("secagg+", 2.0, [0.5, 0.7]),
+          "clip_compute": _run("secagg+", 1.5, [0.6, 0.72], stragglers=[0, 1])}
+  rows = {r[0]: r for r in tables.comparison_rows(runs, target=0.6)}
+  assert rows["clip_compute"][7:10] == (0.5, 2.0, 1.0)
+  assert tables.straggler_keep(runs["clip_compute"][1]) == 0.5
+  assert tables.pruning_per_round(runs["clip_compute"][1]) == 1.0
 
 
 def test_time_to_accuracy_says_when_evaluations_are_spaced():
