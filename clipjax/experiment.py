@@ -32,6 +32,7 @@ from clipjax.data import pooled_batch
 from clipjax.fl import evaluate as evaluate_lib
 from clipjax.reporting import summary as summary_lib
 from clipjax.round import build
+from clipjax.secagg import params as secagg_params_lib
 
 
 def _to_device(arrays) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -282,9 +283,16 @@ def run(config, workdir: str, *, stop_after: int | None = None,
     summary["secagg_parameters"] = secagg_params.as_dict()
     summary["aborted_rounds"] = sum("aborted" in row for row in history)
     summary["nonfinite_dropouts"] = sum(len(row.get("secagg_nonfinite", ())) for row in history)
+    if spec.secagg.dropout_rate > 0:  # Binomial drop-outs: the analysis' d does not cover them
+      summary["p_abort_injected"] = secagg_params_lib.abort_bound_under_rate(
+          secagg_params, spec.secagg.dropout_rate)
   summary_lib.print_summary(summary, history)
   if spec.secagg.enabled:
     print(f"{secagg_params.describe()}\naborted rounds: {summary['aborted_rounds']}, "
           f"clients left out for non-finite updates: {summary['nonfinite_dropouts']}")
+    if "p_abort_injected" in summary:
+      print(f"injected drop-outs (secagg.dropout_rate={spec.secagg.dropout_rate:g}, Binomial(n, "
+            f"rate) clients, not at most {secagg_params.threat.counts(secagg_params.num_clients)[1]}"
+            f"): P[abort] <= {summary['p_abort_injected']:.3g} per round")
   _write_whole(out / "summary.json", json.dumps(summary, indent=2))
   return summary

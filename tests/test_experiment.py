@@ -94,7 +94,10 @@ def test_participation_weighted_aggregation_with_dropouts(tmp_path):
   c = tiny_config("clip_compute", dropout_rate=0.2)
   c.clip.aggregation = "participation_weighted"
   c.num_clients = 6
-  experiment.run(c, str(tmp_path))
+  summary = experiment.run(c, str(tmp_path))
+  # The bound for Binomial drop-outs is reported beside the analysis' (<= 1 drop-out of 6).
+  assert summary["secagg_parameters"]["max_dropouts"] == 1
+  assert summary["p_abort_injected"] > summary["secagg_parameters"]["p_abort"]
   rows = read_rows(tmp_path)
   for r in rows:
     if "aborted" not in r:
