@@ -219,6 +219,8 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
         _blank(_mean(tables.straggler_keep(r.history) for r in runs.values())),
         _mean(tables.stragglers_per_round(r.history) for r in runs.values()),
         _mean(tables.pruning_per_round(r.history) for r in runs.values()),
+        _blank(_mean(tables.slow_pruning(r.history)[0] for r in runs.values())),
+        _blank(_mean(tables.slow_pruning(r.history)[1] for r in runs.values())),
         _blank(_mean(inv)), _blank(_mean(slack)),
         "/".join(sorted({f"{fast_tier(r.config, r.summary) / 1e9:.3g} ({calibration(r)})"
                          for r in runs.values()})),
@@ -234,7 +236,7 @@ def header(target: float) -> list[str]:
   return ["method", "SecAgg", "seeds", "mean round s (virtual)", "round-time cut",
           f"virtual s to acc {target:g}", "time-to-acc cut", "final acc, mean [95% CI]",
           "acc delta, points [95% CI, paired]", tables.KEEP_COLUMN, "stragglers/round",
-          "pruning/round",
+          "pruning/round", tables.RECALL_COLUMN, tables.PRECISION_COLUMN,
           "invariant units (stragglers)", "slack units (stragglers)",
           "fast tier GFLOP/s (calibration)"]
 

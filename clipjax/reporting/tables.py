@@ -50,6 +50,8 @@ def eval_spacing(history: list[dict[str, Any]]) -> int | None:
 
 # Tables before 2026-12-03 had "straggler keep fraction": the mean over every flagged straggler.
 KEEP_COLUMN = "keep fraction (pruning clients)"
+RECALL_COLUMN = "slow clients pruning"      # share of slow devices' client-rounds (from round 2)
+PRECISION_COLUMN = "pruning that are slow"  # share of pruning client-rounds on slow devices
 
 
 def _pruning(row: dict[str, Any]) -> list[int]:
@@ -73,6 +75,20 @@ def stragglers_per_round(history: list[dict[str, Any]]) -> float:
 def pruning_per_round(history: list[dict[str, Any]]) -> float:
   """Mean number of clients per round that pruned (flagged and kept p < 1)."""
   return float(np.mean([len(_pruning(r)) for r in history]))
+
+
+def slow_pruning(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+  """(recall, precision) of pruning against the slow devices, from round 2 on (round 1 has no
+  time reports): the share of slow clients' client-rounds in which they pruned, and the share
+  of pruning client-rounds that were slow clients'. None where a share has no denominator
+  (no slow clients, nobody pruned, or no ground truth in the rows)."""
+  slow = pruned = both = 0
+  for r in history:
+    if r.get("round", 0) < 2 or "true_stragglers" not in r or "aborted" in r or "skipped" in r:
+      continue
+    truth, pruning = set(r["true_stragglers"]), set(_pruning(r))
+    slow, pruned, both = slow + len(truth), pruned + len(pruning), both + len(truth & pruning)
+  return (both / slow if slow else None), (both / pruned if pruned else None)
 
 
 def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -99,6 +115,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
     tta = time_to_accuracy(history, target)
     inv, slack = straggler_counts(history)
     keep = straggler_keep(history)
+    recall, precision = slow_pruning(history)
     spacing = eval_spacing(history)
     rows.append((
         name, "on" if secure else "off", means[name],
@@ -109,6 +126,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
         "" if (acc is None or ref_acc is None or ref == name) else f"{100 * (acc - ref_acc):+.2f}",
         "" if keep is None else round(keep, 4),
         round(stragglers_per_round(history), 2), round(pruning_per_round(history), 2),
+        "" if recall is None else round(recall, 3), "" if precision is None else round(precision, 3),
         "" if inv is None else round(inv, 1), "" if slack is None else round(slack, 1),
     ))
   return rows
@@ -117,7 +135,8 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
 def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
   header = ["method", "SecAgg", "mean round s (virtual)", "round-time cut",
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
-            KEEP_COLUMN, "stragglers/round", "pruning/round", "invariant units (stragglers)",
+            KEEP_COLUMN, "stragglers/round", "pruning/round", RECALL_COLUMN, PRECISION_COLUMN,
+            "invariant units (stragglers)",
             "slack units (stragglers)"]
   return summary_lib.markdown_table(header, comparison_rows(runs, target))
 

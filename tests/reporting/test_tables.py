@@ -34,7 +34,7 @@ def test_insecure_runs_are_measured_against_fedavg_plain():
   assert rows["fluid"][6] == "-5.00" and rows["clip_compute"][6] == "+2.00"
   assert rows["clip_compute"][4] == 1.5                   # first round at >= 0.6
   # keep fraction, flagged and pruning clients per round, units of the clients that prune
-  assert rows["clip_compute"][7:] == (0.5, 1.0, 1.0, 7.0, 3.0)
+  assert rows["clip_compute"][7:] == (0.5, 1.0, 1.0, "", "", 7.0, 3.0)  # no ground truth here
 
 
 def test_a_flagged_straggler_that_keeps_the_whole_model_is_counted_apart():
@@ -69,3 +69,19 @@ def test_seed_table_gives_mean_and_sample_sd_over_seeds():
   (row,) = tables.seed_rows(by_seed, last=1)
   assert row[:3] == ("clip_compute", "0,1,2", "0.7000 ± 0.1000")
   assert row[5] == "2.0000 ± 1.0000"
+
+
+def test_slow_clients_pruning_against_the_devices_from_round_2():
+  """Round 1 has no reports (left out); rounds 2-3: slow devices 0 and 1; 0 prunes in both,
+  1 only in round 3 and fast client 2 prunes once: recall 3/4, precision 3/4."""
+  rows = [
+      {"round": 1, "stragglers": [], "keep_fraction": [1.0] * 3, "true_stragglers": [0, 1]},
+      {"round": 2, "stragglers": [0, 1, 2], "keep_fraction": [0.5, 1.0, 0.8],
+       "true_stragglers": [0, 1]},
+      {"round": 3, "stragglers": [0, 1], "keep_fraction": [0.5, 0.7, 1.0],
+       "true_stragglers": [0, 1]},
+      {"round": 4, "aborted": "x", "stragglers": [], "keep_fraction": [1.0] * 3,
+       "true_stragglers": [0, 1]},
+  ]
+  assert tables.slow_pruning(rows) == (0.75, 0.75)
+  assert tables.slow_pruning(rows[:1]) == (None, None)
