@@ -7,12 +7,15 @@ trained and securely summed in chunks of `--chunk` clients, and reports the host
 last round (the first compiles) split into training, masking (every client's ChaCha20 mask
 expansion for its 1 + k streams: the simulator really computes each masked vector), unmasking
 and the rest (key agreement, ShareKeys, the sealed broadcast), and its peak resident memory
-(`ru_maxrss`, the whole process: Python, JAX, the population's data). One process per C,
+(`ru_maxrss`, the whole process: Python, JAX, the population's data). `--simulate=sum` computes
+the protocol's exact output without key agreement, mask expansion or sealed reports
+(`clipjax.secagg.fast_sum`): the masking column then times the encoding alone. One process per C,
 because peak memory only grows. SecAgg+'s degree k grows like log C, so masking work grows
 like C (1 + k): the last-but-one column divides it out.
 
   python scripts/bench_scale.py                          # C = 10, 100, 1000, chunk 50
   python scripts/bench_scale.py --cohorts=10,100 --chunk=25 --width=0.125
+  python scripts/bench_scale.py --cohorts=1000 --simulate=sum   # no masks, keys or sealing
 
 Prints a Markdown table and one JSON line. The images are real; the JPEG archive is prepared
 once into $CLIPJAX_CACHE.
@@ -39,6 +42,9 @@ _CHUNK = flags.DEFINE_integer("chunk", 50, "Clients trained and summed at once (
 _WIDTH = flags.DEFINE_float("width", 0.25, "VGG-9 width multiplier.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds per process; the last one is reported.")
 _METHOD = flags.DEFINE_string("method", "clip_compute", "Method to run.")
+_SIMULATE = flags.DEFINE_enum("simulate", "protocol", ["protocol", "sum"],
+                              "secagg.simulate: the whole protocol, or its exact output without "
+                              "keys, masks or sealed reports (the clock charges the same).")
 _ONE = flags.DEFINE_integer("one", 0, "Internal: run one cohort size in this process.")
 _OUT = flags.DEFINE_string("out", "", "Internal: where the one-cohort run writes its result.")
 
@@ -58,6 +64,7 @@ def config_for(cohort: int):
   c.method = _METHOD.value
   c.secagg.enabled = True
   c.secagg.protocol = "secagg+"
+  c.secagg.simulate = _SIMULATE.value
   c.scale.chunk_clients = _CHUNK.value
   return c
 
@@ -95,14 +102,16 @@ def main(argv):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
       cmd = [sys.executable, __file__, f"--one={cohort}", f"--out={f.name}",
              f"--population={_POPULATION.value}", f"--chunk={_CHUNK.value}",
-             f"--width={_WIDTH.value}", f"--rounds={_ROUNDS.value}", f"--method={_METHOD.value}"]
+             f"--width={_WIDTH.value}", f"--rounds={_ROUNDS.value}", f"--method={_METHOD.value}",
+             f"--simulate={_SIMULATE.value}"]
       env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
       if subprocess.run(cmd, env=env).returncode:
         sys.exit(f"error: the C = {cohort} run failed (its message is above)")
       results.append(json.loads(pathlib.Path(f.name).read_text()))
   import jax
   print(f"\nVGG-9 width {_WIDTH.value}, CIFAR-10 {_POPULATION.value} IID partitions, "
-        f"{_METHOD.value}, SecAgg+, chunk {_CHUNK.value}, round {_ROUNDS.value} of each run; "
+        f"{_METHOD.value}, SecAgg+ (simulate={_SIMULATE.value}), chunk {_CHUNK.value}, "
+        f"round {_ROUNDS.value} of each run; "
         f"{jax.default_backend()}, {os.cpu_count()} cores, {platform.processor() or '?'}\n")
   print("| C | SecAgg+ k | host s / round | train s | masking s | unmasking s | other s | "
         "ms per client | ms per client-stream (1 + k) | peak RSS (GB) |")
@@ -115,6 +124,7 @@ def main(argv):
           f"{parts[1]:.1f} | {parts[2]:.1f} | {other:.1f} | {per:.0f} | "
           f"{per / (1 + r['degree']):.1f} | {r['peak_rss_gb']:.2f} |")
   print(json.dumps({"bench": "scale", "width": _WIDTH.value, "chunk": _CHUNK.value,
+                    "simulate": _SIMULATE.value,
                     "population": _POPULATION.value, "backend": jax.default_backend(),
                     "results": results}))
 

@@ -7,6 +7,14 @@ each client opens what it received and decides alone whether it is a straggler, 
 own times and its neighbours' (all peers under SecAgg, its k graph neighbours under
 SecAgg+). Decisions are computed with the jittable `straggler_decision`, vmapped.
 
+Under `secagg.simulate=sum` the broadcast, like the secure sum (`clipjax.secagg.fast_sum`),
+skips the cryptography whose outcome is known: every receiver gets exactly what opening its
+ciphertext gives (the sender's encoded and decoded report), along the same routes
+(`report_routes`, the one answer to who hears whom in every mode), and each message counts the
+bytes its ciphertext has (`secagg.sealed_size`), so decisions and the clock's charges are
+bit-identical to the protocol's. No key pair is drawn, no key agreed, nothing sealed. Verify
+rounds do both and stop on the first difference (`secagg.SimulationMismatch`).
+
 References:
   DiMaggio, Saileshwar, Sharma. CLIP. arXiv:2510.16694, 2025, Section 4.1.
 """
@@ -14,6 +22,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, Callable
 
 import jax
@@ -26,23 +35,85 @@ from clipjax.clip import reports as reports_lib
 from clipjax.clip import stragglers
 
 
-@dataclasses.dataclass
-class Relay:
-  """What the server holds after relaying: (sender, receiver, ciphertext) triples only."""
+@dataclasses.dataclass(frozen=True)
+class Routes:
+  """Who hears whom in the broadcast (`report_routes`): the relay's messages in order.
 
-  transcript: list[tuple[int, int, bytes]] = dataclasses.field(default_factory=list)
+  Message i goes from `sender[i]` to `receiver[i]` and fills column `slot[i]` of the
+  receiver's row of `KnownTimes` (its neighbours in ascending order); `width` = K.
+  """
+
+  num: int
+  sender: np.ndarray    # int[M]
+  receiver: np.ndarray  # int[M]
+  slot: np.ndarray      # int[M]
+  width: int
+
+
+def report_routes(setup, alive: np.ndarray) -> Routes:
+  """Every alive client sends one report to each neighbour (`setup.neighbours`), in the
+  order the relay sees them: senders ascending, then receivers ascending.
+
+  The one answer to "who receives what" of every `simulate` mode, so the protocol and `sum`
+  cannot deliver to different clients.
+
+  Args:
+    setup: this round's `clipjax.secagg.setup_round(...)` result (its graph and who
+      advertised keys; no key is read).
+    alive: bool[C] clients that send (drop-outs send nothing).
+  """
+  num = len(alive)
+  lists = [setup.neighbours(u) for u in range(num)]
+  counts = np.fromiter(map(len, lists), np.int64, count=num)
+  owner = np.repeat(np.arange(num, dtype=np.int64), counts)
+  peer = np.fromiter(itertools.chain.from_iterable(lists), np.int64, count=int(counts.sum()))
+  pairs = np.sort(owner * num + peer)  # (owner, peer) ascending: each row's neighbours sorted
+  owner, peer = pairs // num, pairs % num
+  start = np.cumsum(counts) - counts
+  sends = np.asarray(alive, bool)[owner]
+  sender, receiver = owner[sends], peer[sends]
+  # The graph is undirected: the sender is in its receiver's list; find where.
+  slot = np.searchsorted(pairs, receiver * num + sender) - start[receiver]
+  return Routes(num=num, sender=sender, receiver=receiver, slot=slot,
+                width=int(counts.max(initial=0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Relay:
+  """What the server relayed: message i (`Routes` order) went from `sender[i]` to
+  `receiver[i]` and had `size[i]` bytes.
+
+  `ciphertexts` are the bytes themselves when the protocol sealed them; under
+  `secagg.simulate=sum` nothing is sealed (None) and `size` is what sealing gives (a report's
+  bytes plus AES-GCM's nonce and tag), so the clock charges the same bytes in every mode.
+  """
+
+  sender: np.ndarray
+  receiver: np.ndarray
+  size: np.ndarray
+  ciphertexts: tuple[bytes, ...] | None = None
+
+  @property
+  def transcript(self) -> list[tuple[int, int, bytes]]:
+    """(sender, receiver, ciphertext) triples, as the server holds them.
+
+    Raises:
+      ValueError: under `simulate=sum`, which seals nothing.
+    """
+    if self.ciphertexts is None:
+      raise ValueError("simulate='sum' relays no ciphertext (only their sizes); run the "
+                       "protocol to get the transcript")
+    return list(zip(self.sender.tolist(), self.receiver.tolist(), self.ciphertexts))
 
   @property
   def bytes_relayed(self) -> int:
-    return sum(len(c) for _, _, c in self.transcript)
+    return int(self.size.sum())
 
   def bytes_per_client(self, num: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sent, received) ciphertext bytes of each of `num` clients."""
-    sent, received = np.zeros(num), np.zeros(num)
-    for u, v, ciphertext in self.transcript:
-      sent[u] += len(ciphertext)
-      received[v] += len(ciphertext)
-    return sent, received
+    """(sent, received) ciphertext bytes of each of `num` clients, f64[num]."""
+    weights = self.size.astype(np.float64)
+    return (np.bincount(self.sender, weights, minlength=num),
+            np.bincount(self.receiver, weights, minlength=num))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +125,53 @@ class KnownTimes:
   valid: np.ndarray
 
 
+def _deliver(routes: Routes, fit_heard: np.ndarray, net_heard: np.ndarray) -> KnownTimes:
+  """Each message's times, put where its receiver keeps them."""
+  shape = (routes.num, routes.width)
+  known = KnownTimes(fit=np.zeros(shape), net=np.zeros(shape), valid=np.zeros(shape, bool))
+  at = (routes.receiver, routes.slot)
+  known.fit[at], known.net[at], known.valid[at] = fit_heard, net_heard, True
+  return known
+
+
+def _sealed(setup, routes: Routes, reports: dict[int, bytes]) -> tuple[KnownTimes, Relay]:
+  """The protocol: each report sealed for each receiver (AES-GCM under their pairwise key),
+  relayed, opened and decoded by the receiver."""
+  sender, receiver = routes.sender.tolist(), routes.receiver.tolist()
+  sealed = tuple(secagg.seal_for_peer(setup, u, v, reports[u]) for u, v in zip(sender, receiver))
+  opened = [stragglers.decode_time_report(secagg.open_from_peer(setup, v, u, c))
+            for u, v, c in zip(sender, receiver, sealed)]
+  heard = np.asarray(opened, np.float64).reshape(len(opened), 2)
+  relay = Relay(routes.sender, routes.receiver,
+                np.fromiter(map(len, sealed), np.int64, count=len(sealed)), sealed)
+  return _deliver(routes, heard[:, 0], heard[:, 1]), relay
+
+
+def _plain(routes: Routes, reports: dict[int, bytes]) -> tuple[KnownTimes, Relay]:
+  """`simulate=sum`: each receiver gets what opening the sealed report gives, the sender's
+  decoded report, without sealing it; each message counts the bytes its ciphertext has."""
+  heard = np.zeros((routes.num, 2))
+  for u, report in reports.items():
+    heard[u] = stragglers.decode_time_report(report)
+  size = np.full(len(routes.sender), secagg.sealed_size(stragglers.TIME_REPORT_BYTES), np.int64)
+  return (_deliver(routes, heard[routes.sender, 0], heard[routes.sender, 1]),
+          Relay(routes.sender, routes.receiver, size))
+
+
+def _fields(known: KnownTimes, relay: Relay) -> list[tuple[str, Any]]:
+  """What verify compares, in order."""
+  return [("time reports fit", known.fit), ("time reports net", known.net),
+          ("time reports valid", known.valid), ("time report senders", relay.sender),
+          ("time report receivers", relay.receiver), ("time report bytes", relay.size)]
+
+
 def exchange_time_reports(setup, fit_full: np.ndarray, net: np.ndarray,
                           alive: np.ndarray | None = None) -> tuple[KnownTimes, Relay]:
   """Every alive client sends its sealed report to each neighbour through the server.
+
+  `setup.simulate` says how: `protocol` seals and opens every report; `sum` hands each
+  receiver the same values without the cryptography (no key agreement, no AES-GCM);
+  `verify` does both and checks them bit for bit. Both deliver along `report_routes`.
 
   Args:
     setup: this round's `clipjax.secagg.setup_round(...)` result (keys and graph).
@@ -65,26 +180,23 @@ def exchange_time_reports(setup, fit_full: np.ndarray, net: np.ndarray,
     alive: bool[C] clients that send (drop-outs send nothing); default all.
 
   Returns:
-    The times each client could open, and the server's relay transcript.
+    The times each client could open, and what the server relayed.
+
+  Raises:
+    ValueError: for a time that is negative or not finite (`encode_time_report`).
+    secagg.SimulationMismatch: under `verify`, if `sum` delivered otherwise.
   """
   num = len(fit_full)
   alive = np.ones(num, bool) if alive is None else np.asarray(alive, bool)
-  neighbours = [sorted(int(v) for v in setup.neighbours(u)) for u in range(num)]
-  width = max((len(n) for n in neighbours), default=0)
-  known = KnownTimes(fit=np.zeros((num, width)), net=np.zeros((num, width)),
-                     valid=np.zeros((num, width), bool))
-  relay = Relay()
-  for u in range(num):
-    if not alive[u]:
-      continue
-    report = stragglers.encode_time_report(float(fit_full[u]), float(net[u]))
-    for v in neighbours[u]:
-      relay.transcript.append((u, v, secagg.seal_for_peer(setup, u, v, report)))
-  slot = {(v, u): i for v in range(num) for i, u in enumerate(neighbours[v])}
-  for u, v, ciphertext in relay.transcript:
-    fit_u, net_u = stragglers.decode_time_report(secagg.open_from_peer(setup, v, u, ciphertext))
-    i = slot[(v, u)]
-    known.fit[v, i], known.net[v, i], known.valid[v, i] = fit_u, net_u, True
+  routes = report_routes(setup, alive)
+  reports = {u: stragglers.encode_time_report(float(fit_full[u]), float(net[u]))
+             for u in np.flatnonzero(alive).tolist()}
+  if setup.simulate == "sum":
+    return _plain(routes, reports)
+  known, relay = _sealed(setup, routes, reports)
+  if setup.simulate == "verify":
+    twin = _plain(report_routes(setup.sum_twin(), alive), reports)
+    secagg.check_same_fields(setup.round_index, _fields(known, relay), _fields(*twin))
   return known, relay
 
 

@@ -91,8 +91,8 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
   """The round's key agreement (`secagg.setup_round`), or None when no step needs keys.
 
   The round's randomness is (seed, round); drop-outs are injected in SecAgg runs only. Under
-  `simulate=sum` no key is drawn up front (`clipjax.secagg.fast_sum`): the secure sum needs
-  none, and the sealed time broadcast draws the pairs it uses.
+  `simulate=sum` no key is drawn (`clipjax.secagg.fast_sum`): neither the secure sum nor the
+  sealed time broadcast (`broadcast.exchange_time_reports`) needs one.
 
   Raises:
     secagg.RoundAborted: too few clients advertised keys.

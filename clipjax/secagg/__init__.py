@@ -36,7 +36,8 @@ References:
 """
 
 from clipjax.secagg.aggregate import MAX_DIM, SecAggStats, SecureSumResult, weight_codes
-from clipjax.secagg.fast_sum import SimulationMismatch
+from clipjax.secagg.fast_sum import SimulationMismatch, check_same_fields
+from clipjax.secagg.host_crypto import sealed_size
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
 from clipjax.secagg.protocol import (SIMULATE, SIMULATE_MODES, STAGES, Dropouts, RoundAborted,
                                      RoundSetup, ServerTranscript, open_from_peer,
@@ -48,7 +49,7 @@ from clipjax.secagg.stream import (ChunkKeys, SecureSumStream, masked_partial, s
 __all__ = [
     "MAX_DIM", "SIMULATE", "SIMULATE_MODES", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted",
     "RoundSetup", "SecAggParameters", "SecAggStats", "SecureSumResult", "SecureSumStream",
-    "ServerTranscript", "SimulationMismatch", "ThreatModel", "check_bits",
+    "ServerTranscript", "SimulationMismatch", "ThreatModel", "check_bits", "check_same_fields",
     "choose_parameters", "failure_bounds", "masked_partial", "max_safe_bits", "open_from_peer",
-    "seal_for_peer", "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
+    "seal_for_peer", "sealed_size", "secure_sum", "secure_sum_tree", "setup_round", "weight_codes",
 ]

@@ -29,10 +29,18 @@ _ZERO_NONCE = np.zeros(3, np.uint32)
 
 
 def chunk_words_for(num_streams: int, length: int, budget: int = DEFAULT_BUDGET_WORDS) -> int:
-  """Static chunk size: a multiple of 16 with ``num_streams * chunk <= budget`` (at least 16)."""
-  padded = -(-length // 16) * 16
-  by_budget = max(16, budget // max(num_streams, 1) // 16 * 16)
-  return min(padded, by_budget)
+  """Static chunk size: a multiple of 16 with ``num_streams * chunk <= budget`` (at least 16).
+
+  The fewest chunks the budget allows, split evenly (to within a block), so the last chunk is
+  not mostly padding: 20 streams of 437,151 words took two chunks of 419,424 words (92% of the
+  second one padding, the FEMNIST round's encoder ran twice the work), now two of 218,576.
+  Every word's keystream position and arithmetic are the same whatever the chunk, so the
+  output is too.
+  """
+  blocks = max(1, -(-length // 16))
+  by_budget = max(1, budget // max(num_streams, 1) // 16)  # blocks per chunk the budget allows
+  chunks = -(-blocks // by_budget)
+  return 16 * -(-blocks // chunks)
 
 
 def _nonces(count: int, nonce: np.ndarray) -> jax.Array:

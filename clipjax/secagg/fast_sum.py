@@ -6,8 +6,10 @@ whatever keys the clients drew. Everything else the round reveals is decided by 
 reproduce each output of :class:`clipjax.secagg.SecureSumStream` without the cryptography:
 
 * AdvertiseKeys: the same setup (``setup_round(..., simulate="sum")``): the seed's graph and
-  drop-outs, U1 and its abort test, but no key pairs (a caller that needs pairwise keys, like
-  CLIP's sealed time broadcast, gets them drawn on first use).
+  drop-outs, U1 and its abort test, but no key pairs (a caller that asks for a pairwise key
+  gets the pair drawn on first use; CLIP's sealed time broadcast asks for none under ``sum``:
+  :mod:`clipjax.clip.broadcast` delivers the reports as opening them would, and compares its
+  deliveries with :func:`check_same_fields` on verify rounds).
 * ShareKeys: :func:`clipjax.secagg.stages.plan_shares`, the function the protocol itself decides
   with: U2, ``too_few_holders``, the abort and the traffic; no self-mask seeds, no Shamir
   shares, no AES-GCM.
@@ -37,6 +39,7 @@ runs the protocol and reveals this same sum, so its privacy is what the protocol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -104,7 +107,22 @@ def difference(protocol, fast) -> str | None:
 def check_same(round_index: int, protocol, fast) -> None:
   """Raises :class:`SimulationMismatch` (one line) if ``sum``'s outcome differs from the
   protocol's (see :func:`difference`)."""
-  field = difference(protocol, fast)
+  _stop_on(round_index, difference(protocol, fast))
+
+
+def check_same_fields(round_index: int, protocol: Sequence[tuple[str, Any]],
+                      fast: Sequence[tuple[str, Any]]) -> None:
+  """:func:`check_same` for another record of the round that ``sum`` simulates without its
+  cryptography (CLIP's time reports): ``(name, value)`` pairs in the order they are compared.
+
+  Raises:
+    SimulationMismatch: (one line) naming the first field whose values differ in any bit.
+  """
+  _stop_on(round_index, next((name for (name, a), (_, b) in zip(protocol, fast)
+                              if not _same(a, b)), None))
+
+
+def _stop_on(round_index: int, field: str | None) -> None:
   if field is not None:
     raise SimulationMismatch(f"secagg round_index {round_index}: simulate='sum' differs from "
                              f"the protocol in {field} (caught by verify)")

@@ -90,6 +90,11 @@ def seal(key: bytes, plaintext: bytes, aad: bytes, rng: Randomness) -> bytes:
   return nonce + body + tag
 
 
+def sealed_size(plaintext_bytes: int) -> int:
+  """Bytes :func:`seal` returns for a plaintext of ``plaintext_bytes`` (nonce, body, tag)."""
+  return NONCE_BYTES + int(plaintext_bytes) + TAG_BYTES
+
+
 def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
   """Inverse of :func:`seal`.
 

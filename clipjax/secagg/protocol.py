@@ -15,7 +15,7 @@ the simulated drop-outs, so two rounds never share masks even with the same seed
 ``simulate`` (:data:`SIMULATE_MODES`) says how the round's secure sum is simulated: ``protocol``
 runs every stage with real keys; ``sum`` (:mod:`clipjax.secagg.fast_sum`) computes the same
 result from the public choices alone, so its setup draws no keys up front (a caller that still
-needs pairwise keys, such as CLIP's sealed time broadcast, gets them drawn on first use);
+asks for a pairwise key gets the pair drawn on first use; CLIP's time broadcast asks for none);
 ``verify`` runs the protocol and checks ``sum`` against it bit for bit.
 
 References:

@@ -9,6 +9,8 @@ import json
 import pytest
 
 from clipjax import experiment, secagg
+from clipjax.clip import broadcast
+from clipjax.clip.stragglers import TIME_REPORT_BYTES
 from clipjax.config_types import ExperimentSpec
 from clipjax.round import settings
 from clipjax.secagg import stream as stream_lib
@@ -19,12 +21,13 @@ HOST_FIELDS = ("host_seconds", "host_seconds_train", "host_seconds_sum", "host_s
                "host_seconds_eval", "secagg_seconds")
 
 
-def _config(**secagg_keys):
+def _config(method="clip_compute", **secagg_keys):
   # Seed 6 with 30% drop-outs, k = 4 and t = 4 on 6 clients: rounds 2 and 4 finish with a
   # drop-out, round 3 aborts at ShareKeys and round 5 at MaskedInputCollection. Chunks of 2
   # clients feed the stream; CLIP's sealed time broadcast runs from round 2 on.
-  c = tiny_config("clip_compute", degree=4, threshold=4, allow_weak_parameters=True,
-                  dropout_rate=0.3, **secagg_keys)
+  secagg_keys = {"degree": 4, **secagg_keys}
+  c = tiny_config(method, threshold=4, allow_weak_parameters=True, dropout_rate=0.3,
+                  **secagg_keys)
   c.seed, c.num_clients, c.rounds, c.eval_every = 6, 6, 5, 5
   c.scale.chunk_clients = 2
   return c
@@ -57,6 +60,29 @@ def test_five_femnist_rounds_give_the_protocols_metrics(tmp_path):
   same = lambda s: json.dumps({k: v for k, v in s.items() if "host_seconds" not in k},  # noqa: E731
                               sort_keys=True)  # NaN (the aborted last round's loss) included
   assert same(summaries["sum"]) == same(summaries["protocol"])
+
+
+# CLIP's time broadcast: the same reports reach the same clients (drop-outs at AdvertiseKeys
+# send and hear none), so the same clients prune by as much, and the clock charges the same
+# ciphertext bytes. A client drops before AdvertiseKeys while the broadcast runs in rounds 2
+# and 3 with seed 2 under SecAgg (t = 4 of 6; both rounds then abort later), in round 3 with
+# seed 6 under SecAgg+. The sum run verifies round 2; round 3 is its own.
+@pytest.mark.parametrize("protocol,seed", [("secagg", 2), ("secagg+", 6)])
+@pytest.mark.parametrize("method", ["clip_compute", "clip_network"])
+def test_clip_rows_with_sum_are_the_protocols(method, protocol, seed, tmp_path):
+  rows = {}
+  for mode, verify in (("protocol", 0), ("sum", 2)):
+    c = _config(method, protocol=protocol, degree=0 if protocol == "secagg" else 4,
+                simulate=mode, verify_every=verify)
+    c.seed, c.rounds, c.eval_every = seed, 3, 3
+    experiment.run(c, str(tmp_path / mode))
+    rows[mode] = read_rows(tmp_path / mode)
+  assert [_dumped(r) for r in rows["sum"]] == [_dumped(r) for r in rows["protocol"]]
+  protocol_rows = rows["protocol"]
+  assert any(r["stragglers"] for r in protocol_rows)
+  full = 6 * (5 if protocol == "secagg" else 4) * secagg.sealed_size(TIME_REPORT_BYTES)
+  relayed = [r.get("broadcast_bytes") for r in protocol_rows[1:]]
+  assert all(relayed) and min(relayed) < full  # fewer than every report: drop-outs
 
 
 def test_verify_stops_the_run_on_a_bit_difference(tmp_path, monkeypatch):
@@ -97,3 +123,21 @@ def test_the_mode_of_each_round():
 def test_bad_simulate_settings_are_named(key, value, match):
   with pytest.raises(ValueError, match=match):
     ExperimentSpec.from_config(_config(**{key: value}))
+
+
+def test_verify_stops_the_run_when_the_time_reports_differ(tmp_path, monkeypatch):
+  plain = broadcast._plain
+
+  def late_report(routes, reports):  # a broken sum path: one report arrives 1 ulp late
+    known, relay = plain(routes, reports)
+    known.fit.view("u8")[routes.receiver[0], routes.slot[0]] += 1
+    return known, relay
+
+  monkeypatch.setattr(broadcast, "_plain", late_report)
+  c = _config(simulate="sum", verify_every=2)
+  c.rounds = 2
+  with pytest.raises(secagg.SimulationMismatch,
+                     match=r"^secagg round_index 1: simulate='sum' differs from the protocol in "
+                           r"time reports fit \(caught by verify\)$"):
+    experiment.run(c, str(tmp_path))
+  assert [r["round"] for r in read_rows(tmp_path)] == [1]

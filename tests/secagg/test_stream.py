@@ -214,3 +214,29 @@ def test_errors_name_the_problem():
     secagg.SecureSumStream(secagg.setup_round(n, protocol="secagg"), dim=0)
   with pytest.raises(ValueError, match="must be a RoundSetup"):
     secagg.SecureSumStream(None, dim=DIM)
+
+
+@pytest.mark.parametrize("streams,length,budget", [
+    (20, 437_151, blinding.DEFAULT_BUDGET_WORDS), (50, 219_707, blinding.DEFAULT_BUDGET_WORDS),
+    (3, 38, 64), (3, 38, 1 << 20), (100, 5, 16), (7, 1_000, 2_048)])
+def test_chunks_fit_the_budget_evenly(streams, length, budget):
+  chunk = blinding.chunk_words_for(streams, length, budget)
+  blocks, per_budget = -(-length // 16), max(1, budget // streams // 16)
+  fewest = -(-blocks // per_budget)
+  assert chunk % 16 == 0 and chunk <= 16 * per_budget
+  assert -(-length // chunk) == fewest  # no more chunks than the budget needs
+  assert fewest * chunk - length < 16 * fewest  # padding: under one block per chunk
+  if (streams, length) == (20, 437_151):
+    assert chunk == 218_576  # was 419,424: the second chunk 92% padding
+
+
+def test_the_codes_do_not_depend_on_the_chunk_length():
+  rng = np.random.default_rng(3)
+  x = rng.normal(0.0, 0.4, (5, 1_000)).astype(np.float32)
+  codes, _ = aggregate.weight_codes(rng.integers(1, 50, 5).astype(np.float64), 5, 16, 50.0)
+  hi, lo = quantize.scale_pair(codes, 1.0)
+  args = (jnp.asarray(x), jnp.ones(5, bool), jnp.asarray(hi), jnp.asarray(lo),
+          jnp.asarray(codes), jnp.asarray(rng.integers(0, 2**32, (5, 8), dtype=np.uint32)))
+  outs = [np.asarray(stream_lib._encoded_rows(*args, clip=1.0, bits=16, chunk_words=w))
+          for w in (blinding.chunk_words_for(5, 1_001, 5 * 16 * b) for b in (7, 20, 63))]
+  assert all(np.array_equal(o, outs[0]) for o in outs[1:])
