@@ -34,6 +34,7 @@ from clipjax.data import paths, tfds_store
 
 ZIP_FILE = "cifar10/cifar10_jpeg.zip"
 BINARY_FILE = "cifar10/cifar-10-binary.tar.gz"
+RAW_FILES = (BINARY_FILE, ZIP_FILE)  # what load looks for, in this order
 TRAIN_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_BATCHES = ("test_batch.bin",)
 _RECORD = 1 + 32 * 32 * 3
@@ -161,7 +162,7 @@ def load(data_dir=None) -> tuple[Arrays, Arrays, tfds_store.RawSource | None]:
   """
   if data_dir is None and (found := _from_tfds_cifar10()) is not None:
     return found[0], found[1], None
-  raw = paths.locate_first((BINARY_FILE, ZIP_FILE), "cifar10", data_dir)
+  raw = paths.locate_first(RAW_FILES, "cifar10", data_dir)
   if raw.name == pathlib.Path(BINARY_FILE).name:
     train, test = read_binary(raw)
     return train, test, tfds_store.raw_source([raw], paths.tfds_dir())

@@ -23,7 +23,6 @@ own layout, ``<mirror>/<dataset>/<file>``, which is how the tests serve small ar
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import http.client
 import os
 import pathlib
@@ -32,7 +31,7 @@ import urllib.error
 import urllib.request
 from typing import Iterable, Sequence
 
-from clipjax.data import cifar10, femnist, femnist_sources, paths, shakespeare
+from clipjax.data import cifar10, femnist, femnist_sources, paths, shakespeare, tfds_store
 
 MIRROR_ENV = "CLIPJAX_DATA_MIRROR"
 DATASETS = ("femnist", "shakespeare", "cifar10")
@@ -88,12 +87,9 @@ def sources(dataset: str) -> tuple[Source, ...]:
   raise ValueError(f"Unknown dataset {dataset!r}; choose from {', '.join(DATASETS)} or all.")
 
 
-# What the loaders accept for each dataset (any one of them), below a data folder.
-LOADER_FILES = {
-    "femnist": (femnist.NPZ_FILE, femnist.LEAF_FOLDER),
-    "shakespeare": (shakespeare.RAW_FILE,),
-    "cifar10": (cifar10.BINARY_FILE, cifar10.ZIP_FILE),
-}
+# What the loaders accept for each dataset (any one of them, in their order of preference).
+LOADER_FILES = {"femnist": femnist.RAW_FILES, "shakespeare": shakespeare.RAW_FILES,
+                "cifar10": cifar10.RAW_FILES}
 
 
 def present(dataset: str) -> pathlib.Path | None:
@@ -111,15 +107,6 @@ def url_of(source: Source, mirror: str | None) -> str:
   return source.url
 
 
-def sha256_of(path: pathlib.Path) -> str:
-  """Hex sha256 of a file, read in 1 MiB blocks."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(_CHUNK), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def fetch(source: Source, folder: pathlib.Path, *, mirror: str | None = None,
           progress: bool = True) -> pathlib.Path:
   """Downloads one file into ``folder / source.dest`` (resuming a ``.part``), checks its sha256.
@@ -133,7 +120,7 @@ def fetch(source: Source, folder: pathlib.Path, *, mirror: str | None = None,
   """
   target = pathlib.Path(folder) / source.dest
   if target.exists():
-    if sha256_of(target) == source.sha256:
+    if tfds_store.sha256_of(target) == source.sha256:
       return target
     raise DownloadError(
         f"{target} exists but its sha256 is not the pinned {source.sha256[:16]}...: it is not the "
@@ -170,7 +157,7 @@ def fetch(source: Source, folder: pathlib.Path, *, mirror: str | None = None,
     raise DownloadError(
         f"could not download {url}: {reason}{kept}. Offline: download it by hand and put it at "
         f"{target}, or set ${MIRROR_ENV} to a mirror of the data folder.") from None
-  got = sha256_of(part)
+  got = tfds_store.sha256_of(part)
   if got != source.sha256:
     part.unlink()
     raise DownloadError(

@@ -29,6 +29,7 @@ from clipjax.data import paths, tfds_store
 
 NPZ_FILE = "femnist/femnist_leaf_300writers_uint8.npz"
 LEAF_FOLDER = "femnist/leaf_json"  # what scripts/download_data.py femnist writes
+RAW_FILES = (NPZ_FILE, LEAF_FOLDER)  # what load_clients looks for, in this order
 NUM_CLASSES = 62
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -167,7 +168,7 @@ def load_clients(data_dir: str | pathlib.Path | None = None) -> tfds_store.Clien
   if data_dir is not None and is_leaf_folder(pathlib.Path(data_dir)):
     manual, config = pathlib.Path(data_dir).resolve(), "leaf_json"
   else:
-    found = paths.locate_first((NPZ_FILE, LEAF_FOLDER), "femnist", data_dir)
+    found = paths.locate_first(RAW_FILES, "femnist", data_dir)
     if found.name == pathlib.Path(NPZ_FILE).name:
       manual, config = found.parent, "npz"
     else:

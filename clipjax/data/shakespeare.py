@@ -64,6 +64,7 @@ import tensorflow_datasets as tfds
 from clipjax.data import paths, tfds_store
 
 RAW_FILE = "shakespeare/shakespeare.txt.gz"
+RAW_FILES = (RAW_FILE,)  # what load_clients looks for
 ALL_LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
 NUM_SYMBOLS = len(ALL_LETTERS)  # 80
 UNKNOWN_ID = NUM_SYMBOLS - 1

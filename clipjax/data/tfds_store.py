@@ -86,25 +86,40 @@ def _read_json(path: pathlib.Path) -> dict:
     return {}
 
 
-def file_sha256(path: pathlib.Path, cache_folder: pathlib.Path) -> str:
-  """sha256 of ``path``, cached in ``cache_folder/raw_sha256.json`` by (size, mtime)."""
-  path = pathlib.Path(path).resolve()
-  stat = path.stat()
-  stamp = [stat.st_size, stat.st_mtime_ns]
-  table_file = pathlib.Path(cache_folder) / _HASHES
-  table = _read_json(table_file)
-  entry = table.get(str(path))
-  if entry and entry[:2] == stamp:
-    return entry[2]
+def sha256_of(path: pathlib.Path) -> str:
+  """Hex sha256 of a file, read in 1 MiB blocks."""
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
-  table = _read_json(table_file)  # re-read: another process may have added entries
-  table[str(path)] = stamp + [digest.hexdigest()]
-  pathlib.Path(cache_folder).mkdir(parents=True, exist_ok=True)
-  _write_json(table_file, table)
   return digest.hexdigest()
+
+
+def file_sha256s(paths: Sequence[pathlib.Path], cache_folder: pathlib.Path) -> list[str]:
+  """sha256 of each of ``paths``, cached in ``cache_folder/raw_sha256.json`` by (size, mtime):
+  the table is read once, only files whose size or mtime changed are hashed, and it is written
+  once if anything was."""
+  table_file = pathlib.Path(cache_folder) / _HASHES
+  table = _read_json(table_file)
+  fresh, out = {}, []
+  for path in (pathlib.Path(p).resolve() for p in paths):
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    entry = table.get(str(path))
+    if not (entry and entry[:2] == stamp):
+      entry = fresh[str(path)] = stamp + [sha256_of(path)]
+    out.append(entry[2])
+  if fresh:
+    table = _read_json(table_file)  # re-read: another process may have added entries
+    table.update(fresh)
+    pathlib.Path(cache_folder).mkdir(parents=True, exist_ok=True)
+    _write_json(table_file, table)
+  return out
+
+
+def file_sha256(path: pathlib.Path, cache_folder: pathlib.Path) -> str:
+  """sha256 of one file, cached as :func:`file_sha256s` caches it."""
+  return file_sha256s([path], cache_folder)[0]
 
 
 def raw_source(files: Sequence[pathlib.Path], cache_folder: pathlib.Path) -> RawSource:
@@ -112,7 +127,7 @@ def raw_source(files: Sequence[pathlib.Path], cache_folder: pathlib.Path) -> Raw
   paths = sorted(pathlib.Path(f).resolve() for f in files)
   if not paths:
     raise ValueError("no raw data files to fingerprint.")
-  hashes = [file_sha256(p, cache_folder) for p in paths]
+  hashes = file_sha256s(paths, cache_folder)
   if len(paths) == 1:
     return RawSource((str(paths[0]),), hashes[0])
   lines = "".join(f"{p.name} {h}\n" for p, h in zip(paths, hashes))
