@@ -16,7 +16,7 @@ Scenario "population": all 300 writers of the data form the population, a cohort
       --methods=fedavg,random,clip_compute --seeds=0,1,2
 
 Measured on 2 CPU cores with --config.model.width=0.25, every round evaluated, seed 0
-(2026-11-22; the clock charges each method only its own protocol steps; the full tables were in
+(2026-11-22, with secagg.max_weight=1000, then the default; since 2026-12-03 the default is 0; the clock charges each method only its own protocol steps; the full tables were in
 the README until commit 6f8a090, `git show 6f8a090^:README.md`, "Results"):
   scenario a, 1 local epoch: fedavg 0.763 s/round, acc 0.682; clip_compute 0.776 s (1.6% LONGER:
     the time broadcast costs more than pruning saves), 0.682; fluid 1.7% shorter than fedavg_plain.
