@@ -20,7 +20,14 @@ side is compiled or warmed up once, then timed `--repeats` times in turn (best t
 
 Prints a Markdown table and one JSON line (`ratio_round_vs_torch_loop[<model>]`,
 `ratio_client_vs_torch[<model>]`, samples/s of every side). PyTorch comes from the optional
-`bench` extra: `pip install -e '.[bench]'`.
+`bench` extra: `pip install -e '.[bench]'`; `--torch=false` times the clipjax sides alone.
+
+XLA:CPU options (`--xla_modes=default,onednn,xnnpack,xnn_graph,fast_loops`, see `XLA_MODES`):
+XLA_FLAGS are read once per process, so each mode times the clipjax round (the first C, default
+loop and chunk) in its own subprocess, the modes one after another, and a second table gives
+each mode's samples/s and its ratio to `default`:
+
+  python scripts/bench_train.py --torch=false --clients=10 --xla_modes=default,onednn,xnnpack
 """
 
 import dataclasses
@@ -28,6 +35,7 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
 import sys
 import time
 
@@ -58,7 +66,24 @@ _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed repetitions of each side (b
 _SCAN = flags.DEFINE_bool("scan", True, "Also time clipjax's device-side scan on one client.")
 _LSTM_UNROLL = flags.DEFINE_list("lstm_unroll", [], "Extra LSTM time-scan unroll factors to "
                                  "time on one client (the model's default is 1).")
+_TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch sides (needs the bench extra).")
+_XLA_MODES = flags.DEFINE_list("xla_modes", [], "XLA:CPU option sets (keys of XLA_MODES) to "
+                               "time the clipjax round under, each in its own subprocess.")
+_CHILD_XLA = flags.DEFINE_string("child_xla", "", "internal: time one XLA mode in this process")
 _LR = 0.01
+
+# XLA:CPU option sets tried for training (appended to XLA_FLAGS of a subprocess). oneDNN and
+# XNNPACK are the libraries this jaxlib links for convolutions and matmuls; `fast_loops` is the
+# ChaCha20 setting of `clipjax.secagg.chacha.FAST_XLA_FLAGS` (small while loops as one function).
+XLA_MODES = {
+    "default": "",
+    "onednn": "--xla_cpu_use_onednn=true",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "xnn_graph": ("--xla_cpu_use_xnnpack=true "
+                  "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY"),
+    "fast_loops": ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1048576"
+                   " --xla_cpu_prefer_vector_width=512"),
+}
 
 # model -> (batch size of its config, data kind, per-example input shape)
 SETTINGS = {"vgg9": (32, "images", (32, 32, 3)), "leaf_cnn": (10, "images", (28, 28, 1)),
@@ -153,8 +178,8 @@ def _time(fn, repeats):
   return best
 
 
-def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll=()):
-  import torch  # pylint: disable=import-outside-toplevel
+def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll=(),
+                with_torch=True):
   batch, kind, shape = SETTINGS[name]
   n = n or 3 * batch
   model = get_model(name, width=width)
@@ -163,8 +188,10 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
   bf = lambda xc, yc, idx: example_batch(kind, xc, yc, idx)  # noqa: E731
   rng = np.random.default_rng(0)
   xs, ys, vs = _data(kind, shape, model.num_classes, max(clients), n, rng)
-  torch_clients = TorchClients(name, width, model.num_classes, kind, batch)
-  tx, ty = torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
+  if with_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    torch_clients = TorchClients(name, width, model.num_classes, kind, batch)
+    tx, ty = torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
   loop = training.default_loop()
   default_chunk = training.default_client_batch(name)
 
@@ -188,11 +215,17 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
         sides.append((f"clipjax round, {loop} loop, {default_chunk or num} client(s)/step, "
                       f"{streams} streams", "streams", num,
                       clipjax_side(num, default_chunk, streams=int(streams))))
-    sides.append(("pytorch client loop", "torch_loop", num,
-                  lambda num=num: [torch_clients.train_client(tx[c], ty[c], n) for c in range(num)]))
-  sides.append(("clipjax one client", "client", 1, clipjax_side(1, 1)))
-  sides.append(("pytorch one client", "torch_client", 1,
-                lambda: torch_clients.train_client(tx[0], ty[0], n)))
+    if with_torch:
+      sides.append(("pytorch client loop", "torch_loop", num,
+                    lambda num=num: [torch_clients.train_client(tx[c], ty[c], n)
+                                     for c in range(num)]))
+  if _CHILD_XLA.value:  # an XLA mode's subprocess times the round alone
+    sides = [side for side in sides if side[1] == "round"]
+  else:
+    sides.append(("clipjax one client", "client", 1, clipjax_side(1, 1)))
+  if with_torch:
+    sides.append(("pytorch one client", "torch_client", 1,
+                  lambda: torch_clients.train_client(tx[0], ty[0], n)))
   if with_scan:
     sides.append(("clipjax one client, device scan", "scan", 1, clipjax_side(1, 0, "scan")))
   for unroll in (lstm_unroll if name == "leaf_lstm" else ()):
@@ -206,32 +239,74 @@ def bench_model(name, clients, chunks, width, n, repeats, with_scan, lstm_unroll
   return rows
 
 
+def _xla_mode_rates(modes) -> dict:
+  """(model, mode) -> samples/s of the clipjax round, each mode timed in its own subprocess."""
+  unknown = [m for m in modes if m not in XLA_MODES]
+  if unknown:
+    raise SystemExit(f"unknown --xla_modes {unknown}; choose from {', '.join(XLA_MODES)}")
+  rates = {}
+  for mode in modes:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), XLA_MODES[mode]]).strip()
+    cmd = [sys.executable, __file__, f"--child_xla={mode}", "--torch=false", "--scan=false",
+           f"--models={','.join(_MODELS.value)}", f"--clients={_CLIENTS.value[0]}",
+           f"--width={_WIDTH.value}", f"--examples={_EXAMPLES.value}",
+           f"--repeats={_REPEATS.value}"]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    for name, rate in json.loads(out.strip().splitlines()[-1])["round_samples_per_s"].items():
+      rates[(name, mode)] = rate
+  return rates
+
+
 def main(argv):
   del argv
-  import torch  # pylint: disable=import-outside-toplevel
   clients = [int(c) for c in _CLIENTS.value]
   chunks = [int(c) for c in _CHUNKS.value]
+  with_torch = _TORCH.value and not _CHILD_XLA.value
   all_rows, result = [], {"bench": "train", "backend": jax.default_backend(),
                           "cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "jax": jax.__version__, "torch": torch.__version__, "width": _WIDTH.value}
+                          "cores": len(os.sched_getaffinity(0)), "jax": jax.__version__,
+                          "width": _WIDTH.value, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  if with_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    result.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+  if _XLA_MODES.value and not _CHILD_XLA.value:
+    rates = _xla_mode_rates(_XLA_MODES.value)
+    base = {name: rates.get((name, "default")) for name in _MODELS.value}
+    table = []
+    for (name, mode), rate in rates.items():
+      ratio = rate / base[name] if base[name] else None
+      table.append((name, mode, XLA_MODES[mode] or "(none)", rate,
+                    "" if ratio is None else f"{ratio:.2f}x"))
+      result[f"xla_mode_samples_per_s[{name}][{mode}]"] = rate
+      if ratio is not None:
+        result[f"ratio_xla_mode_vs_default[{name}][{mode}]"] = ratio
+    print(f"clipjax round, C={clients[0]}, by XLA:CPU option set (one subprocess each):")
+    print(summary_lib.markdown_table(["model", "mode", "XLA_FLAGS", "samples/s", "vs default"],
+                                     table))
   for name in _MODELS.value:
     if name not in SETTINGS:
       raise SystemExit(f"unknown model {name!r}; choose from {', '.join(SETTINGS)}")
     rows = bench_model(name, clients, chunks, _WIDTH.value, _EXAMPLES.value, _REPEATS.value,
-                       _SCAN.value, [int(u) for u in _LSTM_UNROLL.value])
+                       _SCAN.value, [int(u) for u in _LSTM_UNROLL.value], with_torch)
     all_rows += rows
     rate = {(role, num): r for _, _, role, num, _, r in rows}
-    for num in clients:
-      result[f"ratio_round_vs_torch_loop[{name}][C={num}]"] = (rate[("round", num)]
-                                                              / rate[("torch_loop", num)])
-    result[f"ratio_round_vs_torch_loop[{name}]"] = min(
-        result[f"ratio_round_vs_torch_loop[{name}][C={num}]"] for num in clients)
-    result[f"ratio_client_vs_torch[{name}]"] = rate[("client", 1)] / rate[("torch_client", 1)]
+    if _CHILD_XLA.value:
+      result.setdefault("round_samples_per_s", {})[name] = rate[("round", clients[0])]
+      continue
+    if with_torch:
+      for num in clients:
+        result[f"ratio_round_vs_torch_loop[{name}][C={num}]"] = (rate[("round", num)]
+                                                                / rate[("torch_loop", num)])
+      result[f"ratio_round_vs_torch_loop[{name}]"] = min(
+          result[f"ratio_round_vs_torch_loop[{name}][C={num}]"] for num in clients)
+      result[f"ratio_client_vs_torch[{name}]"] = rate[("client", 1)] / rate[("torch_client", 1)]
     for _, label, _, num, _, r in rows:
       result[f"samples_per_s[{name}][{label}][C={num}]"] = r
-  print(summary_lib.markdown_table(["model", "side", "clients", "best s", "samples/s"],
-                              [(m, label, num, sec, r) for m, label, _, num, sec, r in all_rows]))
+  if not _CHILD_XLA.value:
+    print(summary_lib.markdown_table(["model", "side", "clients", "best s", "samples/s"],
+                                     [(m, label, num, sec, r)
+                                      for m, label, _, num, sec, r in all_rows]))
   print(json.dumps(result))
 
 
