@@ -283,19 +283,38 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
     broadcasting, relay_bytes = True, relay.bytes_per_client(num)
     fields["broadcast_bytes"] = relay.bytes_relayed
   else:  # the server sees every client's times in the clear (FLuID's clients report them)
-    known = KnownTimes(fit=np.tile(said_fit, (num, 1)), net=np.tile(said_net, (num, 1)),
-                       valid=~np.eye(num, dtype=bool) & reported[None, :])
+    known = every_report_heard(said_fit, said_net, reported)
   if any_liars:
     fields["liars"] = np.flatnonzero(liars).tolist()
+  everyone = every_report_heard(said_fit, said_net, reported)
   if reports.rule == "plausible":  # implausible reports count as never received
-    allowed = bounds(relay_bytes).allows(known.fit, known.net)
+    public = bounds(relay_bytes)
+    allowed = public.allows(known.fit, known.net)
     fields["implausible_reports"] = int(np.sum(known.valid & ~allowed))
     known = dataclasses.replace(known, valid=known.valid & allowed)
-  is_straggler, p = decide_keep_fractions(
-      known, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
-      table=keep.table, rho_min=keep.rho_min)
-  is_straggler = np.asarray(is_straggler) & reported  # no own times: no decision
-  p = np.where(reported, p, 1.0).astype(np.float32)
+    everyone = dataclasses.replace(
+        everyone, valid=everyone.valid & public.allows(everyone.fit, everyone.net))
+
+  def decide(heard: KnownTimes) -> tuple[np.ndarray, np.ndarray]:
+    flagged, p = decide_keep_fractions(
+        heard, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
+        table=keep.table, rho_min=keep.rho_min)
+    flagged = np.asarray(flagged) & reported  # no own times: no decision
+    return flagged, np.where(reported, p, 1.0).astype(np.float32)
+
+  is_straggler, p = decide(known)
   fields["stragglers"] = np.flatnonzero(is_straggler).tolist()
   fields["keep_fraction"] = [round(float(x), 4) for x in p]
+  # The same rule with every client's report heard (FLuID's view, a complete graph's): what
+  # each client would have decided had it known the global quantile (issue 27's yardstick).
+  all_flagged, all_p = decide(everyone) if method.broadcasts else (is_straggler, p)
+  fields["stragglers_all_heard"] = np.flatnonzero(all_flagged).tolist()
+  fields["pruning_all_heard"] = np.flatnonzero(all_flagged & (all_p < 1.0)).tolist()
   return Decision(is_straggler, p, broadcasting, relay_bytes, fields)
+
+
+def every_report_heard(fit: np.ndarray, net: np.ndarray, reported: np.ndarray) -> KnownTimes:
+  """Each client knows every other client's reported times (the server's view under FLuID)."""
+  num = len(reported)
+  return KnownTimes(fit=np.tile(fit, (num, 1)), net=np.tile(net, (num, 1)),
+                    valid=~np.eye(num, dtype=bool) & np.asarray(reported, bool)[None, :])

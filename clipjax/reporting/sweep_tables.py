@@ -206,6 +206,7 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
     tta_cut = _cut(tta[method], tta[ref]) if vs else None
     delta = paired_delta(acc[method], acc[ref]) if vs else None
     inv, slack = zip(*(tables.straggler_counts(r.history) for r in runs.values()))
+    pooled = tables.decisions_vs_all_heard([row for r in runs.values() for row in r.history])
     rows.append((
         method, "on" if next(iter(runs.values())).secure else "off",
         f"{','.join(map(str, seeds))} (n={len(seeds)})"
@@ -221,6 +222,7 @@ def scenario_rows(by_method: Mapping[str, Mapping[int, Run]], target: float) -> 
         _mean(tables.pruning_per_round(r.history) for r in runs.values()),
         _blank(_mean(tables.slow_pruning(r.history)[0] for r in runs.values())),
         _blank(_mean(tables.slow_pruning(r.history)[1] for r in runs.values())),
+        *(tables.recall_precision_cell(pooled[kind]) for kind in ("flagged", "pruning")),
         _blank(_mean(inv)), _blank(_mean(slack)),
         "/".join(sorted({f"{fast_tier(r.config, r.summary) / 1e9:.3g} ({calibration(r)})"
                          for r in runs.values()})),
@@ -237,6 +239,7 @@ def header(target: float) -> list[str]:
           f"virtual s to acc {target:g}", "time-to-acc cut", "final acc, mean [95% CI]",
           "acc delta, points [95% CI, paired]", tables.KEEP_COLUMN, "stragglers/round",
           "pruning/round", tables.RECALL_COLUMN, tables.PRECISION_COLUMN,
+          tables.SELF_ID_COLUMN + " (pooled)", tables.PRUNE_ID_COLUMN + " (pooled)",
           "invariant units (stragglers)", "slack units (stragglers)",
           "fast tier GFLOP/s (calibration)"]
 

@@ -91,6 +91,40 @@ def slow_pruning(history: list[dict[str, Any]]) -> tuple[float | None, float | N
   return (both / slow if slow else None), (both / pruned if pruned else None)
 
 
+SELF_ID_COLUMN = "flagged vs all heard R/P"   # stragglers vs stragglers_all_heard
+PRUNE_ID_COLUMN = "pruning vs all heard R/P"   # pruning vs pruning_all_heard
+
+
+def _recall_precision(pairs) -> tuple[float | None, float | None]:
+  """Pooled (recall, precision) of predicted sets against reference sets."""
+  ref = got = both = 0
+  for truth, predicted in pairs:
+    ref, got, both = ref + len(truth), got + len(predicted), both + len(truth & predicted)
+  return (both / ref if ref else None), (both / got if got else None)
+
+
+def decisions_vs_all_heard(history: list[dict[str, Any]]) -> dict[str, tuple[float | None,
+                                                                            float | None]]:
+  """How each client's own decision compares with the one it would take with every client's
+  report heard (`stragglers_all_heard`, `pruning_all_heard`), pooled over rounds from 2 on:
+  {"flagged": (recall, precision), "pruning": (recall, precision)}. Recall: the share of the
+  all-heard decisions a client also took; precision: the share of its decisions the all-heard
+  rule also takes. None without a denominator (or rows written before the fields existed)."""
+  rows = [r for r in history if r.get("round", 0) >= 2 and "stragglers_all_heard" in r
+          and "aborted" not in r and "skipped" not in r]
+  return {"flagged": _recall_precision((set(r["stragglers_all_heard"]), set(r["stragglers"]))
+                                       for r in rows),
+          "pruning": _recall_precision((set(r["pruning_all_heard"]), set(_pruning(r)))
+                                       for r in rows)}
+
+
+def recall_precision_cell(pair: tuple[float | None, float | None]) -> str:
+  """"R / P" with 3 decimals, "-" for a share without a denominator, "" for neither."""
+  if pair == (None, None):
+    return ""
+  return " / ".join("-" if v is None else f"{v:.3f}" for v in pair)
+
+
 def straggler_counts(history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
   """Mean (invariant, slack) units over the clients that pruned, over all rounds."""
   inv, slack = [], []
@@ -116,6 +150,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
     inv, slack = straggler_counts(history)
     keep = straggler_keep(history)
     recall, precision = slow_pruning(history)
+    vs_all = decisions_vs_all_heard(history)
     spacing = eval_spacing(history)
     rows.append((
         name, "on" if secure else "off", means[name],
@@ -127,6 +162,7 @@ def comparison_rows(runs: dict[str, tuple[dict, list]], target: float) -> list[t
         "" if keep is None else round(keep, 4),
         round(stragglers_per_round(history), 2), round(pruning_per_round(history), 2),
         "" if recall is None else round(recall, 3), "" if precision is None else round(precision, 3),
+        recall_precision_cell(vs_all["flagged"]), recall_precision_cell(vs_all["pruning"]),
         "" if inv is None else round(inv, 1), "" if slack is None else round(slack, 1),
     ))
   return rows
@@ -136,7 +172,7 @@ def comparison_table(runs: dict[str, tuple[dict, list]], target: float) -> str:
   header = ["method", "SecAgg", "mean round s (virtual)", "round-time cut",
             f"virtual s to acc {target:g}", "final acc", "acc delta (points)",
             KEEP_COLUMN, "stragglers/round", "pruning/round", RECALL_COLUMN, PRECISION_COLUMN,
-            "invariant units (stragglers)",
+            SELF_ID_COLUMN, PRUNE_ID_COLUMN, "invariant units (stragglers)",
             "slack units (stragglers)"]
   return summary_lib.markdown_table(header, comparison_rows(runs, target))
 

@@ -34,7 +34,8 @@ def test_insecure_runs_are_measured_against_fedavg_plain():
   assert rows["fluid"][6] == "-5.00" and rows["clip_compute"][6] == "+2.00"
   assert rows["clip_compute"][4] == 1.5                   # first round at >= 0.6
   # keep fraction, flagged and pruning clients per round, units of the clients that prune
-  assert rows["clip_compute"][7:] == (0.5, 1.0, 1.0, "", "", 7.0, 3.0)  # no ground truth here
+  # no ground truth and no all-heard fields here: those four columns stay empty
+  assert rows["clip_compute"][7:] == (0.5, 1.0, 1.0, "", "", "", "", 7.0, 3.0)
 
 
 def test_a_flagged_straggler_that_keeps_the_whole_model_is_counted_apart():
@@ -85,3 +86,26 @@ def test_slow_clients_pruning_against_the_devices_from_round_2():
   ]
   assert tables.slow_pruning(rows) == (0.75, 0.75)
   assert tables.slow_pruning(rows[:1]) == (None, None)
+
+
+def test_decisions_against_every_report_heard_pooled_from_round_2():
+  """Round 2: all-heard flags {0, 1}, the clients flagged {0, 2}; round 3: all-heard {0}, the
+  clients {0}. Flagged: recall 2/3, precision 2/3. Pruning (p < 1): round 2 all-heard prunes
+  {0, 1}, the clients prune {0} (2 kept p = 1); round 3 {0} and {0}: recall 2/3, precision 1."""
+  rows = [
+      {"round": 1, "stragglers": [1], "keep_fraction": [1.0, 0.5, 1.0],
+       "stragglers_all_heard": [], "pruning_all_heard": []},  # round 1: left out
+      {"round": 2, "stragglers": [0, 2], "keep_fraction": [0.5, 1.0, 1.0],
+       "stragglers_all_heard": [0, 1], "pruning_all_heard": [0, 1]},
+      {"round": 3, "stragglers": [0], "keep_fraction": [0.6, 1.0, 1.0],
+       "stragglers_all_heard": [0], "pruning_all_heard": [0]},
+      {"round": 4, "aborted": "x", "stragglers": [], "keep_fraction": [1.0] * 3,
+       "stragglers_all_heard": [2], "pruning_all_heard": [2]},
+  ]
+  got = tables.decisions_vs_all_heard(rows)
+  assert got["flagged"] == (2 / 3, 2 / 3)
+  assert got["pruning"] == (2 / 3, 1.0)
+  assert tables.recall_precision_cell(got["pruning"]) == "0.667 / 1.000"
+  old = [{k: v for k, v in r.items() if "all_heard" not in k} for r in rows]
+  assert tables.decisions_vs_all_heard(old) == {"flagged": (None, None), "pruning": (None, None)}
+  assert tables.recall_precision_cell((None, 0.5)) == "- / 0.500"

@@ -162,7 +162,9 @@ def test_the_clearly_slow_client_is_the_straggler_and_keeps_what_meets_the_quant
   # may run rho = F* / fit = 0.28 of its FLOPs: p = 0.52 (0.52^2 = 0.2704 <= 0.28 < 0.53^2).
   np.testing.assert_array_equal(d.is_straggler, [False, False, False, False, True])
   np.testing.assert_allclose(d.keep, [1, 1, 1, 1, 0.52], rtol=1e-6)
-  assert list(d.fields) == ["stragglers", "keep_fraction"]
+  assert list(d.fields) == ["stragglers", "keep_fraction", "stragglers_all_heard",
+                            "pruning_all_heard"]
+  assert d.fields["stragglers_all_heard"] == d.fields["pruning_all_heard"] == [4]
   assert d.fields["stragglers"] == [4]
   assert d.fields["keep_fraction"] == [1.0, 1.0, 1.0, 1.0, 0.52]
   assert not d.broadcasting and d.relay_bytes == (0, 0)
@@ -194,7 +196,8 @@ def test_a_liar_that_claims_to_be_slow_hides_the_real_straggler():
   # Client 2 reports 10 for its true 1. Client 4 then ranks {10; 1, 1, 10, 1}: T* at 3.2 is
   # 10 + 0.2 * 0 = 10, and 10 > 10 is false. The honest fast clients hear two 10s and also get
   # T* = 10; the liar decides on its own true time 1 against {1, 1, 1, 10}: T* = 2.8.
-  assert list(d.fields) == ["liars", "stragglers", "keep_fraction"]
+  assert list(d.fields) == ["liars", "stragglers", "keep_fraction", "stragglers_all_heard",
+                            "pruning_all_heard"]
   assert d.fields["liars"] == [2]
   _nobody(d)
   # A factor of 1 is the truth: the slow client is found again.
@@ -211,7 +214,8 @@ def test_the_plausible_rule_ignores_reports_outside_the_bounds():
   assert calls == [(0, 0)]              # in the clear there is no relay
   # Client 4's report (fit 10 > 5) is dropped by the 4 others; they rank {1; 1, 1, 1}: T* = 1
   # and nobody of them is slower. Client 4 still ranks its own 10 with the 4 plausible 1s.
-  assert list(d.fields) == ["implausible_reports", "stragglers", "keep_fraction"]
+  assert list(d.fields) == ["implausible_reports", "stragglers", "keep_fraction",
+                            "stragglers_all_heard", "pruning_all_heard"]
   assert d.fields["implausible_reports"] == 4
   assert d.fields["stragglers"] == [4]
   np.testing.assert_allclose(d.keep, [1, 1, 1, 1, 0.52], rtol=1e-6)
@@ -232,4 +236,28 @@ def test_broadcasting_methods_learn_the_times_through_the_sealed_relay():
   sent, received = d.relay_bytes
   np.testing.assert_array_equal(sent, [4 * 44] * 5)
   np.testing.assert_array_equal(received, [4 * 44] * 5)
-  assert list(d.fields) == ["broadcast_bytes", "stragglers", "keep_fraction"]
+  assert list(d.fields) == ["broadcast_bytes", "stragglers", "keep_fraction",
+                            "stragglers_all_heard", "pruning_all_heard"]
+
+
+def test_under_secagg_plus_a_client_that_hears_few_reports_is_compared_with_every_report():
+  """Ring of 6 (k = 2): client 5 (fit 10) hears clients 0 and 4. With client 4 also slow
+  (fit 10), client 5 sees {10, 1, 10}: its 0.8 quantile (type 7, position 1.6) is
+  10 - 0.4 * 9 = 6.4 < 10 ... so it still flags; client 4 hears 3 (fit 1) and 5 (10): {10, 1,
+  10}, the same. With every report heard both see {1, 1, 1, 1, 10, 10}: position 4.0, T* = 10,
+  and nobody's 10 exceeds it, so the all-heard rule flags nobody: the ring's clients flag two
+  the global quantile would not."""
+  setup = secagg.setup_round(6, protocol="secagg+", degree=2, threshold=2, seed=0,
+                             allow_weak=True)
+  fit = np.array([1.0, 1.0, 1.0, 1.0, 10.0, 10.0])
+  heard = {u: setup.neighbours(u) for u in range(6)}
+  d = broadcast.decide_stragglers(
+      methods.get_method("clip_compute"), setup=setup, reported=np.ones(6, bool), fit=fit,
+      net=np.zeros(6), liars=np.zeros(6, bool), any_liars=False,
+      reports=settings.ReportSetting(), keep=KEEP, bounds=None)
+  # Each client's own decision, by hand from the neighbours it hears (type-7 0.8 quantile).
+  expect = [bool(fit[u] > np.quantile(np.r_[fit[u], fit[list(heard[u])]], 0.8))
+            for u in range(6)]
+  np.testing.assert_array_equal(d.is_straggler, expect)
+  assert d.fields["stragglers_all_heard"] == []  # T* = quantile of all six = 10: nobody above
+  assert d.fields["pruning_all_heard"] == []
