@@ -93,8 +93,8 @@ def save(folder: pathlib.Path, state: algorithm.RunState, rounds_done: int) -> N
   with open(temp / _HOST, "wb") as f:
     np.savez(f, virtual_time=np.float64(state.virtual_time),
              rounds_done=np.int64(rounds_done), reports_fit_full=state.reports.fit_full,
-             reports_net=state.reports.net, refs_held=state.refs.held, refs_ref=state.refs.ref,
-             **models)
+             reports_net=state.reports.net, reports_summed=state.reports.summed,
+             refs_held=state.refs.held, refs_ref=state.refs.ref, **models)
     f.flush()
     os.fsync(f.fileno())
   final = state_path(folder, rounds_done)
@@ -121,7 +121,10 @@ def restore(folder: pathlib.Path, like: algorithm.RunState) -> tuple[algorithm.R
     models = {int(k[len("model_"):]): host[k] for k in host.files if k.startswith("model_")}
     state = dataclasses.replace(
         like, server=tree["server"], clip=tree["clip"], fluid=tree.get("fluid"),
-        reports=cohort.Reports(host["reports_fit_full"], host["reports_net"]),
+        reports=cohort.Reports(host["reports_fit_full"], host["reports_net"],
+                               np.asarray(host["reports_summed"], bool)
+                               if "reports_summed" in host.files  # older checkpoints
+                               else np.zeros(len(host["reports_net"]), bool)),
         refs=cohort.References(host["refs_held"], host["refs_ref"], models),
         virtual_time=float(host["virtual_time"]))
     return state, int(host["rounds_done"])

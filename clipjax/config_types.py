@@ -20,6 +20,8 @@ from typing import Any
 import jax
 
 from clipjax.clock import calibration as calibration_lib
+from clipjax.clip.histogram import STRAGGLER_INFOS
+from clipjax.clip.histogram import edges as histogram_edges
 from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
 from clipjax.clip.reports import REPORT_RULES
 from clipjax.data import DATASETS
@@ -227,6 +229,10 @@ class ClipSpec:
   threshold_init: str
   aggregation: str
   reference: str
+  straggler_info: str
+  histogram_bins: int
+  histogram_lo_s: float
+  histogram_hi_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +313,16 @@ def _clip_spec(g) -> ClipSpec:
                              THRESHOLD_INITS),
       aggregation=_aggregation(g("clip.aggregation"), g("method")),
       reference=_choice("clip.reference", g("clip.reference"), REFERENCES),
+      straggler_info=_choice("clip.straggler_info", g("clip.straggler_info"),
+                             STRAGGLER_INFOS),
+      histogram_bins=int(g("clip.histogram_bins")),
+      histogram_lo_s=float(g("clip.histogram_lo_s")),
+      histogram_hi_s=float(g("clip.histogram_hi_s")),
   )
+  try:
+    histogram_edges(clip.histogram_bins, clip.histogram_lo_s, clip.histogram_hi_s)
+  except ValueError as e:
+    raise ValueError(f"config.clip.histogram_bins/histogram_lo_s/histogram_hi_s: {e}") from None
   if clip.growth <= 1.0:
     raise ValueError(f"config.clip.growth={clip.growth!r} must be > 1 so thresholds can grow.")
   if clip.rho_min is not None:
@@ -451,6 +466,15 @@ class ExperimentSpec:
         model=ModelSpec(name=_choice("model.name", g("model.name"), KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width"))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)
+    if (spec.clip.straggler_info == "histogram" and METHODS[spec.method].broadcasts
+        and not spec.secagg.enabled):
+      raise ValueError(f"config.clip.straggler_info='histogram' sums the time histograms under "
+                       f"SecAgg, which is off for method {spec.method!r}; turn "
+                       "config.secagg.enabled on or use clip.straggler_info='neighbours'.")
+    if spec.clip.straggler_info == "histogram" and spec.reports.rule == "plausible":
+      raise ValueError("config.reports.rule='plausible' checks each report against public "
+                       "bounds, which a summed histogram does not allow; use reports.rule="
+                       "'quantile' with clip.straggler_info='histogram'.")
     if not METHODS[spec.method].secagg_compatible and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "
                        "cannot run under secure aggregation; set --config.secagg.enabled=False "

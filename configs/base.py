@@ -105,6 +105,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.reference = "last_seen"    # w(t-1) of CLIP's scores: last_seen (the last different
                                     # global model the client received, DESIGN 2.9) | server
                                     # (the server also sends w(t-1): a second download)
+  c.clip.straggler_info = "neighbours"  # how a client learns its peers' times: neighbours
+                                        # (sealed reports from its graph neighbours, DESIGN
+                                        # 2.2) | histogram (bins of every client's times,
+                                        # summed under SecAgg; clipjax/clip/histogram.py)
+  c.clip.histogram_bins = 64        # histogram: log-spaced bins of the times
+  c.clip.histogram_lo_s = 0.01      # histogram: first bin edge, seconds (below: first bin)
+  c.clip.histogram_hi_s = 10000.0   # histogram: last bin edge, seconds (above: last bin)
   c.clip.aggregation = "auto"       # auto (the method's own: padded, fluid participation-
                                     # weighted) | padded (paper) | participation_weighted
 

@@ -111,12 +111,25 @@ def test_participation_weighted_aggregation_with_dropouts(tmp_path):
     ("model.name", "resnet", "config.model.name='resnet'"),
     ("clip.straggler_fraction", 1.0, "straggler_fraction"),
     ("devices.compute_slow", 9, "exceed num_clients"),
+    ("clip.straggler_info", "gossip", "config.clip.straggler_info='gossip'"),
+    ("clip.histogram_bins", 1, "histogram bins=1"),
+    ("clip.histogram_lo_s", 0.0, "histogram range"),
 ])
 def test_bad_config_values_are_named(key, value, match, tmp_path):
   c = tiny_config("clip_compute")
   section, _, name = key.rpartition(".")
   (c[section] if section else c)[name] = value
   with pytest.raises(ValueError, match=match):
+    experiment.run(c, str(tmp_path))
+
+
+def test_histogram_needs_secagg_and_the_quantile_rule(tmp_path):
+  c = tiny_config("clip_compute")
+  c.clip.straggler_info, c.secagg.enabled = "histogram", False
+  with pytest.raises(ValueError, match="sums the time histograms under SecAgg"):
+    experiment.run(c, str(tmp_path))
+  c.secagg.enabled, c.reports.rule = True, "plausible"
+  with pytest.raises(ValueError, match="reports.rule='plausible'"):
     experiment.run(c, str(tmp_path))
 
 
@@ -191,3 +204,32 @@ def test_cli_reports_a_missing_data_file_in_one_line(tmp_path):
       cwd=ROOT, timeout=300)
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert proc.stderr.startswith("error: ") and "nowhere" in proc.stderr
+
+
+def test_histogram_straggler_info_reads_the_last_secure_sum_and_sends_no_report(tmp_path):
+  """`clip.straggler_info=histogram` under SecAgg+ (a ring: k = 2 of 5): no sealed broadcast
+  (5 messages, as a round without pruning), the histogram counts round 1's survivors, and the
+  upload carries 2 x 96 more words than the reports' run; the decision follows all times."""
+  def config(info):
+    c = tiny_config("clip_compute", protocol="secagg+", degree=2, threshold=2,
+                    allow_weak_parameters=True, simulate="sum")
+    c.num_clients, c.devices.compute_slow, c.rounds, c.eval_every = 5, 1, 2, 0
+    # Fits here are 0.025-0.05 s and totals 0.28-0.31 s: 96 bins over 0.02-0.4 s (3.2% wide)
+    # hold both and put the slow total in a bin of its own.
+    c.clip.straggler_info, c.clip.histogram_bins = info, 96
+    c.clip.histogram_lo_s, c.clip.histogram_hi_s = 0.02, 0.4
+    return c
+
+  experiment.run(config("histogram"), str(tmp_path / "h"))
+  experiment.run(config("neighbours"), str(tmp_path / "n"))
+  h, n = read_rows(tmp_path / "h"), read_rows(tmp_path / "n")
+  assert h[1]["histogram_clients"] == h[0]["secagg_survivors"] == 5
+  assert "broadcast_bytes" not in h[1] and "broadcast_bytes" in n[1]
+  assert h[1]["messages"] == [5] * 5 and n[1]["messages"] == [6] * 5
+  upload = lambda rows: np.asarray(rows[0]["upload_s"])  # noqa: E731  round 1: same models
+  assert np.all(upload(h) > upload(n))
+  # Every client flagged from the histogram is one the all-heard quantile flags; with these bins
+  # the one slow device is flagged and prunes, as the all-heard rule says.
+  assert set(h[1]["stragglers"]) <= set(h[1]["stragglers_all_heard"])
+  assert h[1]["stragglers"] == h[1]["stragglers_all_heard"] == h[1]["true_stragglers"]
+  assert h[1]["keep_fraction"][h[1]["stragglers"][0]] < 1.0

@@ -249,9 +249,26 @@ class Decision:
   fields: dict = dataclasses.field(default_factory=dict)
 
 
+def decide_from_stars(flagged: np.ndarray, t_star: float, f_star: float, own_fit: np.ndarray,
+                      own_net: np.ndarray, *, rule: str, table: keep_lib.FlopTable,
+                      rho_min: float | None) -> tuple[np.ndarray, np.ndarray]:
+  """(is_straggler bool[C], keep fraction f32[C]) of clients that all know the same T* and F*
+  and flagged themselves (`clip.straggler_info=histogram`: `TimeHistograms.flags`)."""
+
+  def one(flag, fit, net):
+    decision = stragglers.StragglerDecision(
+        is_straggler=flag, t_star=jnp.float32(t_star), f_star=jnp.float32(f_star))
+    return decision.is_straggler, keep_lib.keep_fraction(decision, fit, net, method=rule,
+                                                         table=table, rho_min=rho_min)
+
+  is_straggler, p = jax.vmap(one)(jnp.asarray(flagged, bool), jnp.asarray(own_fit, jnp.float32),
+                                  jnp.asarray(own_net, jnp.float32))
+  return np.asarray(is_straggler), np.asarray(p)
+
+
 def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, net: np.ndarray,
                       liars: np.ndarray, any_liars: bool, reports, keep,
-                      bounds: Callable[[Any], Any]) -> Decision:
+                      bounds: Callable[[Any], Any], histograms=None) -> Decision:
   """Who is a straggler this round and how much it keeps (DESIGN 2.2-2.3), as each client
   decides from what it learns of its peers' last-round times.
 
@@ -270,6 +287,9 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
     reports: the `settings.ReportSetting` (factor and rule).
     keep: the `settings.KeepSetting`.
     bounds: `relay_bytes -> reports.Bounds`, the public bounds (called by `plausible` only).
+    histograms: `clip.straggler_info=histogram`: the `histogram.TimeHistograms` the last
+      secure sum delivered (every client reads T* and F* from them; no broadcast); None: the
+      sealed reports.
   """
   num = len(reported)
   if not (method.prunes and reported.any()):
@@ -277,7 +297,10 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
   fields: dict = {}
   said_fit, said_net = reports_lib.reported(fit, net, liars, reports.factor)
   broadcasting, relay_bytes = False, (0, 0)
-  if method.broadcasts:
+  if histograms is not None and method.broadcasts:
+    known = None
+    fields["histogram_clients"] = histograms.clients
+  elif method.broadcasts:
     alive = np.isin(np.arange(num), setup.advertised) & reported
     known, relay = exchange_time_reports(setup, said_fit, said_net, alive)
     broadcasting, relay_bytes = True, relay.bytes_per_client(num)
@@ -287,7 +310,7 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
   if any_liars:
     fields["liars"] = np.flatnonzero(liars).tolist()
   everyone = every_report_heard(said_fit, said_net, reported)
-  if reports.rule == "plausible":  # implausible reports count as never received
+  if reports.rule == "plausible" and known is not None:  # implausible: never received
     public = bounds(relay_bytes)
     allowed = public.allows(known.fit, known.net)
     fields["implausible_reports"] = int(np.sum(known.valid & ~allowed))
@@ -295,10 +318,18 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
     everyone = dataclasses.replace(
         everyone, valid=everyone.valid & public.allows(everyone.fit, everyone.net))
 
-  def decide(heard: KnownTimes) -> tuple[np.ndarray, np.ndarray]:
-    flagged, p = decide_keep_fractions(
-        heard, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
-        table=keep.table, rho_min=keep.rho_min)
+  def decide(heard: KnownTimes | None) -> tuple[np.ndarray, np.ndarray]:
+    if heard is None:  # the histograms: T* and F* are everybody's (none if nobody survived)
+      t_star, f_star = histograms.stars(keep.straggler_fraction)
+      if not np.isfinite(t_star):
+        return np.zeros(num, bool), np.ones(num, np.float32)
+      flagged, p = decide_from_stars(histograms.flags(fit, net, keep.straggler_fraction),
+                                     t_star, f_star, fit, net, rule=method.keep_rule,
+                                     table=keep.table, rho_min=keep.rho_min)
+    else:
+      flagged, p = decide_keep_fractions(
+          heard, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
+          table=keep.table, rho_min=keep.rho_min)
     flagged = np.asarray(flagged) & reported  # no own times: no decision
     return flagged, np.where(reported, p, 1.0).astype(np.float32)
 

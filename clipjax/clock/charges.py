@@ -14,11 +14,14 @@ Two steps, both host-side NumPy:
    |   Unmasking                       |          |  the masked input is the upload)      |
    | AdvertiseKeys for the broadcast   | 1        | broadcasting methods without SecAgg   |
    | sealed time broadcast (relayed)   | 1        | broadcasting methods, rounds >= 2     |
+   |                                   |          |  (`clip.straggler_info=neighbours`)   |
 
    Bytes: under SecAgg the upload is the full fixed-size vector (D + 1 words, twice with
    participation-weighted aggregation) whatever was pruned; in the clear a client uploads
    only the coordinates it trained, and a method whose server prunes (`fluid`) sends each
-   straggler only its sub-model. Broadcast ciphertexts count both ways. SecAgg's key and
+   straggler only its sub-model. Broadcast ciphertexts count both ways. With
+   `clip.straggler_info=histogram` the SecAgg input carries 2 x bins more words (uploaded and
+   masked) and the download the summed histograms. SecAgg's key and
    share messages (tens of bytes per neighbour) are charged their latency, not their bytes:
    below 0.1 % of the vector for every model here.
 
@@ -69,7 +72,8 @@ class Charges:
 def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, num_params: int,
             secure: bool, upload_vectors: int = 1, prg_streams=0, broadcast: bool = False,
             broadcast_bytes_sent=0, broadcast_bytes_received=0,
-            server_prunes: bool = False, reference_download: bool = False) -> Charges:
+            server_prunes: bool = False, reference_download: bool = False,
+            histogram_words: int = 0) -> Charges:
   """Charges of one round (see the module docstring's table).
 
   Args:
@@ -84,6 +88,9 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     server_prunes: the server sends each client its sub-model (in the clear only).
     reference_download: the server also sends w(t-1) (CLIP's `clip.reference=server`): a
       second full-model download.
+    histogram_words: coordinates of the time histograms (`clip.straggler_info=histogram`):
+      appended to the SecAgg input (uploaded and masked like it) and sent back, summed, with
+      the model.
 
   Raises:
     ValueError: for a negative or non-integer count, or upload_vectors not 1 or 2.
@@ -95,12 +102,14 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
   if np.any(kept_params < 0) or np.any(kept_params > num_params):
     raise ValueError(f"kept_params must lie in [0, num_params={num_params}]")
   full = np.full(num, float(num_params))
+  if histogram_words and not secure:
+    raise ValueError("histogram_words ride in the SecAgg input: they need secure=True")
   if secure:
-    upload = WORD_BYTES * (full + 1) * upload_vectors
-    download = WORD_BYTES * full
+    upload = WORD_BYTES * ((full + 1) * upload_vectors + histogram_words)
+    download = WORD_BYTES * (full + histogram_words)
     messages = BASE_MESSAGES + SECAGG_EXTRA_MESSAGES
     mask_words = np.broadcast_to(np.asarray(prg_streams, np.float64), (num,)) * (
-        num_params + 1) * upload_vectors
+        (num_params + 1) * upload_vectors + histogram_words)
   else:
     upload = WORD_BYTES * (kept_params + 1)  # the trained coordinates and the weight
     download = WORD_BYTES * (kept_params if server_prunes else full)
@@ -128,11 +137,13 @@ class RoundCharger:
     upload_vectors: 2 with participation-weighted SecAgg, else 1
       (`clipjax.fl.aggregation.upload_vectors`).
     server_prunes: the method's server sends stragglers their sub-models (`fluid`).
+    histogram_words: time-histogram coordinates in every SecAgg input (0: none).
   """
 
   secagg_on: bool
   upload_vectors: int
   server_prunes: bool
+  histogram_words: int = 0
 
   def __call__(self, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray,
                num_params: int, setup, broadcasting: bool, relay_bytes=(0, 0),
@@ -147,7 +158,8 @@ class RoundCharger:
                    secure=self.secagg_on, upload_vectors=self.upload_vectors, prg_streams=streams,
                    broadcast=broadcasting, broadcast_bytes_sent=sent,
                    broadcast_bytes_received=received, server_prunes=self.server_prunes,
-                   reference_download=reference)
+                   reference_download=reference,
+                   histogram_words=self.histogram_words if self.secagg_on else 0)
 
 
 @dataclasses.dataclass(frozen=True)

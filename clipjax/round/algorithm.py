@@ -46,6 +46,7 @@ import numpy as np
 from clipjax import fluid as fluid_lib
 from clipjax import methods, models, secagg
 from clipjax.clip import broadcast
+from clipjax.clip import histogram as histogram_lib
 from clipjax.clip import reports as reports_lib
 from clipjax.clock import charges as charges_lib
 from clipjax.clock import round_time
@@ -152,10 +153,18 @@ def _decide(setting: RoundSetting, state: RunState, rnd: _Round, liars: np.ndarr
       setting.reports, setting.clock, charger, num=len(rnd.ids), full_units=rnd.full_units,
       num_params=rnd.num_params, setup=rnd.setup, relay_bytes=relay,
       reference=rnd.sends_reference)
+  histograms = None
+  if setting.reports.histogram is not None and setting.method.broadcasts:
+    # What the last secure sum delivered: the survivors' (reported) times, binned. A liar's
+    # one-hot rows hold its reported times.
+    said_fit, said_net = reports_lib.reported(state.reports.fit_full, state.reports.net, liars,
+                                              setting.reports.factor)
+    histograms = cohort_lib.Reports(said_fit, said_net, state.reports.summed).histograms(
+        setting.reports.histogram)
   return reported, broadcast.decide_stragglers(
       setting.method, setup=rnd.setup, reported=reported, fit=fit, net=net,
       liars=liars[rnd.ids], any_liars=bool(liars.any()), reports=setting.reports,
-      keep=setting.keep, bounds=bounds)
+      keep=setting.keep, bounds=bounds, histograms=histograms)
 
 
 def _scores(setting: RoundSetting, state: RunState, rnd: _Round,
@@ -199,10 +208,13 @@ def make_round(setting: RoundSetting) -> Algorithm:
   cohort_size = setting.scale.cohort or population
   liars = (np.zeros(population, bool) if setting.reports.liars is None
            else np.asarray(setting.reports.liars, bool))
+  histogram_edges = setting.reports.histogram if setting.method.broadcasts else None
   charger = charges_lib.RoundCharger(
       secagg_on=setting.secagg_on,
       upload_vectors=aggregation.upload_vectors(setting.aggregation_rule, setting.secagg_on),
-      server_prunes=setting.method.server_prunes)
+      server_prunes=setting.method.server_prunes,
+      histogram_words=(0 if histogram_edges is None
+                       else histogram_lib.words(len(histogram_edges) - 1)))
   server_s = setting.server.seconds
 
   def init(params) -> RunState:
@@ -266,7 +278,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
         invariant=trained.invariant, slack=trained.slack, survivors=agg.survivors, times=times,
         charged=charged, round_s=round_s, virtual_time=state.virtual_time, server_seconds=server_s)
     return RunState(server=server, clip=state.clip, fluid=fluid_state,
-                    reports=state.reports.update(ids, times.fit_full, times.report_net),
+                    reports=state.reports.update(ids, times.fit_full, times.report_net,
+                                                 summed=agg.survivors),
                     refs=state.refs, virtual_time=state.virtual_time + round_s), row
 
   return Algorithm(init, apply)

@@ -15,6 +15,7 @@ import optax
 
 from clipjax import fluid as fluid_lib
 from clipjax import methods, models, multihost, secagg
+from clipjax.clip import histogram as histogram_lib
 from clipjax.clip import keep as keep_lib
 from clipjax.clip import reports as reports_lib
 from clipjax.clock import charges as charges_lib
@@ -206,5 +207,8 @@ def build_round(spec: ExperimentSpec, data, model, params,
           liars=reports_lib.choose_liars(spec.seed, population, spec.reports.liar_fraction),
           factor=spec.reports.liar_factor, rule=spec.reports.rule, tiers=tiers(spec),
           max_examples=max_weight(spec, weights), jitter_sigma=spec.devices.jitter_sigma,
-          sigmas=spec.reports.bound_sigmas),
+          sigmas=spec.reports.bound_sigmas,
+          histogram=(histogram_lib.edges(spec.clip.histogram_bins, spec.clip.histogram_lo_s,
+                                         spec.clip.histogram_hi_s)
+                     if spec.clip.straggler_info == "histogram" else None)),
       reference=spec.clip.reference, unavailable_rate=spec.unavailable_rate))

@@ -83,22 +83,37 @@ class Reports:
   Attributes:
     fit_full: f64[K] full-model fit seconds of its last round.
     net: f64[K] the rest of its last round (`ClientTimes.report_net`).
+    summed: bool[K] the client's times went into the last round's secure sum (it survived
+      it): the clients the summed time histogram counts (`clip.straggler_info=histogram`).
   """
 
   fit_full: np.ndarray
   net: np.ndarray
+  summed: np.ndarray
 
   @classmethod
   def empty(cls, population: int) -> "Reports":
-    return cls(np.full(population, np.nan), np.full(population, np.nan))
+    return cls(np.full(population, np.nan), np.full(population, np.nan),
+               np.zeros(population, bool))
 
   def known(self, ids: np.ndarray) -> np.ndarray:
     return np.isfinite(self.fit_full[ids])
 
-  def update(self, ids: np.ndarray, fit_full: np.ndarray, net: np.ndarray) -> "Reports":
+  def update(self, ids: np.ndarray, fit_full: np.ndarray, net: np.ndarray,
+             summed: np.ndarray | None = None) -> "Reports":
+    """The cohort `ids` measured these times; `summed`: bool[len(ids)] survivors of this
+    round's secure sum (None: the round delivered no sum, e.g. it aborted)."""
     fit, rest = self.fit_full.copy(), self.net.copy()
     fit[ids], rest[ids] = fit_full, net
-    return Reports(fit, rest)
+    in_sum = np.zeros(len(fit), bool)
+    if summed is not None:
+      in_sum[np.asarray(ids)[np.asarray(summed, bool)]] = True
+    return Reports(fit, rest, in_sum)
+
+  def histograms(self, edge: np.ndarray):
+    """The time histograms the last secure sum delivered (`clipjax.clip.histogram`)."""
+    from clipjax.clip import histogram  # pylint: disable=g-import-not-at-top
+    return histogram.TimeHistograms.of(self.fit_full[self.summed], self.net[self.summed], edge)
 
 
 @dataclasses.dataclass(frozen=True)

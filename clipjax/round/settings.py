@@ -42,6 +42,8 @@ class ReportSetting:
   max_examples: float = 0.0             # public bound on a client's examples (plausible rule)
   jitter_sigma: float = 0.0
   sigmas: float = 4.0
+  histogram: np.ndarray | None = None   # bin edges: clients read the summed time histograms
+                                        # (`clip.straggler_info=histogram`); None: reports
 
 
 @dataclasses.dataclass(frozen=True)

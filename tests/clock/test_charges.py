@@ -51,6 +51,16 @@ def test_broadcast_ciphertexts_count_both_ways():
   np.testing.assert_array_equal(c.download_bytes, 4 * D + np.array([1, 2, 3]))
 
 
+def test_histogram_words_ride_in_the_secagg_input_and_come_back_summed():
+  c = _charges(secure=True, prg_streams=np.array([2, 3, 4]), histogram_words=128)
+  np.testing.assert_array_equal(c.upload_bytes, [4 * (D + 1 + 128)] * 3)
+  np.testing.assert_array_equal(c.download_bytes, [4 * (D + 128)] * 3)
+  np.testing.assert_array_equal(c.mask_words, np.array([2, 3, 4]) * (D + 1 + 128))
+  np.testing.assert_array_equal(c.messages, [5] * 3)  # no message of its own
+  with pytest.raises(ValueError, match="histogram_words"):
+    _charges(secure=False, histogram_words=128)
+
+
 def test_bad_charges_are_rejected():
   with pytest.raises(ValueError, match="upload_vectors"):
     _charges(secure=True, upload_vectors=3)
