@@ -53,7 +53,7 @@ _FLOWER_REPEATS = flags.DEFINE_integer("flower_repeats", 2, "timed Flower client
 
 def keystream_rates(words: int) -> tuple[float, float]:
   """(jitted jax GB/s, pycryptodome GB/s), best of 3 each, interleaved (see bench_chacha.py)."""
-  res = bench_chacha.measure_keystream(words, streams=64, repeats=3)
+  res = bench_chacha.measure_keystream(words, streams=64, repeats=3, impl=chacha.default_impl())
   return res["jax_gbps"], res["pycryptodome_gbps"]
 
 
@@ -171,9 +171,10 @@ def main(argv):
               f"unmask={r['unmasking_s']:7.2f}s total={r['total_s']:8.2f}s err={err:.1e}",
               flush=True)
   layout = "stream" if chacha.small_loops_hoisted() else "flat"
-  print(f"keystream [layout={layout}, XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}']: "
-        f"jax {jax_gbs:.3f} GB/s, pycryptodome (1 thread) {ref_gbs:.3f} GB/s, "
-        f"ratio {jax_gbs / ref_gbs:.2f}")
+  impl = chacha.default_impl()
+  print(f"keystream [impl={impl}, layout={layout}, XLA_FLAGS='{os.environ.get('XLA_FLAGS', '')}"
+        f"', {len(os.sched_getaffinity(0))} core(s)]: jitted keystream {jax_gbs:.3f} GB/s, "
+        f"pycryptodome (1 thread) {ref_gbs:.3f} GB/s, ratio {jax_gbs / ref_gbs:.2f}")
   round_row = flower = None
   if _ROUND.value and not _KS_ONLY.value:
     round_row = acceptance_round(_ROUND_N.value, _ROUND_D.value, _DROP.value, jax_gbs, ref_gbs)
@@ -191,8 +192,15 @@ def main(argv):
     else:
       print(f"  Flower {flower['flwr_version']} SecAgg+ client masking (numpy, same D and k): "
             f"{flower['seconds']:.3f} s per client")
+      r["ratio_masking_per_client_vs_flower"] = r["masking_per_client_s"] / flower["seconds"]
+      r["ratio_protocol_vs_flower_masking"] = r["wall_s"] / (flower["seconds"] * r["n"])
+      print(f"  clipjax / Flower: masking per client {r['ratio_masking_per_client_vs_flower']:.2f}x"
+            f"; the whole protocol (warm) against Flower's masking of all {r['n']} clients "
+            f"({flower['seconds'] * r['n']:.2f} s): {r['ratio_protocol_vs_flower_masking']:.2f}x")
   print(json.dumps(dict(keystream_jax_gbps=jax_gbs, keystream_pycryptodome_gbps=ref_gbs,
-                        keystream_layout=layout, rows=rows, round=round_row, flower=flower)))
+                        keystream_impl=impl, keystream_layout=layout,
+                        cores=len(os.sched_getaffinity(0)), rows=rows, round=round_row,
+                        flower=flower)))
 
 
 if __name__ == "__main__":
