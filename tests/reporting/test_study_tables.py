@@ -6,7 +6,8 @@ import types
 import pytest
 
 from clipjax.reporting import study_tables, sweep_report
-from configs.studies import churn, lying, lying_femnist
+from configs.studies import churn, lying, lying_femnist, straggler_info
+from configs.studies import straggler_info_femnist
 
 
 def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
@@ -29,6 +30,25 @@ def test_lying_grid_runs_fedavg_once_per_seed_and_every_rule_per_setting():
   only = dict(lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"]))
   assert sorted(only) == sorted(["honest/fedavg/seed0"] + [f"liars0.1_x10/{m}/seed0" for m in (
       "clip_compute", "clip_compute+plausible", "clip_network", "clip_network+plausible")])
+
+
+def test_straggler_info_grid_compares_reports_with_histograms_under_secagg_plus_only():
+  runs = dict(straggler_info.get_sweep(seeds=[1]))
+  assert sorted(runs) == sorted(
+      ["secagg/fedavg/seed1", "secagg/clip_compute/seed1", "secagg+k8/fedavg/seed1",
+       "secagg+k8/clip_compute/seed1", "secagg+k8/clip_compute+histogram/seed1",
+       "secagg+k8/clip_compute+histogram64/seed1"])
+  plain, hist = runs["secagg+k8/clip_compute/seed1"], runs["secagg+k8/clip_compute+histogram/seed1"]
+  assert plain.clip.straggler_info == "neighbours" and hist.clip.straggler_info == "histogram"
+  assert hist.clip.histogram_bins == 256
+  assert runs["secagg+k8/clip_compute+histogram64/seed1"].clip.histogram_bins == 64
+  assert (hist.secagg.protocol, hist.secagg.degree, hist.num_clients, hist.rounds) == (
+      "secagg+", 8, 20, 6)
+  assert runs["secagg/clip_compute/seed1"].secagg.protocol == "secagg"
+  assert (hist.devices.compute_slow, hist.local_epochs, hist.data.name) == (4, 1, "cifar10")
+  f = dict(straggler_info_femnist.get_sweep(seeds=[0]))["secagg+/clip_compute+histogram/seed0"]
+  assert (f.data.name, f.num_clients, f.devices.compute_slow, f.secagg.degree) == (
+      "femnist", 50, 10, 0)  # k from the analysis
 
 
 def test_churn_grid_samples_cohorts_of_the_population():
