@@ -16,7 +16,9 @@ Command:
 
 measured (cpu size, 2026-12-02, seeds 0, 1, 2, 42 runs; one core of the 2-core development VM
 while the other ran another sweep; 1 h 50 min wall in two invocations, 1.5-2.5 min per run;
-default calibration). Means over seeds, 95% t-intervals, deltas paired by seed
+default calibration). Re-timed 2026-12-03 with `secagg.simulate="sum"` (issue 23): all 42 runs
+in one invocation in 68 min 40 s on one core (`taskset -c 0`, the other core busy with other
+work), 1.6x less wall time, and every number below came out the same. Means over seeds, 95% t-intervals, deltas paired by seed
 (runs/paper/femnist_cnn_cpu/tables.md):
 
   scenario compute (4 of 20 writers on the slow CPU)
