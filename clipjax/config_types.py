@@ -41,7 +41,10 @@ DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordin
 
 # Config keys added after runs were stored, with the value that reproduces those runs: a stored
 # config.json without such a key is the same run as a config holding this value.
-ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0}
+ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
+              # issue 27: runs stored before them heard their neighbours' reports
+              "clip.straggler_info": "neighbours", "clip.histogram_bins": 256,
+              "clip.histogram_lo_s": 0.01, "clip.histogram_hi_s": 10000.0}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).

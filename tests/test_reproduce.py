@@ -88,3 +88,10 @@ def test_a_run_stored_before_a_key_was_added_is_the_same_run():
   config.data.max_examples = 0
   config.rounds += 1  # any other difference still counts
   assert not config_types.same_run_config(old, config)
+  config.rounds -= 1
+  for key in ("straggler_info", "histogram_bins", "histogram_lo_s", "histogram_hi_s"):
+    del stored["clip"][key]  # as written before the time histograms existed (issue 27)
+  old = json.dumps(stored, indent=2, sort_keys=True)
+  assert config_types.same_run_config(old, config)
+  config.clip.straggler_info = "histogram"
+  assert not config_types.same_run_config(old, config)
