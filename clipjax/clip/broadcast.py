@@ -297,7 +297,7 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
   fields: dict = {}
   said_fit, said_net = reports_lib.reported(fit, net, liars, reports.factor)
   broadcasting, relay_bytes = False, (0, 0)
-  if histograms is not None and method.broadcasts:
+  if histograms is not None:  # `clip.straggler_info=histogram` (broadcasting methods only)
     known = None
     fields["histogram_clients"] = histograms.clients
   elif method.broadcasts:

@@ -158,8 +158,7 @@ class RoundCharger:
                    secure=self.secagg_on, upload_vectors=self.upload_vectors, prg_streams=streams,
                    broadcast=broadcasting, broadcast_bytes_sent=sent,
                    broadcast_bytes_received=received, server_prunes=self.server_prunes,
-                   reference_download=reference,
-                   histogram_words=self.histogram_words if self.secagg_on else 0)
+                   reference_download=reference, histogram_words=self.histogram_words)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,13 +82,9 @@ def slow_pruning(history: list[dict[str, Any]]) -> tuple[float | None, float | N
   time reports): the share of slow clients' client-rounds in which they pruned, and the share
   of pruning client-rounds that were slow clients'. None where a share has no denominator
   (no slow clients, nobody pruned, or no ground truth in the rows)."""
-  slow = pruned = both = 0
-  for r in history:
-    if r.get("round", 0) < 2 or "true_stragglers" not in r or "aborted" in r or "skipped" in r:
-      continue
-    truth, pruning = set(r["true_stragglers"]), set(_pruning(r))
-    slow, pruned, both = slow + len(truth), pruned + len(pruning), both + len(truth & pruning)
-  return (both / slow if slow else None), (both / pruned if pruned else None)
+  return _recall_precision((set(r["true_stragglers"]), set(_pruning(r))) for r in history
+                           if r.get("round", 0) >= 2 and "true_stragglers" in r
+                           and "aborted" not in r and "skipped" not in r)
 
 
 SELF_ID_COLUMN = "flagged vs all heard R/P"   # stragglers vs stragglers_all_heard

@@ -154,13 +154,14 @@ def _decide(setting: RoundSetting, state: RunState, rnd: _Round, liars: np.ndarr
       num_params=rnd.num_params, setup=rnd.setup, relay_bytes=relay,
       reference=rnd.sends_reference)
   histograms = None
-  if setting.reports.histogram is not None and setting.method.broadcasts:
-    # What the last secure sum delivered: the survivors' (reported) times, binned. A liar's
-    # one-hot rows hold its reported times.
-    said_fit, said_net = reports_lib.reported(state.reports.fit_full, state.reports.net, liars,
+  if setting.reports.histogram is not None:
+    # What the last secure sum delivered: its survivors' times as they reported them (a liar's
+    # one-hot rows hold its scaled times), binned.
+    summed = state.reports.summed
+    said_fit, said_net = reports_lib.reported(state.reports.fit_full[summed],
+                                              state.reports.net[summed], liars[summed],
                                               setting.reports.factor)
-    histograms = cohort_lib.Reports(said_fit, said_net, state.reports.summed).histograms(
-        setting.reports.histogram)
+    histograms = histogram_lib.TimeHistograms.of(said_fit, said_net, setting.reports.histogram)
   return reported, broadcast.decide_stragglers(
       setting.method, setup=rnd.setup, reported=reported, fit=fit, net=net,
       liars=liars[rnd.ids], any_liars=bool(liars.any()), reports=setting.reports,
@@ -208,13 +209,12 @@ def make_round(setting: RoundSetting) -> Algorithm:
   cohort_size = setting.scale.cohort or population
   liars = (np.zeros(population, bool) if setting.reports.liars is None
            else np.asarray(setting.reports.liars, bool))
-  histogram_edges = setting.reports.histogram if setting.method.broadcasts else None
+  edges = setting.reports.histogram
   charger = charges_lib.RoundCharger(
       secagg_on=setting.secagg_on,
       upload_vectors=aggregation.upload_vectors(setting.aggregation_rule, setting.secagg_on),
       server_prunes=setting.method.server_prunes,
-      histogram_words=(0 if histogram_edges is None
-                       else histogram_lib.words(len(histogram_edges) - 1)))
+      histogram_words=0 if edges is None else histogram_lib.words(len(edges) - 1))
   server_s = setting.server.seconds
 
   def init(params) -> RunState:

@@ -208,7 +208,9 @@ def build_round(spec: ExperimentSpec, data, model, params,
           factor=spec.reports.liar_factor, rule=spec.reports.rule, tiers=tiers(spec),
           max_examples=max_weight(spec, weights), jitter_sigma=spec.devices.jitter_sigma,
           sigmas=spec.reports.bound_sigmas,
+          # Only methods whose clients decide from their peers' times read the histograms.
           histogram=(histogram_lib.edges(spec.clip.histogram_bins, spec.clip.histogram_lo_s,
                                          spec.clip.histogram_hi_s)
-                     if spec.clip.straggler_info == "histogram" else None)),
+                     if spec.clip.straggler_info == "histogram" and method.broadcasts
+                     else None)),
       reference=spec.clip.reference, unavailable_rate=spec.unavailable_rate))

@@ -110,11 +110,6 @@ class Reports:
       in_sum[np.asarray(ids)[np.asarray(summed, bool)]] = True
     return Reports(fit, rest, in_sum)
 
-  def histograms(self, edge: np.ndarray):
-    """The time histograms the last secure sum delivered (`clipjax.clip.histogram`)."""
-    from clipjax.clip import histogram  # pylint: disable=g-import-not-at-top
-    return histogram.TimeHistograms.of(self.fit_full[self.summed], self.net[self.summed], edge)
-
 
 @dataclasses.dataclass(frozen=True)
 class References:

@@ -43,7 +43,8 @@ class ReportSetting:
   jitter_sigma: float = 0.0
   sigmas: float = 4.0
   histogram: np.ndarray | None = None   # bin edges: clients read the summed time histograms
-                                        # (`clip.straggler_info=histogram`); None: reports
+                                        # (`clip.straggler_info=histogram`, broadcasting
+                                        # methods); None: reports
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ On a CPU backend :func:`keystream` therefore uses the host's C ChaCha20 by defau
 (``impl="host"``): pycryptodome's RFC 8439 keystream, one stream per task on a thread pool (its
 calls release the GIL), reached from the jitted program through ``jax.pure_callback``. It is
 bit-identical to the jax.numpy implementation (``impl="xla"``, the default on GPU/TPU and under
-``CLIPJAX_CHACHA=xla``), and 2-3x faster on the 2-core development CPU; the modular arithmetic
-around it stays under jit.
+``CLIPJAX_CHACHA=xla``), and 1.6x faster on one core of the development CPU (0.51 against
+0.32 GB/s, ``scripts/bench_chacha.py``); the modular arithmetic around it stays under jit.
 
 Keys and nonces are uint32 words in little-endian order, exactly as RFC 8439 section 2.3 loads
 them from bytes, so ``keystream(key_words(k), nonce_words(n), 0, D)`` equals
@@ -33,9 +33,9 @@ References:
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import re
-import threading
 
 import chex
 import jax
@@ -108,8 +108,6 @@ def _block(init: tuple[jax.Array, ...], stack_axis: int) -> jax.Array:
 
 IMPLS = ("host", "xla")
 IMPL_ENV = "CLIPJAX_CHACHA"  # "host" or "xla": overrides the backend's default implementation
-_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
 
 
 def default_impl() -> str:
@@ -123,12 +121,10 @@ def default_impl() -> str:
   return "host" if jax.default_backend() == "cpu" else "xla"
 
 
+@functools.cache
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-  with _POOL_LOCK:
-    if not _POOL:
-      _POOL.append(concurrent.futures.ThreadPoolExecutor(
-          max_workers=max(1, len(os.sched_getaffinity(0))), thread_name_prefix="chacha20"))
-    return _POOL[0]
+  return concurrent.futures.ThreadPoolExecutor(
+      max_workers=max(1, len(os.sched_getaffinity(0))), thread_name_prefix="chacha20")
 
 
 def host_keystream(keys: np.ndarray, nonces: np.ndarray, first_block, num_words: int
@@ -181,8 +177,9 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
   """ChaCha20 keystream words of K independent streams.
 
   ``impl="host"`` computes them with :func:`host_keystream` (``jax.pure_callback``; ``tile``
-  and ``layout`` are then unused); ``impl="xla"`` in jax.numpy, in one of two layouts, both a ``lax.map`` over tiles of ``tile`` blocks whose 10 double rounds run as a
-  ``fori_loop`` over a tuple of 16 word vectors:
+  and ``layout`` are then unused); ``impl="xla"`` in jax.numpy, in one of two layouts, both a
+  ``lax.map`` over tiles of ``tile`` blocks whose 10 double rounds run as a ``fori_loop`` over
+  a tuple of 16 word vectors:
 
   * ``"flat"``: all ``K * num_words / 16`` blocks laid out flat (a tile may span streams; key
     words are gathered per block). Large tiles (4096) amortise XLA:CPU's per-kernel cost; the
@@ -209,9 +206,8 @@ def keystream(keys: jax.Array, nonces: jax.Array, first_block: jax.Array | int,
 
   Raises:
     ValueError: if ``num_words`` is not a positive multiple of 16, ``layout`` or ``impl`` is
-      unknown, or the
-      32-bit block counter would pass 2^32 - 1 (RFC 8439 forbids wrapping it: a stream holds at
-      most 2^32 blocks). A traced ``first_block`` cannot be checked here; callers bound it
+      unknown, or the 32-bit block counter would pass 2^32 - 1 (RFC 8439 forbids wrapping it: a
+      stream holds at most 2^32 blocks). A traced ``first_block`` cannot be checked here; callers bound it
       (:mod:`clipjax.secagg.blinding` stays below 2^27 blocks).
   """
   if not checks.is_integer(num_words) or num_words <= 0 or num_words % WORDS_PER_BLOCK:

@@ -98,13 +98,7 @@ def test_verify_stops_the_run_on_a_bit_difference(tmp_path, monkeypatch):
     return res
 
   monkeypatch.setattr(stream_lib.SecureSumStream, "_unmask", one_bit_off)
-  c = _config(simulate="sum", verify_every=2)
-  c.rounds = 2
-  with pytest.raises(secagg.SimulationMismatch,
-                     match=r"^secagg round_index 1: simulate='sum' differs from the protocol in "
-                           r"encoded_sum \(caught by verify\)$"):
-    experiment.run(c, str(tmp_path))
-  assert [r["round"] for r in read_rows(tmp_path)] == [1]  # round 1 (sum only) was written
+  _run_until_verify_catches(tmp_path, r"encoded_sum")
 
 
 def test_the_mode_of_each_round():
@@ -135,10 +129,16 @@ def test_verify_stops_the_run_when_the_time_reports_differ(tmp_path, monkeypatch
     return known, relay
 
   monkeypatch.setattr(broadcast, "_plain", late_report)
+  _run_until_verify_catches(tmp_path, r"time reports fit")
+
+
+def _run_until_verify_catches(tmp_path, field: str):
+  """A 2-round `sum` run whose round 2 verifies stops there, naming `field`; round 1 (sum
+  only) was written."""
   c = _config(simulate="sum", verify_every=2)
   c.rounds = 2
   with pytest.raises(secagg.SimulationMismatch,
                      match=r"^secagg round_index 1: simulate='sum' differs from the protocol in "
-                           r"time reports fit \(caught by verify\)$"):
+                           + field + r" \(caught by verify\)$"):
     experiment.run(c, str(tmp_path))
   assert [r["round"] for r in read_rows(tmp_path)] == [1]
