@@ -22,6 +22,7 @@ import jax
 from clipjax.clock import calibration as calibration_lib
 from clipjax.clip.histogram import STRAGGLER_INFOS
 from clipjax.clip.histogram import edges as histogram_edges
+from clipjax.clip.histogram import resolve as resolve_straggler_info
 from clipjax.clip.invariance import SLACK_ORDERS, THRESHOLD_INITS
 from clipjax.clip.reports import REPORT_RULES
 from clipjax.data import DATASETS
@@ -50,6 +51,11 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
 # order), so a stored run with other values is the same run (and may resume under them).
 LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate",
                "secagg.verify_every")
+# Keys only methods that broadcast times read (`Method.broadcasts`): a stored `fedavg` or
+# `fluid` run with other values is the same run, so changing how CLIP's clients learn their
+# peers' times does not send the references of a sweep to be run again.
+BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
+                  "clip.histogram_hi_s")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -73,10 +79,15 @@ def _comparable(stored_json: str, config) -> tuple[dict, dict] | None:
   for key, value in ADDED_KEYS.items():
     if key not in stored and asked.get(key) == value:
       asked.pop(key)
-  for key in LAYOUT_KEYS:
+  unread = [] if _broadcasts(asked.get("method")) else BROADCAST_KEYS
+  for key in (*LAYOUT_KEYS, *unread):
     stored.pop(key, None)
     asked.pop(key, None)
   return stored, asked
+
+
+def _broadcasts(method) -> bool:
+  return method not in METHODS or METHODS[method].broadcasts
 
 
 def same_run_config(stored_json: str, config) -> bool:
@@ -469,6 +480,9 @@ class ExperimentSpec:
         model=ModelSpec(name=_choice("model.name", g("model.name"), KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width"))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)
+    spec = dataclasses.replace(spec, clip=dataclasses.replace(clip, straggler_info=(
+        resolve_straggler_info(clip.straggler_info, broadcasts=METHODS[spec.method].broadcasts,
+                               secagg=secagg.enabled, rule=reports.rule))))
     if (spec.clip.straggler_info == "histogram" and METHODS[spec.method].broadcasts
         and not spec.secagg.enabled):
       raise ValueError(f"config.clip.straggler_info='histogram' sums the time histograms under "

@@ -105,10 +105,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.reference = "last_seen"    # w(t-1) of CLIP's scores: last_seen (the last different
                                     # global model the client received, DESIGN 2.9) | server
                                     # (the server also sends w(t-1): a second download)
-  c.clip.straggler_info = "neighbours"  # how a client learns its peers' times: neighbours
-                                        # (sealed reports from its graph neighbours, DESIGN
-                                        # 2.2) | histogram (bins of every client's times,
-                                        # summed under SecAgg; clipjax/clip/histogram.py)
+  c.clip.straggler_info = "auto"    # how a client learns its peers' times: auto (histogram
+                                    # under SecAgg with the quantile rule, else neighbours;
+                                    # issue 27) | neighbours (sealed reports from its graph
+                                    # neighbours, DESIGN 2.2) | histogram (bins of every
+                                    # client's times, summed under SecAgg;
+                                    # clipjax/clip/histogram.py)
   c.clip.histogram_bins = 256       # histogram: log-spaced bins of the times (5.5% wide over
                                     # the range below; 2 x 256 words = 2 KB more per upload)
   c.clip.histogram_lo_s = 0.01      # histogram: first bin edge, seconds (below: first bin)

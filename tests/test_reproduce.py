@@ -92,6 +92,26 @@ def test_a_run_stored_before_a_key_was_added_is_the_same_run():
   for key in ("straggler_info", "histogram_bins", "histogram_lo_s", "histogram_hi_s"):
     del stored["clip"][key]  # as written before the time histograms existed (issue 27)
   old = json.dumps(stored, indent=2, sort_keys=True)
+  config.method = stored["method"] = "clip_compute"  # a method that reads these keys
+  old = json.dumps(stored, indent=2, sort_keys=True)
+  assert config.clip.straggler_info == "auto"
+  assert not config_types.same_run_config(old, config)  # auto is not what those runs did
+  config.clip.straggler_info = "neighbours"
   assert config_types.same_run_config(old, config)
   config.clip.straggler_info = "histogram"
+  assert not config_types.same_run_config(old, config)
+
+
+def test_keys_only_broadcasting_methods_read_do_not_make_another_fedavg_run():
+  import json
+  from clipjax import config_types
+  from configs import base
+  config = base.get_config()
+  for method, same in (("fedavg", True), ("clip_compute", False), ("random", False)):
+    config.method, config.clip.straggler_info = method, "neighbours"
+    old = config.to_json_best_effort(indent=2, sort_keys=True)
+    config.clip.straggler_info, config.clip.histogram_bins = "histogram", 64
+    assert config_types.same_run_config(old, config) is same, method
+    config.clip.histogram_bins = 256
+  config.method, config.clip.score = "fedavg", "relative_l2"  # other keys still count
   assert not config_types.same_run_config(old, config)

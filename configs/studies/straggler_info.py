@@ -61,8 +61,8 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=None, scenarios=N
         (_, c), = sweep.build(base.size_config(size), seeds=[seed], methods=[name.split("+")[0]],
                               scenarios=["compute"], overrides={**setting, **(overrides or {})})
         sweep.apply_overrides(c, {**setting, **protocol, **(overrides or {})})
-        if "+histogram" in name:
-          c.clip.straggler_info = "histogram"
+        # Each arm names its source explicitly, not through the `auto` default.
+        c.clip.straggler_info = "histogram" if "+histogram" in name else "neighbours"
         if name.endswith("+histogram64"):
           c.clip.histogram_bins = 64
         runs.append((f"{scenario}/{name}/seed{seed}", c))
