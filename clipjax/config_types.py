@@ -51,11 +51,14 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
 # order), so a stored run with other values is the same run (and may resume under them).
 LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate",
                "secagg.verify_every")
-# Keys only methods that broadcast times read (`Method.broadcasts`): a stored `fedavg` or
-# `fluid` run with other values is the same run, so changing how CLIP's clients learn their
-# peers' times does not send the references of a sweep to be run again.
+# Keys a method never reads: a stored run of a method with other values of them is the same
+# run, so changing a CLIP default does not send a sweep's references to be run again. Keys of
+# how clients learn their peers' times, read only by methods that broadcast
+# (`Method.broadcasts`: not `fedavg`, `fluid`), and of CLIP's client-side invariance, read
+# only by `prune_rule="client_invariance"` (not `fedavg`, `random`, `ordered`, `fluid`).
 BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
                   "clip.histogram_hi_s")
+INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -79,15 +82,20 @@ def _comparable(stored_json: str, config) -> tuple[dict, dict] | None:
   for key, value in ADDED_KEYS.items():
     if key not in stored and asked.get(key) == value:
       asked.pop(key)
-  unread = [] if _broadcasts(asked.get("method")) else BROADCAST_KEYS
-  for key in (*LAYOUT_KEYS, *unread):
+  for key in (*LAYOUT_KEYS, *unread_keys(asked.get("method"))):
     stored.pop(key, None)
     asked.pop(key, None)
   return stored, asked
 
 
-def _broadcasts(method) -> bool:
-  return method not in METHODS or METHODS[method].broadcasts
+def unread_keys(method: str) -> tuple[str, ...]:
+  """The config keys `method` never reads (`BROADCAST_KEYS`, `INVARIANCE_KEYS`); none for an
+  unknown method."""
+  if method not in METHODS:
+    return ()
+  m = METHODS[method]
+  return ((() if m.broadcasts else BROADCAST_KEYS)
+          + (() if m.prune_rule == "client_invariance" else INVARIANCE_KEYS))
 
 
 def same_run_config(stored_json: str, config) -> bool:

@@ -164,7 +164,7 @@ def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, 
   return prune_mask, new_state, invariant, slack_count
 
 
-def make_scorer(unit_spec: units.UnitSpec, kind: str = "max_relative"):
+def make_scorer(unit_spec: units.UnitSpec, kind: str = "relative_l2"):
   """Jitted `score(params, reference) -> {layer: f32[n]}`: CLIP's invariance scores of the
   global model `params` against the model a client received before it (`units.unit_scores`).
   """
@@ -174,7 +174,7 @@ def make_scorer(unit_spec: units.UnitSpec, kind: str = "max_relative"):
 
 def make_masks(method: Method, unit_spec: units.UnitSpec, *,
                growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
-               threshold_init: str = "min"):
+               threshold_init: str = "band"):
   """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
@@ -209,7 +209,7 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *,
 
 def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *,
                       growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
-                      threshold_init: str = "min"):
+                      threshold_init: str = "band"):
   """Builds one round's masked training for all clients: jitted masks, then `train`.
 
   Args:

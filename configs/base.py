@@ -97,11 +97,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.rho_min = 0.0              # 0: FLOP fraction of the model at min_keep
   c.clip.growth = invariance.DEFAULT_GROWTH  # 1.2: invariance threshold x growth below m_l
                                             # invariant units, / growth above 2 m_l (DESIGN 2.4)
-  c.clip.threshold_init = "min"     # first threshold: min (smallest positive score, as FLuID)
-                                    # | band (score of the ceil(1.5 m)-th unit) | median | mean
+  c.clip.threshold_init = "band"    # first threshold: band (DESIGN 2.4, score of the
+                                    # ceil(1.5 m)-th unit) | min (smallest positive score, as
+                                    # FLuID; the default before issue 24) | median | mean
   c.clip.slack = "lowest_score"     # lowest_score | random order of non-invariant units
-  c.clip.score = "max_relative"     # invariance score: max_relative (DESIGN 2.4, max over the
-                                    # group of |dw|/|w|) | relative_l2 (||dw||/||w|| of the group)
+  c.clip.score = "relative_l2"      # invariance score: relative_l2 (DESIGN 2.4, ||dw||/||w||
+                                    # of the unit's group) | max_relative (max over the group of
+                                    # |dw|/|w|; the default before issue 24)
   c.clip.reference = "last_seen"    # w(t-1) of CLIP's scores: last_seen (the last different
                                     # global model the client received, DESIGN 2.9) | server
                                     # (the server also sends w(t-1): a second download)

@@ -79,8 +79,9 @@ def test_scores_by_hand_max_relative_and_relative_l2():
   now["out"] = {"kernel": prev["out"]["kernel"].at[2, 0].add(0.5), "bias": prev["out"]["bias"]}
   w1, b1, w2 = (np.asarray(prev["hidden"]["kernel"]), np.asarray(prev["hidden"]["bias"]),
                 np.asarray(prev["out"]["kernel"]))
-  mx = units.unit_scores(SPEC, now, prev)["hidden"]
+  mx = units.unit_scores(SPEC, now, prev, kind="max_relative")["hidden"]
   l2 = units.unit_scores(SPEC, now, prev, kind="relative_l2")["hidden"]
+  np.testing.assert_array_equal(units.unit_scores(SPEC, now, prev)["hidden"], l2)  # default
   # Only unit 2's outgoing weight (2, 0) moved, by 0.5.
   assert float(mx[2]) == pytest.approx(0.5 / (abs(w2[2, 0]) + 1e-8), rel=1e-5)
   group = np.concatenate([w1[:, 2], b1[2:3], w2[2]])

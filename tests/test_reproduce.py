@@ -102,7 +102,7 @@ def test_a_run_stored_before_a_key_was_added_is_the_same_run():
   assert not config_types.same_run_config(old, config)
 
 
-def test_keys_only_broadcasting_methods_read_do_not_make_another_fedavg_run():
+def test_keys_a_method_never_reads_do_not_make_another_run_of_it():
   import json
   from clipjax import config_types
   from configs import base
@@ -113,5 +113,13 @@ def test_keys_only_broadcasting_methods_read_do_not_make_another_fedavg_run():
     config.clip.straggler_info, config.clip.histogram_bins = "histogram", 64
     assert config_types.same_run_config(old, config) is same, method
     config.clip.histogram_bins = 256
-  config.method, config.clip.score = "fedavg", "relative_l2"  # other keys still count
+  for method, same in (("fedavg", True), ("random", True), ("fluid", True),
+                       ("clip_network", False)):
+    config.method, config.clip.score, config.clip.threshold_init = method, "max_relative", "min"
+    old = config.to_json_best_effort(indent=2, sort_keys=True)
+    config.clip.score, config.clip.threshold_init = "relative_l2", "band"
+    assert config_types.same_run_config(old, config) is same, method
+  config.method = "fedavg"
+  old = config.to_json_best_effort(indent=2, sort_keys=True)
+  config.clip.min_keep = 0.3  # keys outside those two lists still count
   assert not config_types.same_run_config(old, config)

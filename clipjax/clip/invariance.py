@@ -19,8 +19,9 @@ order. The order is a rank over the composite key (group, score, random bits), a
 Threshold state (per client, per layer), a band controller on the invariant count:
 
   init    in the client's first pruning round (some m_l > 0), every layer's
-          th_l = threshold_init(scores_l) (default: the smallest positive score, as FLuID
-          starts from the minimum change);
+          th_l = threshold_init(scores_l) (default `band`: the score of the ceil(1.5 m_l)-th
+          lowest unit, mid-band from the start; `min`, the smallest positive score, is how
+          FLuID starts);
   mask    this round's invariant set and prune mask use th_l as it stands;
   update  from this round's invariant count k_l = #{j: s_j <= th_l}, for the next round:
             m_l > 0 and k_l < m_l:    th_l <- clip(th_l * growth, min_pos(s), max_finite(s))
@@ -219,7 +220,7 @@ def update(
     *,
     growth: float = DEFAULT_GROWTH,
     slack: str = "lowest_score",
-    threshold_init: str | ThresholdInit = "min",
+    threshold_init: str | ThresholdInit = "band",
 ) -> tuple[dict, InvarianceState, InvarianceCounts]:
   """One round of client-side invariant dropout for ONE client.
 
@@ -231,8 +232,9 @@ def update(
     growth: threshold factor (> 1): th_l * growth after a round with fewer than m_l invariant
       units, th_l / growth after one with more than 2 m_l (only where m_l > 0).
     slack: "lowest_score" or "random" order of the non-invariant units.
-    threshold_init: "min" (smallest positive score), "median", "mean", "band" (the score of
-      the ceil(1.5 m_l)-th lowest unit, mid-band from the first round), or a callable
+    threshold_init: "band" (the default, DESIGN 2.4: the score of the ceil(1.5 m_l)-th
+      lowest unit, mid-band from the first round), "min" (smallest positive score, FLuID's
+      start), "median", "mean", or a callable
       f32[n] -> f32[].
 
   Returns:

@@ -117,16 +117,17 @@ def param_prune_mask(spec: UnitSpec, prune_mask: PruneMask, params: Params) -> P
   return jax.tree_util.tree_map_with_path(leaf_mask, params)
 
 
-SCORES = ("max_relative", "relative_l2")
+SCORES = ("relative_l2", "max_relative")
 
 
 def unit_scores(spec: UnitSpec, w_now: Params, w_prev: Params, eps: float = 1e-8,
-                kind: str = "max_relative") -> dict[str, jax.Array]:
+                kind: str = "relative_l2") -> dict[str, jax.Array]:
   """Per-unit invariance score: the relative change of the unit's parameter group.
 
-  `max_relative` (DESIGN 2.4, the default):
+  `relative_l2` (DESIGN 2.4 as amended, the default):
+    s_j = ||w_now - w_prev||_group / (||w_prev||_group + eps).
+  `max_relative` (the first DESIGN 2.4, the default before issue 24):
     s_j = max_{w in group(j)} |w_now - w_prev| / (|w_prev| + eps).
-  `relative_l2` (beyond DESIGN): s_j = ||w_now - w_prev||_group / (||w_prev||_group + eps).
   The max of per-weight ratios is set by the group's weight nearest zero; on FEMNIST it ranks
   units almost independently from one round to the next (Spearman rho ~0 to 0.6 per layer,
   against 0.9-1.0 for `relative_l2`; `scripts/invariance_report.py`, docs/design.md 2.4).

@@ -53,9 +53,11 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
       c.seed = int(seed)
       sweep.set_method(c, name)
       c.devices.compute_slow = round(SLOW_FRACTION * FEMNIST_WRITERS)
-      # As published: the graph neighbours' reports (the `auto` default, a summed histogram
-      # under SecAgg, came later: issue 27); an override still wins.
+      # As published: the graph neighbours' reports and the invariance rule of then (the
+      # defaults `auto` and `relative_l2` + `band` came later: issues 27, 24); an override
+      # still wins.
       c.clip.straggler_info = "neighbours"
+      c.clip.score, c.clip.threshold_init = "max_relative", "min"
       sweep.apply_overrides(c, dict(overrides or {}))
       runs.append((f"population/{name}/seed{seed}", c))
   return runs

@@ -116,7 +116,7 @@ def test_ties_exact_counts_and_deterministic_per_key():
   st = invariance.init_state({"l": 20})
   splits = set()
   for seed in range(5):
-    m, _, c = invariance.update(st, slack_scores, 0.5, jax.random.key(seed))
+    m, _, c = invariance.update(st, slack_scores, 0.5, jax.random.key(seed), threshold_init="min")
     got = np.asarray(m["l"])
     assert got.sum() == 10 and got[0] == 0 and got[13:].all() and got[1:13].sum() == 3
     assert int(c.invariant["l"]) == 1 and int(c.slack["l"]) == 9
@@ -191,7 +191,8 @@ def test_threshold_init_and_growth():
   assert not bool(s1.initialised) and float(s1.thresholds["l"]) == 0.0
   assert np.asarray(m["l"]).all() and int(c.dropped["l"]) == 0
   # First pruning round: th = min positive score 0.2, 2 invariant (0.0, 0.2) < m = 3: grow.
-  m, s2, c = invariance.update(s1, scores, 0.4, jax.random.key(0), growth=2.0)
+  m, s2, c = invariance.update(s1, scores, 0.4, jax.random.key(0), growth=2.0,
+                               threshold_init="min")
   assert bool(s2.initialised)
   assert int(c.invariant["l"]) == 2 and int(c.slack["l"]) == 1
   np.testing.assert_allclose(float(s2.thresholds["l"]), 0.4)

@@ -167,14 +167,21 @@ def test_unit_scores_hand_checked_with_tile():
   now["a"]["kernel"][0, 0] = 0.9  # unit 0: 0.1
   now["b"]["kernel"][2, 0] = 10.0  # row 2 -> unit 2 % 2 = 0: |6| / 4 = 1.5
   now["b"]["bias"][0] = 100.0  # not in any group
-  scores = jax.jit(lambda a, b: unit_scores(_tiny_spec(), a, b))(now, prev)
+  scores = jax.jit(lambda a, b: unit_scores(_tiny_spec(), a, b, kind="max_relative"))(now, prev)
   np.testing.assert_allclose(scores["a"], [1.5, 0.5], rtol=1e-6)
   # eps keeps a zero previous weight finite: |1 - 0| / (0 + 1e-8).
   prev["a"]["bias"][0] = 0.0
   now["a"]["bias"][0] = 1.0
-  scores = unit_scores(_tiny_spec(), now, prev, eps=1e-8)
+  scores = unit_scores(_tiny_spec(), now, prev, eps=1e-8, kind="max_relative")
   np.testing.assert_allclose(scores["a"], [1e8, 0.5], rtol=1e-6)
   assert scores["a"].dtype == jnp.float32
+  # The default, relative_l2, of the same change: ||dw|| / ||w|| over each unit's group.
+  l2 = unit_scores(_tiny_spec(), now, prev, eps=1e-8)
+  group = lambda w, j: np.concatenate([w["a"]["kernel"][:, j], w["a"]["bias"][j:j + 1],
+                                       w["b"]["kernel"][j::2, 0]])  # noqa: E731
+  want = [np.linalg.norm(group(now, j) - group(prev, j)) / (np.linalg.norm(group(prev, j)) + 1e-8)
+          for j in (0, 1)]
+  np.testing.assert_allclose(l2["a"], want, rtol=1e-6)
 
 
 def test_unit_scores_zero_when_unchanged_and_vmappable():
