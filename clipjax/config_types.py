@@ -45,7 +45,9 @@ DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordin
 ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
               # issue 27: runs stored before them heard their neighbours' reports
               "clip.straggler_info": "neighbours", "clip.histogram_bins": 256,
-              "clip.histogram_lo_s": 0.01, "clip.histogram_hi_s": 10000.0}
+              "clip.histogram_lo_s": 0.01, "clip.histogram_hi_s": 10000.0,
+              # issue 24: runs stored before it charged the server no work
+              "devices.server_speedup": 0.0}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).
@@ -266,6 +268,7 @@ class DeviceSpec:
   fast_flops: float
   slow_compute_ratio: float
   server_seconds: float
+  server_speedup: float  # the server's ops/s / the fast tier's; 0: no server work charged
   calibration: str
 
 
@@ -366,6 +369,8 @@ def _device_spec(g) -> DeviceSpec:
       slow_compute_ratio=_fraction("devices.slow_compute_ratio",
                                    g("devices.slow_compute_ratio"), lo=1e-3),
       server_seconds=float(_positive("devices.server_seconds", g("devices.server_seconds"), allow_zero=True)),
+      server_speedup=float(_positive("devices.server_speedup", float(g("devices.server_speedup")),
+                                     allow_zero=True)),
       calibration=calibration,
   )
   return devices

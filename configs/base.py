@@ -141,5 +141,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.devices.calibration = "default" # default: the documented 10 GFLOP/s estimate | measured:
                                     # this machine, from scripts/measure_device.py --save
   c.devices.slow_compute_ratio = 2.0 / 3.0
-  c.devices.server_seconds = 0.0
+  c.devices.server_seconds = 0.0    # fixed server seconds added to every round
+  c.devices.server_speedup = 10.0   # the server's work (summing, SecAgg unmasking, FLuID's
+                                    # scoring) runs at this x the fast tier's rate; 0 charges
+                                    # none (before issue 24); clipjax/clock/server.py
   return c

@@ -71,6 +71,7 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
   assert rows[1]["messages"] == [secure_messages + extra] * 4
   assert json.loads((tmp_path / "config.json").read_text())["method"] == method
   assert (tmp_path / "checkpoints" / "final").exists()
+  _check_server_seconds_by_hand(config, summary["params"], info, rows)
   if method == "fluid":
     assert "secagg_survivors" not in rows[1] and summary["secagg"] == "off"
   else:
@@ -93,6 +94,34 @@ def test_each_method_runs_end_to_end_on_femnist(method, tmp_path):
 
 def c_secure(method):
   return method != "fluid"
+
+
+def _check_server_seconds_by_hand(config, num_params, info, rows):
+  """The server's seconds of each round from the counts of clipjax/clock/server.py's docstring,
+  for 4 clients on a complete graph without drop-outs: every survivor's self-mask is rebuilt
+  and expanded, no pairwise mask is (nobody dropped)."""
+  from clipjax import secagg
+  from clipjax.round import build
+  spec = config_types.ExperimentSpec.from_config(config)
+  rate = 10.0 * spec.devices.fast_flops  # devices.server_speedup's default
+  assert spec.devices.server_speedup == 10.0 and rate > 0
+  for r in rows:
+    if c_secure(config.method):
+      t = secagg.choose_parameters(4, **build.key_agreement_kwargs(spec)).threshold
+      words = num_params + 1 + (2 * 256 if info == "histogram" else 0)
+      want = {"aggregate": 4 * words, "unmask_prg": 4 * words * 64,
+              "shamir": 4 * t * t * 100, "fluid": 0}
+    else:  # fluid in the clear: the kept coordinates and the weight; the voters' scoring
+      voters = 4 - len(r["stragglers"])
+      pruned = sum(p < 1 for p in r["keep_fraction"])
+      aggregate = r["server_s_parts"]["aggregate"] * rate  # a straggler uploads less than D + 1
+      assert (4 - pruned) * (num_params + 1) + pruned <= aggregate <= 4 * (num_params + 1) - pruned
+      want = {"aggregate": aggregate, "unmask_prg": 0, "shamir": 0,
+              "fluid": voters * num_params * 4}
+    for part, ops in want.items():
+      assert r["server_s_parts"][part] == pytest.approx(ops / rate, rel=1e-9), part
+    assert r["server_seconds"] == pytest.approx(sum(want.values()) / rate, rel=1e-6)
+    assert r["server_seconds"] > 0
 
 
 def test_participation_weighted_aggregation_with_dropouts(tmp_path):

@@ -103,7 +103,9 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
                                                 max_weight=100.0) if secure else None)
   setting = settings.RoundSetting(
       method=method, unit_spec=SPEC,
-      pruned_round=methods.make_pruned_round(method, SPEC, train),
+      # The hand derivations (tests/round/test_methods_rounds.py) follow the first DESIGN 2.4
+      # rule: the max_relative score, the threshold starting at the smallest positive score.
+      pruned_round=methods.make_pruned_round(method, SPEC, train, threshold_init="min"),
       aggregator=aggregation.make_aggregator(rule, params, secure_settings),
       aggregation_rule=rule, secagg_on=secure,
       server=settings.ServerSetting(
@@ -112,7 +114,7 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
       clock=clock, keep=settings.KeepSetting(0.2, table, None), key_agreement=key_agreement,
       data=settings.ClientData(x=np.asarray(x), y=np.asarray(y), valid=np.asarray(valid),
                                weights=np.asarray(counts, np.float32)),
-      base_key=jax.random.key(3), seed=0, scorer=methods.make_scorer(SPEC),
+      base_key=jax.random.key(3), seed=0, scorer=methods.make_scorer(SPEC, "max_relative"),
       scale=settings.ScaleSetting(cohort=cohort, chunk=chunk, mesh=mesh), **extra)
   return algorithm.make_round(setting), params, (np.asarray(x), np.asarray(y)), population
 

@@ -50,6 +50,7 @@ from clipjax.clip import histogram as histogram_lib
 from clipjax.clip import reports as reports_lib
 from clipjax.clock import charges as charges_lib
 from clipjax.clock import round_time
+from clipjax.clock import server as server_clock
 from clipjax.fl import aggregation
 from clipjax.fl import clients as clients_lib
 from clipjax.fl import server as server_lib
@@ -270,13 +271,19 @@ def make_round(setting: RoundSetting) -> Algorithm:
           setting.fluid.update, fluid_state, rnd.params, trained.deltas, decision.is_straggler,
           agg.survivors, decision.keep, setting.base_key, r)
       row.update(fluid_fields)
-    # (8) the virtual clock.
+    # (8) the virtual clock: the slowest survivor, then the server's work.
     times = setting.clock.times(r, charged, ids)
-    round_s = round_time.round_time(times, agg.survivors, server_s)
+    voters = (int(np.sum(~np.asarray(decision.is_straggler) & np.asarray(agg.survivors)))
+              if setting.fluid is not None else 0)
+    work_s, parts = server_clock.seconds(
+        server_clock.work(charger, trained.kept_params, rnd.num_params, rnd.setup, agg.survivors,
+                        fluid_voters=voters), setting.server.ops_per_s, server_s)
+    round_s = round_time.round_time(times, agg.survivors, work_s)
     row = record.finished(
         row, loss_sum=trained.loss_sum, num_seen=trained.num_seen, keep=decision.keep,
         invariant=trained.invariant, slack=trained.slack, survivors=agg.survivors, times=times,
-        charged=charged, round_s=round_s, virtual_time=state.virtual_time, server_seconds=server_s)
+        charged=charged, round_s=round_s, virtual_time=state.virtual_time, server_seconds=work_s)
+    row["server_s_parts"] = parts
     return RunState(server=server, clip=state.clip, fluid=fluid_state,
                     reports=state.reports.update(ids, times.fit_full, times.report_net,
                                                  summed=agg.survivors),

@@ -104,12 +104,14 @@ class ServerSetting:
   Attributes:
     init: `params -> ServerState`.
     step: jitted `(ServerState, mean_delta) -> ServerState`.
-    seconds: the server's own seconds per round, added to every round's time.
+    seconds: the server's fixed seconds per round, added to every round's time.
+    ops_per_s: the rate its work runs at (`clipjax.clock.server`); 0: no work charged.
   """
 
   init: Callable
   step: Callable
   seconds: float = 0.0
+  ops_per_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

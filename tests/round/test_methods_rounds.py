@@ -69,7 +69,7 @@ def _kept(p):
 
 
 def _unit_scores(now, prev):
-  """CLIP's default score by hand: a unit's largest |w_now - w_prev| / (|w_prev| + 1e-8) over
+  """CLIP's `max_relative` score by hand (the toy's): a unit's largest |w_now - w_prev| / (|w_prev| + 1e-8) over
   its incoming kernel column, its bias and its outgoing kernel row."""
   rel = jax.tree.map(lambda a, b: np.abs(a - b) / (np.abs(b) + 1e-8), _np(now), _np(prev))
   return np.max(np.stack([rel["hidden"]["kernel"].max(0), rel["hidden"]["bias"],

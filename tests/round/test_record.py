@@ -139,5 +139,5 @@ def test_a_real_fedavg_rows_keys_in_order():
   assert list(row) == (["round", "stragglers", "keep_fraction", "host_seconds_train",
                         "host_seconds_sum", "train_loss", "round_time_s", "virtual_time_s",
                         "invariant_units", "slack_units", "survivors", "server_seconds"]
-                       + CLOCK)
+                       + CLOCK + ["server_s_parts"])
   json.dumps(row)
