@@ -279,8 +279,10 @@ def test_oversized_vectors_and_keystream_counters_are_rejected():
     chacha.keystream(key, nonce, -1, 16)
 
 
-# 8. SecAgg+: a client with fewer than t share holders drops alone; the round goes on.
-def test_client_with_too_few_holders_drops_alone():
+# 8. SecAgg+: a client with fewer than t share holders is left out, with every client its
+# removal leaves short (the fixed point of the holder condition); the round goes on while at
+# least t remain. At n = 20, k = 4, t = 3 that is the client and at most one ring neighbour.
+def test_client_with_too_few_holders_is_left_out_with_those_it_leaves_short():
   n, k, t, seed = 20, 4, 3, 3
   threat = params.ThreatModel(corruption_fraction=0.0)  # makes (4, 3) secure: no colluders
   probe = secagg.setup_round(n, degree=k, threshold=t, threat=threat, seed=seed)
@@ -295,6 +297,28 @@ def test_client_with_too_few_holders_drops_alone():
   np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
   assert res.survivors.sum() == n - 3 - len(res.too_few_holders)
   assert math.isclose(res.weight_total, res.survivors.sum())
+
+
+def test_at_n50_one_short_client_takes_the_whole_ring_with_it():
+  # Issue 24 item 6: with the analysed k = 16, t = 11 at n = 50, a client needs 10 of its 16
+  # neighbours. 6 drop-outs among one client's neighbours at AdvertiseKeys leave everyone
+  # enough holders; 7 leave it short, its removal leaves its ring neighbours short, and the
+  # removal runs around the ring: nobody can share, and the round aborts at ShareKeys.
+  p = secagg.choose_parameters(50, protocol="secagg+")
+  assert (p.degree, p.threshold) == (16, 11)
+  x = np.random.default_rng(5).uniform(-1, 1, (50, 4)).astype(np.float32)
+  for seed in (0, 1):
+    probe = secagg.setup_round(50, degree=16, threshold=11, seed=seed)
+    six = list(probe.neighbours(0)[:6])
+    res = secagg.secure_sum(x, degree=16, threshold=11, seed=seed,
+                            dropouts=secagg.Dropouts(advertise_keys=six))
+    assert res.too_few_holders == () and res.survivors.sum() == 44
+    np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
+    seven = list(probe.neighbours(0)[:7])
+    with pytest.raises(secagg.RoundAborted) as err:
+      secagg.secure_sum(x, degree=16, threshold=11, seed=seed,
+                        dropouts=secagg.Dropouts(advertise_keys=seven))
+    assert err.value.stage == "share_keys" and len(err.value.too_few_holders) == 43
 
 
 def test_threat_fractions_accept_numpy_scalars_and_refuse_the_rest():
