@@ -21,14 +21,18 @@ more message each way, or one more round of lag if it rides in the next ShareKey
 from __future__ import annotations
 
 import json
+import os
+import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
-from clipjax.clip import histogram as histogram_lib
-from clipjax.secagg import graph as graph_lib
-from clipjax.secagg import params as params_lib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402
+
+from clipjax.clip import histogram as histogram_lib  # noqa: E402
+from clipjax.secagg import graph as graph_lib  # noqa: E402
+from clipjax.secagg import params as params_lib  # noqa: E402
 
 _TRIALS = flags.DEFINE_integer("trials", 2000, "Rounds drawn per setting.")
 _SLOW = flags.DEFINE_float("slow_factor", 1.5, "Slow clients' total time / fast clients' "
@@ -110,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)
