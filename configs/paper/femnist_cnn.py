@@ -43,6 +43,20 @@ The rounds are network-bound at this size and at full size (`scripts/round_balan
 slowest writer's fit is 0.13-0.26 of the rest of its round at x0.25, 0.16-0.34 at x1), so CLIP's
 broadcast costs more than its compute pruning saves; only clip_network, which also over-prunes
 the network stragglers, shortens rounds (+3.0%), at 1.6 points of accuracy.
+
+Re-run 2026-12-04 (commit 52445a3, the 24 runs of random, ordered, clip_compute and
+clip_network; the other 18 read neither changed key) with the defaults of issues 24 and 27:
+`clip.score=relative_l2`, `clip.threshold_init=band`, `clip.straggler_info=auto` (the summed
+time histogram, no broadcast message); the server's work is not charged in these runs:
+
+  method        compute: round s  cut     acc delta          compute_network: round s  cut     acc delta
+  random        0.7395   +2.3%   -0.90 [-2.37, +0.58]   1.171   +2.2%   -0.96 [-3.01, +1.09]
+  ordered       0.7395   +2.3%   -0.75 [-2.46, +0.97]   1.171   +2.2%   -0.76 [-2.86, +1.35]
+  clip_compute  0.7395   +2.3%   -0.15 [-0.41, +0.10]   1.171   +2.2%   -0.26 [-1.07, +0.55]
+  clip_network  0.7405   +2.2%   -0.34 [-1.01, +0.34]   1.113   +7.1%   -1.40 [-2.54, -0.26]
+
+Without the broadcast message every secure pruning method now cuts a little; the full tables are
+in configs/paper/README.md.
 """
 
 from configs import femnist_cnn
