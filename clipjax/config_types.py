@@ -38,6 +38,9 @@ from clipjax.secagg import max_safe_bits
 from clipjax.secagg.params import PROTOCOLS
 from clipjax.secagg.protocol import SIMULATE
 
+# How the time reports travel (DESIGN 2.2): inside SecAgg's ShareKeys ciphertexts, or in a
+# message of their own; `auto`: share_keys under SecAgg, own_message without it.
+BROADCASTS = ("auto", "share_keys", "own_message")
 DEFAULT_SECAGG_CLIP = 1.0  # quantisation range [-1, 1] of each weighted coordinate
 
 # Config keys added after runs were stored, with the value that reproduces those runs: a stored
@@ -46,8 +49,9 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
               # issue 27: runs stored before them heard their neighbours' reports
               "clip.straggler_info": "neighbours", "clip.histogram_bins": 256,
               "clip.histogram_lo_s": 0.01, "clip.histogram_hi_s": 10000.0,
-              # issue 24: runs stored before it charged the server no work
-              "devices.server_speedup": 0.0}
+              # issue 24: runs stored before it charged the server no work and sent the
+              # reports in a message of their own
+              "devices.server_speedup": 0.0, "clip.broadcast": "own_message"}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).
@@ -59,7 +63,7 @@ LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate
 # (`Method.broadcasts`: not `fedavg`, `fluid`), and of CLIP's client-side invariance, read
 # only by `prune_rule="client_invariance"` (not `fedavg`, `random`, `ordered`, `fluid`).
 BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
-                  "clip.histogram_hi_s")
+                  "clip.histogram_hi_s", "clip.broadcast")
 INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack")
 
 
@@ -254,6 +258,7 @@ class ClipSpec:
   aggregation: str
   reference: str
   straggler_info: str
+  broadcast: str  # share_keys | own_message (resolved from auto)
   histogram_bins: int
   histogram_lo_s: float
   histogram_hi_s: float
@@ -340,6 +345,7 @@ def _clip_spec(g) -> ClipSpec:
       reference=_choice("clip.reference", g("clip.reference"), REFERENCES),
       straggler_info=_choice("clip.straggler_info", g("clip.straggler_info"),
                              STRAGGLER_INFOS),
+      broadcast=_choice("clip.broadcast", g("clip.broadcast"), BROADCASTS),
       histogram_bins=int(g("clip.histogram_bins")),
       histogram_lo_s=float(g("clip.histogram_lo_s")),
       histogram_hi_s=float(g("clip.histogram_hi_s")),
@@ -493,9 +499,18 @@ class ExperimentSpec:
         model=ModelSpec(name=_choice("model.name", g("model.name"), KNOWN_MODELS),
                         width=float(_positive("model.width", float(g("model.width"))))),
         secagg=secagg, clip=clip, devices=devices, reports=reports)
-    spec = dataclasses.replace(spec, clip=dataclasses.replace(clip, straggler_info=(
-        resolve_straggler_info(clip.straggler_info, broadcasts=METHODS[spec.method].broadcasts,
-                               secagg=secagg.enabled, rule=reports.rule))))
+    if (clip.broadcast == "share_keys" and not secagg.enabled
+        and METHODS[spec.method].broadcasts):
+      raise ValueError("config.clip.broadcast='share_keys' sends the time reports inside "
+                       "SecAgg's ShareKeys ciphertexts, and SecAgg is off; turn "
+                       "config.secagg.enabled on or use clip.broadcast='own_message' (or "
+                       "'auto').")
+    spec = dataclasses.replace(spec, clip=dataclasses.replace(
+        clip, straggler_info=resolve_straggler_info(
+            clip.straggler_info, broadcasts=METHODS[spec.method].broadcasts,
+            secagg=secagg.enabled, rule=reports.rule),
+        broadcast=(clip.broadcast if clip.broadcast != "auto"
+                   else "share_keys" if secagg.enabled else "own_message")))
     if (spec.clip.straggler_info == "histogram" and METHODS[spec.method].broadcasts
         and not spec.secagg.enabled):
       raise ValueError(f"config.clip.straggler_info='histogram' sums the time histograms under "

@@ -113,6 +113,10 @@ def get_config() -> ml_collections.ConfigDict:
                                     # neighbours, DESIGN 2.2) | histogram (bins of every
                                     # client's times, summed under SecAgg;
                                     # clipjax/clip/histogram.py)
+  c.clip.broadcast = "auto"         # how the reports travel (neighbours): share_keys (inside
+                                    # SecAgg's ShareKeys ciphertexts: report bytes, no message;
+                                    # DESIGN 2.2, issue 24) | own_message (a sealed message
+                                    # relayed by the server) | auto (share_keys under SecAgg)
   c.clip.histogram_bins = 256       # histogram: log-spaced bins of the times (5.5% wide over
                                     # the range below; 2 x 256 words = 2 KB more per upload)
   c.clip.histogram_lo_s = 0.01      # histogram: first bin edge, seconds (below: first bin)

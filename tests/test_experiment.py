@@ -252,6 +252,7 @@ def test_histogram_straggler_info_reads_the_last_secure_sum_and_sends_no_report(
     # hold both and put the slow total in a bin of its own.
     c.clip.straggler_info, c.clip.histogram_bins = info, 96
     c.clip.histogram_lo_s, c.clip.histogram_hi_s = 0.02, 0.4
+    c.clip.broadcast = "own_message"  # the reports in their own message, against none
     return c
 
   experiment.run(config("histogram"), str(tmp_path / "h"))
@@ -267,3 +268,34 @@ def test_histogram_straggler_info_reads_the_last_secure_sum_and_sends_no_report(
   assert set(h[1]["stragglers"]) <= set(h[1]["stragglers_all_heard"])
   assert h[1]["stragglers"] == h[1]["stragglers_all_heard"] == h[1]["true_stragglers"]
   assert h[1]["keep_fraction"][h[1]["stragglers"][0]] < 1.0
+
+
+def test_reports_inside_share_keys_cost_their_bytes_not_a_message(tmp_path):
+  # DESIGN 2.2 (issue 24 item 2): under SecAgg the neighbours' reports ride inside ShareKeys.
+  from clipjax import secagg
+  from clipjax.clip import stragglers
+  rows = {}
+  for broadcast in ("share_keys", "own_message"):
+    c = tiny_config("clip_compute", degree=3)
+    c.clip.straggler_info, c.clip.broadcast = "neighbours", broadcast
+    experiment.run(c, str(tmp_path / broadcast))
+    rows[broadcast] = read_rows(tmp_path / broadcast)
+  inside, own = rows["share_keys"][1], rows["own_message"][1]
+  assert own["messages"] == [6] * 4 and inside["messages"] == [5] * 4  # SecAgg's 5 only
+  # 4 clients x 3 neighbours: each route carries the 16-byte plaintext, not a 44-byte seal.
+  sealed = secagg.sealed_size(stragglers.TIME_REPORT_BYTES)
+  assert own["broadcast_bytes"] == 12 * sealed
+  assert inside["broadcast_bytes"] == 12 * stragglers.TIME_REPORT_BYTES
+  # The same decisions; the round is shorter by one latency (and fewer bytes).
+  assert inside["stragglers"] == own["stragglers"] and inside["keep_fraction"] == own["keep_fraction"]
+  assert np.all(np.asarray(inside["latency_s"]) < np.asarray(own["latency_s"]))
+  assert inside["round_time_s"] < own["round_time_s"]
+
+
+def test_reports_inside_share_keys_need_secagg():
+  c = tiny_config("clip_compute")
+  c.secagg.enabled, c.clip.broadcast = False, "share_keys"
+  with pytest.raises(ValueError, match="clip.broadcast='share_keys'.*SecAgg is off"):
+    config_types.ExperimentSpec.from_config(c)
+  c.clip.broadcast = "auto"  # without SecAgg: the reports' own message
+  assert config_types.ExperimentSpec.from_config(c).clip.broadcast == "own_message"

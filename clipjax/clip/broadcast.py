@@ -237,8 +237,9 @@ class Decision:
   Attributes:
     is_straggler: bool[C] clients that called themselves stragglers.
     keep: f32[C] their keep fractions (1 for everybody else).
-    broadcasting: the sealed broadcast ran this round (the clock charges it).
-    relay_bytes: (sent, received) ciphertext bytes per client, or (0, 0).
+    broadcasting: the reports were exchanged this round (the clock charges them: a message of
+      their own, or their bytes inside ShareKeys, `settings.ReportSetting.in_share_keys`).
+    relay_bytes: (sent, received) report bytes per client, or (0, 0).
     fields: the record's fields of this stage, in order.
   """
 
@@ -304,7 +305,13 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
     alive = np.isin(np.arange(num), setup.advertised) & reported
     known, relay = exchange_time_reports(setup, said_fit, said_net, alive)
     broadcasting, relay_bytes = True, relay.bytes_per_client(num)
-    fields["broadcast_bytes"] = relay.bytes_relayed
+    relayed = relay.bytes_relayed
+    if reports.in_share_keys:  # inside ShareKeys' own AEAD ciphertexts: the plaintext only
+      sealed = secagg.sealed_size(stragglers.TIME_REPORT_BYTES)
+      relay_bytes = tuple(np.asarray(b) // sealed * stragglers.TIME_REPORT_BYTES
+                          for b in relay_bytes)
+      relayed = relayed // sealed * stragglers.TIME_REPORT_BYTES
+    fields["broadcast_bytes"] = relayed
   else:  # the server sees every client's times in the clear (FLuID's clients report them)
     known = every_report_heard(said_fit, said_net, reported)
   if any_liars:

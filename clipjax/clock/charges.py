@@ -14,7 +14,10 @@ Two steps, both host-side NumPy:
    |   Unmasking                       |          |  the masked input is the upload)      |
    | AdvertiseKeys for the broadcast   | 1        | broadcasting methods without SecAgg   |
    | sealed time broadcast (relayed)   | 1        | broadcasting methods, rounds >= 2     |
-   |                                   |          |  (`clip.straggler_info=neighbours`)   |
+   |                                   |          |  (`clip.straggler_info=neighbours`,   |
+   |                                   |          |  `clip.broadcast=own_message`; with   |
+   |                                   |          |  `share_keys` the reports ride inside |
+   |                                   |          |  ShareKeys: their bytes, no message)  |
 
    Bytes: under SecAgg the upload is the full fixed-size vector (D + 1 words, twice with
    participation-weighted aggregation) whatever was pruned; in the clear a client uploads
@@ -73,7 +76,7 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
             secure: bool, upload_vectors: int = 1, prg_streams=0, broadcast: bool = False,
             broadcast_bytes_sent=0, broadcast_bytes_received=0,
             server_prunes: bool = False, reference_download: bool = False,
-            histogram_words: int = 0) -> Charges:
+            histogram_words: int = 0, broadcast_message: bool = True) -> Charges:
   """Charges of one round (see the module docstring's table).
 
   Args:
@@ -88,6 +91,8 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     server_prunes: the server sends each client its sub-model (in the clear only).
     reference_download: the server also sends w(t-1) (CLIP's `clip.reference=server`): a
       second full-model download.
+    broadcast_message: the broadcast is a message of its own (`clip.broadcast=own_message`);
+      False: its bytes ride inside SecAgg's ShareKeys (`share_keys`, secure runs only).
     histogram_words: coordinates of the time histograms (`clip.straggler_info=histogram`):
       appended to the SecAgg input (uploaded and masked like it) and sent back, summed, with
       the model.
@@ -117,8 +122,10 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     mask_words = np.zeros(num)
   if reference_download:
     download = download + WORD_BYTES * full
+  if broadcast and not broadcast_message and not secure:
+    raise ValueError("a broadcast inside ShareKeys needs SecAgg (secure=True)")
   if broadcast:
-    messages += BROADCAST_MESSAGES
+    messages += BROADCAST_MESSAGES if broadcast_message else 0
     upload = upload + np.asarray(broadcast_bytes_sent, np.float64)
     download = download + np.asarray(broadcast_bytes_received, np.float64)
   return Charges(kept_units={k: np.asarray(v) for k, v in kept_units.items()},
@@ -138,12 +145,14 @@ class RoundCharger:
       (`clipjax.fl.aggregation.upload_vectors`).
     server_prunes: the method's server sends stragglers their sub-models (`fluid`).
     histogram_words: time-histogram coordinates in every SecAgg input (0: none).
+    reports_in_share_keys: time reports ride inside ShareKeys (no message of their own).
   """
 
   secagg_on: bool
   upload_vectors: int
   server_prunes: bool
   histogram_words: int = 0
+  reports_in_share_keys: bool = False
 
   def __call__(self, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray,
                num_params: int, setup, broadcasting: bool, relay_bytes=(0, 0),
@@ -158,7 +167,8 @@ class RoundCharger:
                    secure=self.secagg_on, upload_vectors=self.upload_vectors, prg_streams=streams,
                    broadcast=broadcasting, broadcast_bytes_sent=sent,
                    broadcast_bytes_received=received, server_prunes=self.server_prunes,
-                   reference_download=reference, histogram_words=self.histogram_words)
+                   reference_download=reference, histogram_words=self.histogram_words,
+                   broadcast_message=not self.reports_in_share_keys)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -215,7 +215,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
       secagg_on=setting.secagg_on,
       upload_vectors=aggregation.upload_vectors(setting.aggregation_rule, setting.secagg_on),
       server_prunes=setting.method.server_prunes,
-      histogram_words=0 if edges is None else histogram_lib.words(len(edges) - 1))
+      histogram_words=0 if edges is None else histogram_lib.words(len(edges) - 1),
+      reports_in_share_keys=setting.reports.in_share_keys)
   server_s = setting.server.seconds
 
   def init(params) -> RunState:

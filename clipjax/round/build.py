@@ -213,5 +213,6 @@ def build_round(spec: ExperimentSpec, data, model, params,
           histogram=(histogram_lib.edges(spec.clip.histogram_bins, spec.clip.histogram_lo_s,
                                          spec.clip.histogram_hi_s)
                      if spec.clip.straggler_info == "histogram" and method.broadcasts
-                     else None)),
+                     else None),
+          in_share_keys=spec.clip.broadcast == "share_keys"),
       reference=spec.clip.reference, unavailable_rate=spec.unavailable_rate))

@@ -45,6 +45,9 @@ class ReportSetting:
   histogram: np.ndarray | None = None   # bin edges: clients read the summed time histograms
                                         # (`clip.straggler_info=histogram`, broadcasting
                                         # methods); None: reports
+  in_share_keys: bool = False           # the reports ride inside SecAgg's ShareKeys
+                                        # ciphertexts (`clip.broadcast=share_keys`): report
+                                        # bytes, no message of their own
 
 
 @dataclasses.dataclass(frozen=True)

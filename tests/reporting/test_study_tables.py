@@ -40,6 +40,9 @@ def test_straggler_info_grid_compares_reports_with_histograms_under_secagg_plus_
        "secagg+k8/clip_compute+histogram64/seed1"])
   plain, hist = runs["secagg+k8/clip_compute/seed1"], runs["secagg+k8/clip_compute+histogram/seed1"]
   assert plain.clip.straggler_info == "neighbours" and hist.clip.straggler_info == "histogram"
+  for c in runs.values():  # as the study ran, whatever the defaults are now
+    assert (c.clip.score, c.clip.threshold_init, c.clip.broadcast) == (
+        "max_relative", "min", "own_message")
   assert hist.clip.histogram_bins == 256
   assert runs["secagg+k8/clip_compute+histogram64/seed1"].clip.histogram_bins == 64
   assert (hist.secagg.protocol, hist.secagg.degree, hist.num_clients, hist.rounds) == (
@@ -127,3 +130,20 @@ def test_a_sweep_file_names_its_grid_table_and_the_report_puts_it_first(tmp_path
   assert sweep_report.study_preface(object(), tmp_path, 0.5) == ""   # a paper sweep: no grid
   with pytest.raises(ValueError, match="kind 'other'"):
     study_tables.grid_table({"kind": "other"}, tmp_path, 0.5)
+
+
+def test_published_studies_keep_the_rules_they_ran_with():
+  # Defaults changed after these studies were published (issues 24, 27): their runs pin the
+  # neighbours' reports in their own message and the max_relative score with the min threshold,
+  # so their stored runs stay finished and their tables reproducible; an override still wins.
+  from configs.studies import population
+  for sweep in (lying.get_sweep(seeds=[0]), churn.get_sweep(seeds=[0]),
+                population.get_sweep(seeds=[0])):
+    for name, c in sweep:
+      if c.method in ("fedavg", "fluid"):  # they read none of these keys (unread_keys)
+        continue
+      assert (c.clip.straggler_info, c.clip.broadcast, c.clip.score, c.clip.threshold_init) == (
+          "neighbours", "own_message", "max_relative", "min"), name
+  (_, c), *_ = lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"],
+                               overrides={"clip.score": "relative_l2"})[1:]
+  assert c.clip.score == "relative_l2"
