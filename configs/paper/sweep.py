@@ -109,6 +109,20 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
       raise ValueError(f"override {key}={value!r}: {e}") from e
 
 
+# CLIP's rules before issues 24 and 27 changed the defaults: the studies published before pin
+# them (`pin_published`), so their stored runs stay finished and their tables reproducible.
+PUBLISHED_CLIP = {"straggler_info": "neighbours", "broadcast": "own_message",
+                  "score": "max_relative", "threshold_init": "min"}
+
+
+def pin_published(config: ml_collections.ConfigDict,
+                  overrides: Mapping[str, Any] | None = None) -> None:
+  """Sets `PUBLISHED_CLIP` on `config` in place, except the keys `overrides` sets."""
+  for key, value in PUBLISHED_CLIP.items():
+    if f"clip.{key}" not in (overrides or {}):
+      config.clip[key] = value
+
+
 def method_names(methods: Sequence[str]) -> list[str]:
   """The methods asked, with `fedavg_plain` added just before `fluid` (DESIGN 2.8;
   `clipjax.methods.with_plain_reference`).

@@ -78,12 +78,6 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
         c.cohort_size = max(1, round(fraction * c.num_clients))
         c.unavailable_rate = UNAVAILABLE_RATE
         c.clip.reference = reference or "last_seen"
-        # As published: the graph neighbours' reports in a message of their own and the
-        # invariance rule of then (the defaults `auto`, reports inside ShareKeys and
-        # `relative_l2` + `band` came later: issues 27, 24); an override still wins.
-        for key, value in (("straggler_info", "neighbours"), ("broadcast", "own_message"),
-                           ("score", "max_relative"), ("threshold_init", "min")):
-          if f"clip.{key}" not in (overrides or {}):
-            c.clip[key] = value
+        sweep.pin_published(c, overrides)  # as published (issues 24, 27 came later)
         runs.append((f"{name}/{label}/seed{seed}", c))
   return runs

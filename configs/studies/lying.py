@@ -97,13 +97,7 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
                                    methods=[method], scenarios=[SCENARIO], overrides=overrides)
         for rule in rules:
           c = config.copy_and_resolve_references()
-          # As published: the graph neighbours' reports in a message of their own and the
-          # invariance rule of then (the defaults `auto`, reports inside ShareKeys and
-          # `relative_l2` + `band` came later: issues 27, 24); an override still wins.
-          for key, value in (("straggler_info", "neighbours"), ("broadcast", "own_message"),
-                             ("score", "max_relative"), ("threshold_init", "min")):
-            if f"clip.{key}" not in (overrides or {}):
-              c.clip[key] = value
+          sweep.pin_published(c, overrides)  # as published (issues 24, 27 came later)
           c.reports.liar_fraction = float(fraction)
           c.reports.liar_factor = float(factor)
           c.reports.rule = rule

@@ -53,11 +53,7 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
       c.seed = int(seed)
       sweep.set_method(c, name)
       c.devices.compute_slow = round(SLOW_FRACTION * FEMNIST_WRITERS)
-      # As published: the graph neighbours' reports in a message of their own and the
-      # invariance rule of then (the defaults `auto`, reports inside ShareKeys and
-      # `relative_l2` + `band` came later: issues 27, 24); an override still wins.
-      c.clip.straggler_info, c.clip.broadcast = "neighbours", "own_message"
-      c.clip.score, c.clip.threshold_init = "max_relative", "min"
+      sweep.pin_published(c)  # as published (issues 24, 27 came later); overrides win below
       sweep.apply_overrides(c, dict(overrides or {}))
       runs.append((f"population/{name}/seed{seed}", c))
   return runs

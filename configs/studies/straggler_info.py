@@ -61,11 +61,9 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=None, scenarios=N
         (_, c), = sweep.build(base.size_config(size), seeds=[seed], methods=[name.split("+")[0]],
                               scenarios=["compute"], overrides={**setting, **(overrides or {})})
         sweep.apply_overrides(c, {**setting, **protocol, **(overrides or {})})
-        # Each arm names its source explicitly, not through the `auto` default; the invariance
-        # rule and the reports' own message are the study's (the defaults before issue 24).
+        # The rules the study ran with; each arm names its source explicitly.
+        sweep.pin_published(c)
         c.clip.straggler_info = "histogram" if "+histogram" in name else "neighbours"
-        c.clip.score, c.clip.threshold_init = "max_relative", "min"
-        c.clip.broadcast = "own_message"
         if name.endswith("+histogram64"):
           c.clip.histogram_bins = 64
         runs.append((f"{scenario}/{name}/seed{seed}", c))
