@@ -35,6 +35,7 @@ from clipjax.models import KNOWN_MODELS
 from clipjax.models.units import SCORES
 from clipjax.clip.invariance import REFERENCES
 from clipjax.secagg import max_safe_bits
+from clipjax.secagg.graph import GRAPH_RANDOMNESS
 from clipjax.secagg.params import PROTOCOLS
 from clipjax.secagg.protocol import SIMULATE
 
@@ -51,7 +52,9 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
               "clip.histogram_lo_s": 0.01, "clip.histogram_hi_s": 10000.0,
               # issue 24: runs stored before it charged the server no work and sent the
               # reports in a message of their own
-              "devices.server_speedup": 0.0, "clip.broadcast": "own_message"}
+              "devices.server_speedup": 0.0, "clip.broadcast": "own_message",
+              # issue 24 item 7: the SecAgg+ graph was drawn from the round's seed alone
+              "secagg.graph_randomness": "seed"}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).
@@ -65,6 +68,9 @@ LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate
 BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
                   "clip.histogram_hi_s", "clip.broadcast")
 INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack")
+# Keys of the pairwise key agreement, read only by runs that agree keys (SecAgg, or a method
+# that broadcasts its time reports).
+KEY_AGREEMENT_KEYS = ("secagg.graph_randomness",)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -88,20 +94,23 @@ def _comparable(stored_json: str, config) -> tuple[dict, dict] | None:
   for key, value in ADDED_KEYS.items():
     if key not in stored and asked.get(key) == value:
       asked.pop(key)
-  for key in (*LAYOUT_KEYS, *unread_keys(asked.get("method"))):
+  for key in (*LAYOUT_KEYS, *unread_keys(asked.get("method"),
+                                          bool(asked.get("secagg.enabled", True)))):
     stored.pop(key, None)
     asked.pop(key, None)
   return stored, asked
 
 
-def unread_keys(method: str) -> tuple[str, ...]:
-  """The config keys `method` never reads (`BROADCAST_KEYS`, `INVARIANCE_KEYS`); none for an
-  unknown method."""
+def unread_keys(method: str, secagg_enabled: bool = True) -> tuple[str, ...]:
+  """The config keys `method` never reads (`BROADCAST_KEYS`, `INVARIANCE_KEYS`, and
+  `KEY_AGREEMENT_KEYS` when it agrees no keys: no SecAgg, no broadcast); none for an unknown
+  method."""
   if method not in METHODS:
     return ()
   m = METHODS[method]
   return ((() if m.broadcasts else BROADCAST_KEYS)
-          + (() if m.prune_rule == "client_invariance" else INVARIANCE_KEYS))
+          + (() if m.prune_rule == "client_invariance" else INVARIANCE_KEYS)
+          + (() if secagg_enabled or m.broadcasts else KEY_AGREEMENT_KEYS))
 
 
 def same_run_config(stored_json: str, config) -> bool:
@@ -239,6 +248,7 @@ class SecAggSpec:
   allow_weak_parameters: bool
   simulate: str       # `protocol`, or `sum`: its exact result without keys or masks
   verify_every: int   # run both and compare every this many rounds; 0: never
+  graph_randomness: str = "committed"  # SecAgg+ graph from the clients' commitments, or seed
 
   @property
   def analysed_dropout(self) -> float:
@@ -317,6 +327,8 @@ def _secagg_spec(g, summands: int) -> SecAggSpec:
                                      int(g("secagg.correctness_bits")))),
       allow_weak_parameters=bool(g("secagg.allow_weak_parameters")),
       simulate=_choice("secagg.simulate", g("secagg.simulate"), SIMULATE),
+      graph_randomness=_choice("secagg.graph_randomness", g("secagg.graph_randomness"),
+                               GRAPH_RANDOMNESS),
       verify_every=int(_positive("secagg.verify_every", int(g("secagg.verify_every")),
                                  allow_zero=True)),
   )

@@ -76,6 +76,29 @@ class Processes:
       return obj
     return self.allgather(obj if self.is_lead else None)[0]
 
+  def scatter(self, parts: dict[int, Any] | None) -> Any:
+    """Process 0's `parts[p]` on process p alone, None where it has none (a collective).
+
+    Unlike `broadcast`, no process receives what is meant for another: process 0 hands each
+    process only its own clients' SecAgg key material this way.
+    """
+    if self.count == 1:
+      return None if parts is None else parts.get(0)
+    tag = f"clipjax/{next(self._tags)}"
+    client = self._client()
+    if self.is_lead:
+      for p in range(1, self.count):
+        client.key_value_set_bytes(f"{tag}/to/{p}", pickle.dumps((parts or {}).get(p)))
+      mine = (parts or {}).get(0)
+    else:
+      mine = pickle.loads(client.blocking_key_value_get_bytes(f"{tag}/to/{self.index}",
+                                                              _TIMEOUT_MS))
+    client.wait_at_barrier(f"{tag}/read", _TIMEOUT_MS)
+    if self.is_lead:
+      for p in range(1, self.count):
+        client.key_value_delete(f"{tag}/to/{p}")
+    return mine
+
 
 SINGLE = Processes()
 

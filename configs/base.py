@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.secagg.simulate = "protocol"  # protocol | sum: the protocol's exact result without keys or
                                   # masks (the clock charges the same; docs/secagg.md)
   c.secagg.verify_every = 0      # every N-th round run both, stop on any bit difference; 0: never
+  c.secagg.graph_randomness = "committed"  # SecAgg+ graph labels: committed (SHA-256 of the
+                                          # nonces the clients commit in AdvertiseKeys) | seed
+                                          # (the seed alone, as runs stored before it)
   # (k, t) come from Bell et al.'s analysis for this threat (clipjax/secagg/params.py):
   c.secagg.corruption_fraction = 0.2  # clients that may collude with the server
   c.secagg.dropout_fraction = 0.1     # drop-outs to tolerate (the analysis uses the larger of

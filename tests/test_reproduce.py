@@ -119,7 +119,21 @@ def test_keys_a_method_never_reads_do_not_make_another_run_of_it():
     old = config.to_json_best_effort(indent=2, sort_keys=True)
     config.clip.score, config.clip.threshold_init = "relative_l2", "band"
     assert config_types.same_run_config(old, config) is same, method
-  config.method = "fedavg"
+  # the graph's randomness: read by runs that agree keys (SecAgg, or a broadcasting method)
+  config.clip.score, config.clip.threshold_init = "relative_l2", "band"
+  for method, secure, same in (("fedavg", False, True), ("fluid", False, True),
+                               ("fedavg", True, False), ("clip_compute", False, False)):
+    config.method, config.secagg.enabled = method, secure
+    config.secagg.graph_randomness = "seed"
+    old = config.to_json_best_effort(indent=2, sort_keys=True)
+    config.secagg.graph_randomness = "committed"
+    assert config_types.same_run_config(old, config) is same, (method, secure)
+  stored = json.loads(old)
+  del stored["secagg"]["graph_randomness"]  # a secure clip run stored before the key existed
+  assert not config_types.same_run_config(json.dumps(stored), config)
+  config.secagg.graph_randomness = "seed"  # what those runs did
+  assert config_types.same_run_config(json.dumps(stored), config)
+  config.method, config.secagg.enabled = "fedavg", False
   old = config.to_json_best_effort(indent=2, sort_keys=True)
-  config.clip.min_keep = 0.3  # keys outside those two lists still count
+  config.clip.min_keep = 0.3  # keys outside those lists still count
   assert not config_types.same_run_config(old, config)

@@ -19,9 +19,11 @@ is one chunk of deltas plus one params-sized sum. A round fed in one chunk gives
 one-shot mean (`aggregator(deltas, weights, param_masks, setup)`).
 
 Several processes (`clipjax.multihost`): each feeds only its own clients; `begin` and `finish`
-are then collectives. Under SecAgg, process 0 holds the server side (the stream): it hands the
-other processes the key material of their chunks at `begin`, they send their partial masked
-sums (D + 1 words each) at `finish`, and process 0 sends back the mean. In the clear, every
+are then collectives. Under SecAgg, process 0 holds the server side (the stream): it hands each
+other process the key material of its own chunks at `begin` (`Processes.scatter`: no process
+receives another's), they send their partial masked sums (D + 1 words each) at `finish`, and
+process 0 sends back the total, the survivors and the SecAgg counters, never the
+`secagg.SecureSumResult`: its `setup` holds every simulated client's private keys. In the clear, every
 process sums its clients and the partial sums are added in process order.
 """
 
@@ -206,10 +208,11 @@ class _SecureAccumulator(Accumulator):
       if self._error is None and processes.count > 1:
         keys = {p: [self._stream.client_keys(rows) for rows in chunks]
                 for p, chunks in enumerate(layout) if p != processes.index}
-    if processes.count > 1:
-      self._error, keys = processes.broadcast((self._error, keys))
+    if processes.count > 1:  # each process gets its own clients' keys, and no one else's
+      self._error = processes.broadcast(self._error)
+      mine = processes.scatter(keys if processes.is_lead else None)
       if not processes.is_lead:
-        self._keys = {tuple(k.ids.tolist()): k for k in keys.get(processes.index, [])}
+        self._keys = {tuple(k.ids.tolist()): k for k in mine or []}
         self._partial = (np.zeros(dim + 1, np.uint32), [], [])
 
   def add(self, rows, deltas, param_masks=None):

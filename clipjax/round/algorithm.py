@@ -92,7 +92,9 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
                inject_dropouts: bool):
   """The round's key agreement (`secagg.setup_round`), or None when no step needs keys.
 
-  The round's randomness is (seed, round); drop-outs are injected in SecAgg runs only. Under
+  The round's randomness is (seed, round): the drop-outs (injected in SecAgg runs only) and
+  the simulated clients' graph nonces, from which the SecAgg+ graph follows once they are
+  committed (`secagg.graph_randomness`). Under
   `simulate=sum` no key is drawn (`clipjax.secagg.fast_sum`): neither the secure sum nor the
   sealed time broadcast (`broadcast.exchange_time_reports`) needs one.
 
@@ -104,7 +106,7 @@ def agree_keys(setting: KeyAgreementSetting | None, num: int, seed: int, round_i
   dropouts = secagg.Dropouts(rate=setting.dropout_rate) if inject_dropouts else None
   return secagg.setup_round(num, seed=seed * 1_000_003 + round_index, round_index=round_index,
                             dropouts=dropouts, simulate=setting.simulate_mode(round_index),
-                            **setting.kwargs)
+                            graph_randomness=setting.graph_randomness, **setting.kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

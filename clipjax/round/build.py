@@ -166,7 +166,7 @@ def build_round(spec: ExperimentSpec, data, model, params,
     secagg.choose_parameters(spec.clients_per_round, **kwargs)  # fails early on impossible (k, t)
     key_agreement = settings_lib.KeyAgreementSetting(
         kwargs=kwargs, dropout_rate=spec.secagg.dropout_rate, simulate=spec.secagg.simulate,
-        verify_every=spec.secagg.verify_every)
+        verify_every=spec.secagg.verify_every, graph_randomness=spec.secagg.graph_randomness)
   if spec.secagg.enabled and spec.secagg.verify_every and processes.count > 1:
     raise ValueError(f"config.secagg.verify_every={spec.secagg.verify_every} needs one process "
                      "(it checks simulate=sum against the protocol on every client's update); "

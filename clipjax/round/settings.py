@@ -60,12 +60,14 @@ class KeyAgreementSetting:
     simulate: `secagg.SIMULATE`: run the protocol, or compute its exact result (`sum`).
     verify_every: every this many rounds the protocol and `sum` both run and must agree bit for
       bit (`secagg.SimulationMismatch` stops the run otherwise); 0: never.
+    graph_randomness: where the SecAgg+ graph's labels come from (`secagg.setup_round`).
   """
 
   kwargs: dict
   dropout_rate: float
   simulate: str = "protocol"
   verify_every: int = 0
+  graph_randomness: str = "committed"
 
   def simulate_mode(self, round_index: int) -> str:
     """`setup_round`'s `simulate` for the 0-based round: `verify` on every

@@ -4,7 +4,12 @@ Threat model: what this simulation guarantees, and what it does not.
 
 * Adversary: an honest-but-curious server that colludes with at most a fraction ``gamma``
   (``ThreatModel.corruption_fraction``, default 20%) of the clients, chosen before the round's
-  graph is drawn. Colluders follow the protocol and pool everything they hold with the server.
+  graph is drawn (non-adaptive). Colluders follow the protocol and pool everything they hold with
+  the server. The SecAgg+ graph comes from the nonces the advertised clients commit in
+  AdvertiseKeys (:func:`clipjax.secagg.graph.committed_seed`), so it is unknown before then; a
+  seeded simulation derives the nonces from its seed (reproducible, and so never a deployment's).
+* The simulation plays every party: a :class:`SecureSumResult`'s ``setup`` holds every client's
+  private keys. It is never sent between processes (``clipjax.fl.aggregation``).
 * Guarantee: the server learns only the sum of the honest survivors' quantised inputs, except
   with probability ``P[leak] + P[split] <= 2^-sigma`` (default sigma = 40): no honest client has
   t colluding share holders, and the honest survivors stay connected in the masking graph. SecAgg
@@ -19,8 +24,8 @@ Threat model: what this simulation guarantees, and what it does not.
   P[split] <= 5.8e-27, P[abort] <= 8.6e-8). The earlier unanalysed constants k = 2 ceil(log2 n),
   t = floor((k + 1) / 2) + 1 give P[leak] <= 3.2e-2 at n = 50 and 0.15 at n = 200.
 * Key material (X25519 keys, self-mask seeds, Shamir coefficients, AES-GCM nonces) comes from
-  the OS on every call; a seed drives only the public graph labels, simulated drop-outs and the
-  stochastic rounding, and results stay reproducible because masks cancel exactly. For the same
+  the OS on every call; a seed drives only public or simulated choices (the simulated graph
+  nonces, drop-outs, the stochastic rounding), and results stay reproducible because masks cancel exactly. For the same
   reason ``simulate="sum"`` (:mod:`clipjax.secagg.fast_sum`) can compute a round's exact result
   without keys or masks; it changes the simulator's work, not what a deployment reveals.
 * Not covered: a malicious server (no signatures on the advertised keys and no consistency

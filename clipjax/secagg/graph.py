@@ -2,10 +2,22 @@
 
 SecAgg+ uses the Harary graph H(n, k): clients on a ring, each linked to its floor(k/2) nearest
 neighbours on either side (plus the opposite node when k is odd, which needs n even), with the
-ring positions given to clients by a uniformly random permutation drawn from the public seed.
-It is k-regular and, because the labels are random, each client's neighbour set is a uniformly
+ring positions given to clients by a uniformly random permutation. It is k-regular and, because the labels are random, each client's neighbour set is a uniformly
 random k-subset of the others: the property the failure bounds of
 :mod:`clipjax.secagg.params` rely on. (k, t) themselves come from that module.
+
+Where the permutation's randomness comes from (:data:`GRAPH_RANDOMNESS`, DESIGN 2.6):
+
+* ``committed`` (the default): :func:`committed_seed`, the SHA-256 of the round index, n, k
+  and every advertised client's 16-byte graph nonce, which each client sends with its public keys
+  in AdvertiseKeys. The graph is fixed only once the round's participants have committed, so
+  colluders must be chosen before it is known (the non-adaptive corruption the analysis of
+  :mod:`clipjax.secagg.params` assumes). A deployment draws the nonces from the OS; a seeded
+  simulation derives them from (seed, round, client) (:func:`simulated_nonce`): public randomness,
+  not key material, so the run stays reproducible.
+* ``seed``: the permutation drawn from the round's seed alone, as runs stored before
+  ``committed`` existed were (anyone who knows the seed knows every round's graph in advance:
+  for reproducing those runs only).
 
 The constants used before the analysis existed stay reachable under names that say what they
 are: :func:`heuristic_degree_2log2n` and :func:`heuristic_threshold_majority`. They are not
@@ -21,7 +33,10 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -53,6 +68,48 @@ def heuristic_threshold_majority(degree: int) -> int:
   return (_count("degree", degree, 1) + 1) // 2 + 1
 
 
+GRAPH_RANDOMNESS = ("committed", "seed")
+GRAPH_NONCE_BYTES = 16
+_GRAPH_DOMAIN = b"clipjax/secagg/v1/graph"
+_NONCE_DOMAIN = b"clipjax/secagg/v1/simulated-graph-nonce"
+
+
+def check_graph_randomness(value) -> str:
+  if not isinstance(value, str) or value not in GRAPH_RANDOMNESS:
+    raise ValueError(f"graph_randomness={value!r} is unknown; allowed: {GRAPH_RANDOMNESS} "
+                     "(committed: from the advertised clients' nonces; seed: the round's seed "
+                     "alone, as runs stored before it)")
+  return value
+
+
+def simulated_nonce(seed: int, round_index: int, client: int) -> bytes:
+  """Client ``client``'s graph nonce in a seeded simulation: SHA-256 of (seed, round, client),
+  truncated to :data:`GRAPH_NONCE_BYTES`. A deployment draws it from the OS instead."""
+  data = _NONCE_DOMAIN + struct.pack("<QQQ", seed % 2 ** 64, round_index, client)
+  return hashlib.sha256(data).digest()[:GRAPH_NONCE_BYTES]
+
+
+def committed_seed(round_index: int, num_clients: int, degree: int,
+                   nonces: Mapping[int, bytes]) -> int:
+  """The graph labels' seed once every advertised client has committed its nonce.
+
+  SHA-256 over a domain label, (round, n, k) and the (id, nonce) pairs in id order, read as a
+  256-bit integer. Every client can recompute it from the nonces the server forwards, and any
+  one honest client's fresh nonce makes it unpredictable before AdvertiseKeys ends.
+
+  Raises:
+    ValueError: for a nonce that is not :data:`GRAPH_NONCE_BYTES` bytes.
+  """
+  h = hashlib.sha256(_GRAPH_DOMAIN + struct.pack("<QQQ", round_index, num_clients, degree))
+  for u in sorted(nonces):
+    nonce = nonces[u]
+    if not isinstance(nonce, bytes) or len(nonce) != GRAPH_NONCE_BYTES:
+      raise ValueError(f"client {u}'s graph nonce must be {GRAPH_NONCE_BYTES} bytes, got "
+                       f"{nonce!r}")
+    h.update(struct.pack("<Q", u) + nonce)
+  return int.from_bytes(h.digest(), "little")
+
+
 def complete_graph(num_clients: int) -> np.ndarray:
   """Edges ``[E, 2]`` int32 (lo < hi) of the complete graph."""
   lo, hi = np.triu_indices(_count("num_clients", num_clients, 1), k=1)
@@ -65,7 +122,8 @@ def random_harary_graph(num_clients: int, degree: int, seed: int | None) -> np.n
   Args:
     num_clients: n.
     degree: k in [1, n - 1]; n * k must be even.
-    seed: seed of the (public) label permutation; None draws it from the OS.
+    seed: seed of the (public) label permutation (e.g. :func:`committed_seed`); None draws it
+      from the OS.
 
   Raises:
     ValueError: if no such graph exists (k outside [1, n - 1], or n * k odd), or for a seed that

@@ -9,12 +9,16 @@ The returned :class:`RoundSetup` holds the simulated clients' private state and 
 :class:`ServerTranscript`, which holds only what a real server receives. Signatures and the
 consistency check of the actively secure variant are not simulated (honest-but-curious model).
 
-Key material is drawn from the OS on every call; ``seed`` drives only the public graph labels and
-the simulated drop-outs, so two rounds never share masks even with the same seed.
+Key material is drawn from the OS on every call; ``seed`` drives only public or simulated
+choices (the simulated clients' graph nonces, the drop-outs), so two rounds never share masks even
+with the same seed. The SecAgg+ graph comes from the nonces every advertised client commits in
+AdvertiseKeys (``graph_randomness="committed"``, :func:`clipjax.secagg.graph.committed_seed`):
+it is fixed only once the round's participants have committed.
 
 ``simulate`` (:data:`SIMULATE_MODES`) says how the round's secure sum is simulated: ``protocol``
 runs every stage with real keys; ``sum`` (:mod:`clipjax.secagg.fast_sum`) computes the same
-result from the public choices alone, so its setup draws no keys up front (a caller that still
+result from the public choices alone, so its setup draws no keys up front (the graph nonces
+are public choices, not keys) (a caller that still
 asks for a pairwise key gets the pair drawn on first use; CLIP's time broadcast asks for none);
 ``verify`` runs the protocol and checks ``sum`` against it bit for bit.
 
@@ -142,6 +146,8 @@ class ServerTranscript:
 
   Attributes:
     public_keys: client -> (encryption public key, masking public key).
+    graph_nonces: client -> the 16-byte nonce it committed with its keys, from which the
+      round's SecAgg+ graph is derived (empty when the graph needs none).
     share_ciphertexts: (sender, receiver) -> AES-GCM ciphertext of the sender's shares.
     relayed: list of (sender, receiver, ciphertext) peer messages relayed by the server.
     masked_ids: ids of the clients whose masked input arrived.
@@ -151,6 +157,7 @@ class ServerTranscript:
       kind in {"self_seed", "mask_key"}.
   """
   public_keys: dict[int, tuple[bytes, bytes]] = dataclasses.field(default_factory=dict)
+  graph_nonces: dict[int, bytes] = dataclasses.field(default_factory=dict)
   share_ciphertexts: dict[tuple[int, int], bytes] = dataclasses.field(default_factory=dict)
   relayed: list[tuple[int, int, bytes]] = dataclasses.field(default_factory=list)
   masked_ids: tuple[int, ...] = ()
@@ -170,13 +177,16 @@ class RoundSetup:
     dropouts: resolved per-stage drop-out sets.
     server: the :class:`ServerTranscript`.
     seconds: host seconds spent in AdvertiseKeys.
+    graph_randomness: one of :data:`clipjax.secagg.graph.GRAPH_RANDOMNESS`; the nonces that
+      made a ``committed`` SecAgg+ graph are in ``server.graph_nonces``.
     simulate: one of :data:`SIMULATE_MODES`. Under ``sum`` no key is drawn here: a client's
       two key pairs are drawn the first time one of its keys is needed (and its public keys
       then enter ``server.public_keys``).
   """
 
-  def __init__(self, params, round_index, seed, edges, dropout_spec, dropouts,
-               simulate: str = "protocol"):
+  def __init__(self, params, round_index, seed, dropout_spec, dropouts,
+               simulate: str = "protocol", graph_randomness: str = "committed",
+               graph_made: tuple[np.ndarray, dict[int, bytes]] | None = None):
     self.params = params
     self.num_clients = num_clients = params.num_clients
     self.protocol = params.protocol
@@ -184,14 +194,13 @@ class RoundSetup:
     self.threshold = threshold = params.threshold
     self.round_index = round_index
     self.seed = seed
-    self.edges = edges
     self.dropout_spec = dropout_spec
     self.dropouts = dropouts
     self.simulate = simulate
+    self.graph_randomness = graph_randomness
     self.rng = host_crypto.Randomness()
     self.server = ServerTranscript()
     self.used = False
-    self._graph_nbrs = graph.neighbour_lists(num_clients, edges)
     self._enc_private: dict[int, bytes] = {}
     self._mask_private: dict[int, bytes] = {}
     self._peer_keys: dict[tuple[int, int], bytes] = {}
@@ -199,6 +208,9 @@ class RoundSetup:
     self.advertised = tuple(u for u in range(num_clients)
                             if u not in dropouts["advertise_keys"])
     self._advertised_set = frozenset(self.advertised)
+    self.edges, self.server.graph_nonces = (self._round_graph() if graph_made is None
+                                            else (graph_made[0], dict(graph_made[1])))
+    self._graph_nbrs = graph.neighbour_lists(num_clients, self.edges)
     if simulate != "sum":
       for u in self.advertised:
         self._draw_keys(u)
@@ -208,6 +220,27 @@ class RoundSetup:
           f"round {round_index} aborted at advertise_keys: {len(self.advertised)} clients "
           f"advertised keys, fewer than threshold t={threshold}", "advertise_keys",
           self.advertised)
+
+  def _round_graph(self) -> tuple[np.ndarray, dict[int, bytes]]:
+    """(edges, the advertised clients' graph nonces) of this round's communication graph."""
+    n, k = self.num_clients, self.degree
+    if self.protocol == "secagg":
+      return graph.complete_graph(n), {}
+    if self.graph_randomness == "seed":
+      return graph.random_harary_graph(n, k, self.seed), {}
+    nonces = {u: (self.rng.bytes(graph.GRAPH_NONCE_BYTES) if self.seed is None
+                  else graph.simulated_nonce(self.seed, self.round_index, u))
+              for u in self.advertised}
+    seed = graph.committed_seed(self.round_index, n, k, nonces)
+    return graph.random_harary_graph(n, k, seed), nonces
+
+  @property
+  def advertise_bytes(self) -> tuple[int, int]:
+    """(bytes a client sends, bytes it receives per neighbour) in AdvertiseKeys; a client also
+    receives every advertised client's graph nonce (``server.graph_nonces``), so that it can
+    recompute the graph."""
+    nonce = graph.GRAPH_NONCE_BYTES if self.server.graph_nonces else 0
+    return PUBLIC_KEY_MESSAGE_BYTES + nonce, PUBLIC_KEY_MESSAGE_BYTES
 
   def _draw_keys(self, u: int) -> None:
     c_priv, c_pub = host_crypto.x25519_keypair(self.rng)
@@ -223,8 +256,9 @@ class RoundSetup:
 
   def sum_twin(self) -> RoundSetup:
     """A ``sum`` setup of the same round: same parameters, graph and drop-outs, no keys."""
-    return RoundSetup(self.params, self.round_index, self.seed, self.edges, self.dropout_spec,
-                      self.dropouts, simulate="sum")
+    return RoundSetup(self.params, self.round_index, self.seed, self.dropout_spec, self.dropouts,
+                      simulate="sum", graph_randomness=self.graph_randomness,
+                      graph_made=(self.edges, self.server.graph_nonces))
 
   def neighbours(self, u: int) -> tuple[int, ...]:
     """Graph neighbours of ``u`` that advertised keys (whose public keys u received)."""
@@ -292,7 +326,8 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
                 threshold: int | None = None, seed: int | None = None, round_index: int = 0,
                 dropouts: Dropouts | None = None,
                 threat: params_lib.ThreatModel | None = None,
-                allow_weak: bool = False, simulate: str = "protocol") -> RoundSetup:
+                allow_weak: bool = False, simulate: str = "protocol",
+                graph_randomness: str = "committed") -> RoundSetup:
   """AdvertiseKeys: fresh key pairs for every client and the communication graph of one round.
 
   Args:
@@ -301,14 +336,18 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
     degree: k for SecAgg+ (default: chosen by :func:`clipjax.secagg.params.choose_parameters`);
       SecAgg always has k = n - 1.
     threshold: Shamir threshold t (default: chosen by the same analysis).
-    seed: seed of the public and simulated choices only (graph labels, drop-outs); None draws
-      them from the OS too. Keys always come from the OS.
+    seed: seed of the public and simulated choices only (the simulated clients' graph nonces,
+      drop-outs); None draws them from the OS too, as a deployment does. Keys always come from
+      the OS.
     round_index: non-negative round number bound into every AES-GCM associated data.
     dropouts: drop-out spec; only its advertise_keys part acts here.
     threat: the :class:`clipjax.secagg.params.ThreatModel` the parameters must meet.
     allow_weak: accept an explicit (degree, threshold) that misses the security target.
     simulate: how the round's secure sum is simulated (see the module docstring): "protocol"
       (default), "sum" (no keys are drawn here) or "verify".
+    graph_randomness: where the SecAgg+ graph's labels come from
+      (:data:`clipjax.secagg.graph.GRAPH_RANDOMNESS`): "committed" (default), the hash of the
+      nonces the advertised clients commit; "seed", the seed alone (runs stored before it).
 
   Returns:
     A :class:`RoundSetup`; ``setup.params`` holds (k, t) and their failure bounds.
@@ -322,18 +361,16 @@ def setup_round(num_clients: int, *, protocol: str = "secagg+", degree: int | No
   simulate = check_simulate(simulate)
   seed = check_seed(seed)
   round_index = check_round_index(round_index)
+  graph_randomness = graph.check_graph_randomness(graph_randomness)
   if dropouts is not None and not isinstance(dropouts, Dropouts):
     raise ValueError(f"dropouts={dropouts!r} must be a clipjax.secagg.Dropouts or None, e.g. "
                      "Dropouts(masked_input=[1], rate=0.1)")
   params = params_lib.choose_parameters(num_clients, protocol=protocol, degree=degree,
                                         threshold=threshold, threat=threat,
                                         allow_weak=allow_weak)
-  num_clients = params.num_clients
-  edges = (graph.complete_graph(num_clients) if protocol == "secagg"
-           else graph.random_harary_graph(num_clients, params.degree, seed))
   spec = Dropouts() if dropouts is None else dropouts
-  resolved = spec.resolve(num_clients, seed)
-  return RoundSetup(params, round_index, seed, edges, spec, resolved, simulate)
+  resolved = spec.resolve(params.num_clients, seed)
+  return RoundSetup(params, round_index, seed, spec, resolved, simulate, graph_randomness)
 
 
 def _check_setup(setup) -> None:

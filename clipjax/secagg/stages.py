@@ -29,7 +29,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from clipjax.secagg import chacha, host_crypto, shamir
+from clipjax.secagg import chacha, graph, host_crypto, shamir
 from clipjax.secagg import protocol as protocol_lib
 from clipjax.secagg.protocol import RoundAborted, RoundSetup
 
@@ -164,9 +164,11 @@ def aborted(setup: RoundSetup, message: str, stage: str, participants: Collectio
 def advertise_keys_traffic(setup: RoundSetup) -> Traffic:
   """Traffic of AdvertiseKeys, which :func:`clipjax.secagg.setup_round` ran."""
   sent, received = _zeros(setup), _zeros(setup)
+  up, per_neighbour = setup.advertise_bytes
+  nonces = len(setup.server.graph_nonces) * graph.GRAPH_NONCE_BYTES
   for u in setup.advertised:
-    sent[u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES
-    received[u] = protocol_lib.PUBLIC_KEY_MESSAGE_BYTES * len(setup.neighbours(u))
+    sent[u] = up
+    received[u] = per_neighbour * len(setup.neighbours(u)) + nonces
   return Traffic(sent, received)
 
 

@@ -109,18 +109,22 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
       raise ValueError(f"override {key}={value!r}: {e}") from e
 
 
-# CLIP's rules before issues 24 and 27 changed the defaults: the studies published before pin
-# them (`pin_published`), so their stored runs stay finished and their tables reproducible.
-PUBLISHED_CLIP = {"straggler_info": "neighbours", "broadcast": "own_message",
-                  "score": "max_relative", "threshold_init": "min"}
+# The rules before issues 24 and 27 changed the defaults: the studies published before pin
+# them (`pin_published`), so their stored runs stay finished and their tables reproducible:
+# CLIP's reports and invariance rule, and the SecAgg+ graph drawn from the seed alone (their
+# neighbours-only reports depend on it).
+PUBLISHED = {"clip.straggler_info": "neighbours", "clip.broadcast": "own_message",
+             "clip.score": "max_relative", "clip.threshold_init": "min",
+             "secagg.graph_randomness": "seed"}
 
 
 def pin_published(config: ml_collections.ConfigDict,
                   overrides: Mapping[str, Any] | None = None) -> None:
-  """Sets `PUBLISHED_CLIP` on `config` in place, except the keys `overrides` sets."""
-  for key, value in PUBLISHED_CLIP.items():
-    if f"clip.{key}" not in (overrides or {}):
-      config.clip[key] = value
+  """Sets `PUBLISHED` on `config` in place, except the keys `overrides` sets."""
+  for key, value in PUBLISHED.items():
+    if key not in (overrides or {}):
+      section, leaf = key.split(".")
+      config[section][leaf] = value
 
 
 def method_names(methods: Sequence[str]) -> list[str]:

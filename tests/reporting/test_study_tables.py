@@ -134,16 +134,17 @@ def test_a_sweep_file_names_its_grid_table_and_the_report_puts_it_first(tmp_path
 
 def test_published_studies_keep_the_rules_they_ran_with():
   # Defaults changed after these studies were published (issues 24, 27): their runs pin the
-  # neighbours' reports in their own message and the max_relative score with the min threshold,
-  # so their stored runs stay finished and their tables reproducible; an override still wins.
+  # neighbours' reports in their own message, the max_relative score with the min threshold and
+  # the graph from the seed alone, so their stored runs stay finished and their tables reproducible; an override still wins.
   from configs.studies import population
   for sweep in (lying.get_sweep(seeds=[0]), churn.get_sweep(seeds=[0]),
                 population.get_sweep(seeds=[0])):
     for name, c in sweep:
       if c.method in ("fedavg", "fluid"):  # they read none of these keys (unread_keys)
         continue
-      assert (c.clip.straggler_info, c.clip.broadcast, c.clip.score, c.clip.threshold_init) == (
-          "neighbours", "own_message", "max_relative", "min"), name
+      assert (c.clip.straggler_info, c.clip.broadcast, c.clip.score, c.clip.threshold_init,
+              c.secagg.graph_randomness) == (
+          "neighbours", "own_message", "max_relative", "min", "seed"), name
   (_, c), *_ = lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"],
                                overrides={"clip.score": "relative_l2"})[1:]
   assert c.clip.score == "relative_l2"

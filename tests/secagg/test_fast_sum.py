@@ -71,7 +71,8 @@ def test_sum_equals_the_protocol_bit_for_bit(protocol, seed):
 def _abort_cases():
   """(name, secure_sum kwargs, the stage it aborts at or None, too_few_holders) per case."""
   full = dict(protocol="secagg", threshold=8, allow_weak=True, seed=5)
-  # Seed 7's SecAgg+ graph (k = 4, t = 3) has 6 ~ (1, 3, 8, 10) and 10 ~ (3, 6, 8, 11).
+  # Seed 7's SecAgg+ graph (k = 4, t = 3) has 6 ~ (0, 3, 4, 12) and 12 ~ (2, 3, 4, 6)
+  # (checked in test_the_abort_cases_read_the_graph_they_name).
   plus = dict(protocol="secagg+", degree=4, threshold=3, allow_weak=True, seed=7)
   everyone_but = lambda *keep: [v for v in range(N) if v not in keep]  # noqa: E731
   return [
@@ -87,13 +88,20 @@ def _abort_cases():
           unmasking=[0, 1, 2, 3, 5, 6])), "unmasking", ()),
       # 6 and two of its holders leave before Unmasking: its secret gets 2 shares < t = 3
       ("unmasking: a secret lacks shares", dict(plus, dropouts=secagg.Dropouts(
-          unmasking=[6, 1, 3])), "unmasking", ()),
-      # 1, 3 and 8 leave at ShareKeys: 6 keeps one neighbour (10) and drops, then so does 10
-      ("too few holders", dict(plus, dropouts=secagg.Dropouts(share_keys=[1, 3, 8])), None,
-       (6, 10)),
+          unmasking=[6, 0, 3])), "unmasking", ()),
+      # 0, 3 and 4 leave at ShareKeys: 6 keeps one neighbour (12) and drops, then so does 12
+      ("too few holders", dict(plus, dropouts=secagg.Dropouts(share_keys=[0, 3, 4])), None,
+       (6, 12)),
       ("too few holders, then too few senders", dict(plus, dropouts=secagg.Dropouts(
-          share_keys=[1, 3, 8], masked_input=everyone_but(0, 2))), "masked_input", (6, 10)),
+          share_keys=[0, 3, 4], masked_input=everyone_but(1, 2))), "masked_input", (6, 12)),
   ]
+
+
+def test_the_abort_cases_read_the_graph_they_name():
+  setup = secagg.setup_round(N, protocol="secagg+", degree=4, threshold=3, allow_weak=True,
+                             seed=7, simulate="sum")
+  assert setup.graph_neighbours(6) == (0, 3, 4, 12)
+  assert setup.graph_neighbours(12) == (2, 3, 4, 6)
 
 
 @pytest.mark.parametrize("name,kwargs,stage,too_few", _abort_cases(),

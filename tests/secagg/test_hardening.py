@@ -289,11 +289,13 @@ def test_client_with_too_few_holders_is_left_out_with_those_it_leaves_short():
   u = 0
   lost = probe.neighbours(u)[:3]  # u keeps 1 + 1 holders < t
   x = np.random.default_rng(4).uniform(-1, 1, (n, 10)).astype(np.float32)
+  # Dropped at ShareKeys, after the graph is fixed (drop-outs at AdvertiseKeys would change
+  # the committed graph itself: test_the_graph_is_fixed_by_what_the_advertised_clients_commit)
   res = secagg.secure_sum(x, degree=k, threshold=t, threat=threat, seed=seed,
-                          dropouts=secagg.Dropouts(advertise_keys=list(lost)))
+                          dropouts=secagg.Dropouts(share_keys=list(lost)))
   assert u in res.too_few_holders and not res.survivors[u]
   assert len(res.too_few_holders) <= 2  # u, and at most one ring neighbour it left short
-  assert res.dropped["advertise_keys"] == tuple(sorted(lost))
+  assert res.dropped["share_keys"] == tuple(sorted(lost))
   np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
   assert res.survivors.sum() == n - 3 - len(res.too_few_holders)
   assert math.isclose(res.weight_total, res.survivors.sum())
@@ -301,7 +303,7 @@ def test_client_with_too_few_holders_is_left_out_with_those_it_leaves_short():
 
 def test_at_n50_one_short_client_takes_the_whole_ring_with_it():
   # Issue 24 item 6: with the analysed k = 16, t = 11 at n = 50, a client needs 10 of its 16
-  # neighbours. 6 drop-outs among one client's neighbours at AdvertiseKeys leave everyone
+  # neighbours. 6 drop-outs among one client's neighbours at ShareKeys leave everyone
   # enough holders; 7 leave it short, its removal leaves its ring neighbours short, and the
   # removal runs around the ring: nobody can share, and the round aborts at ShareKeys.
   p = secagg.choose_parameters(50, protocol="secagg+")
@@ -311,13 +313,13 @@ def test_at_n50_one_short_client_takes_the_whole_ring_with_it():
     probe = secagg.setup_round(50, degree=16, threshold=11, seed=seed)
     six = list(probe.neighbours(0)[:6])
     res = secagg.secure_sum(x, degree=16, threshold=11, seed=seed,
-                            dropouts=secagg.Dropouts(advertise_keys=six))
+                            dropouts=secagg.Dropouts(share_keys=six))
     assert res.too_few_holders == () and res.survivors.sum() == 44
     np.testing.assert_array_equal(res.encoded_sum, _plain_sum(x, res, seed))
     seven = list(probe.neighbours(0)[:7])
     with pytest.raises(secagg.RoundAborted) as err:
       secagg.secure_sum(x, degree=16, threshold=11, seed=seed,
-                        dropouts=secagg.Dropouts(advertise_keys=seven))
+                        dropouts=secagg.Dropouts(share_keys=seven))
     assert err.value.stage == "share_keys" and len(err.value.too_few_holders) == 43
 
 
