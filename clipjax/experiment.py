@@ -12,12 +12,14 @@ every process restores the one it chose.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import shutil
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -149,6 +151,56 @@ def _resume_note(saved: int, just_saved: bool = False) -> str:
   return f"the same command resumes after round {saved} (its checkpoint)."
 
 
+LOCK_FILE = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's live process
+    return True
+  return True
+
+
+@contextlib.contextmanager
+def _workdir_lock(folder: pathlib.Path):
+  """Holds `folder/run.lock` (host and pid) while this process runs in `folder`.
+
+  A second process started on the same workdir, e.g. two sweeps over one root, stops with a
+  clear error before it writes anything, instead of interleaving its rows with the first's in
+  one metrics.jsonl. A lock left behind by a process that died on this host is taken over.
+
+  Raises:
+    ValueError: while another live process (or one on another host) holds the lock.
+  """
+  path, host = folder / LOCK_FILE, socket.gethostname()
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        holder_host, _, pid = path.read_text().strip().partition(" ")
+      except FileNotFoundError:  # released meanwhile
+        continue
+      if holder_host == host and pid.isdigit() and not _alive(int(pid)):
+        path.unlink(missing_ok=True)  # its process died without releasing it
+        continue
+      raise ValueError(f"workdir {folder} is in use by process {pid or '?'} on "
+                       f"{holder_host or '?'} ({path}); wait for it to finish or stop it. If no "
+                       f"such process runs any more, delete {path} and start again.") from None
+    with os.fdopen(fd, "w") as f:
+      f.write(f"{host} {os.getpid()}\n")
+    break
+  else:
+    raise ValueError(f"workdir {folder}: could not take {path}; delete it and start again.")
+  try:
+    yield
+  finally:
+    path.unlink(missing_ok=True)
+
+
 def run(config, workdir: str, *, stop_after: int | None = None,
         processes: multihost.Processes = multihost.SINGLE) -> dict[str, Any] | None:
   """Runs one experiment, or resumes or extends it; returns its summary (also printed).
@@ -175,7 +227,8 @@ def run(config, workdir: str, *, stop_after: int | None = None,
       any process stops all of them after the same round.
 
   Raises:
-    ValueError: for any bad config value, missing data, or a workdir that holds another run.
+    ValueError: for any bad config value, missing data, a workdir that holds another run, or
+      one another process is running in (its `run.lock`).
     Interrupted: on Ctrl-C, with a one-line message.
   """
   spec = ExperimentSpec.from_config(config)
@@ -190,6 +243,13 @@ def run(config, workdir: str, *, stop_after: int | None = None,
   if checks.error:
     raise ValueError(checks.error)
   out.mkdir(parents=True, exist_ok=True)
+  with _workdir_lock(out):
+    return _run_in(config, spec, out, lead_out, checks, processes, stop_after)
+
+
+def _run_in(config, spec: ExperimentSpec, out: pathlib.Path, lead_out: pathlib.Path, checks,
+            processes: multihost.Processes, stop_after: int | None) -> dict[str, Any] | None:
+  """`run` from its checked workdir on, while this process holds the workdir's lock."""
   if checks.old_rounds is not None:  # the summary and final model of the old total go
     (out / "summary.json").unlink(missing_ok=True)
     shutil.rmtree(out / "checkpoints" / "final", ignore_errors=True)

@@ -163,3 +163,33 @@ def test_the_cli_refuses_another_total_in_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: workdir ") and says in lines[0], lines
+
+
+def test_a_second_process_on_a_running_workdir_is_refused_and_a_dead_ones_lock_taken_over(
+    tmp_path):
+  # Two sweeps over one root once ran the same run at once and interleaved their rows in one
+  # metrics.jsonl. The workdir's lock (host and pid) now stops the second before it writes.
+  config = tiny_config("clip_compute", degree=3)
+  config.rounds, config.checkpoint_every = 2, 0
+  workdir = tmp_path / "run"
+  assert experiment.run(config, str(workdir), stop_after=1) is None
+  assert not (workdir / experiment.LOCK_FILE).exists()  # released when the process stops
+  written = (workdir / "metrics.jsonl").read_text()
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    import socket
+    (workdir / experiment.LOCK_FILE).write_text(f"{socket.gethostname()} {holder.pid}\n")
+    with pytest.raises(ValueError, match=f"in use by process {holder.pid} on .*delete"):
+      experiment.run(config, str(workdir))
+    assert (workdir / "metrics.jsonl").read_text() == written
+    # A lock held on another host cannot be checked from here: refused, with the way out.
+    (workdir / experiment.LOCK_FILE).write_text("other-host 1\n")
+    with pytest.raises(ValueError, match="in use by process 1 on other-host"):
+      experiment.run(config, str(workdir))
+    (workdir / experiment.LOCK_FILE).write_text(f"{socket.gethostname()} {holder.pid}\n")
+  finally:
+    holder.kill()
+    holder.wait()
+  summary = experiment.run(config, str(workdir))  # the dead process's lock is taken over
+  assert summary is not None and [r["round"] for r in read_rows(workdir)] == [1, 2]
+  assert not (workdir / experiment.LOCK_FILE).exists()
