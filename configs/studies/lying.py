@@ -86,6 +86,7 @@ def get_sweep(size: str = "cpu", *, seeds=sweep.SEEDS, methods=METHODS, scenario
   for seed in seeds:
     (_, fedavg), = sweep.build(base.size_config(size), seeds=[seed], methods=["fedavg"],
                                scenarios=[SCENARIO], overrides=overrides)
+    sweep.pin_published(fedavg, overrides)
     for fraction, factor in grid:
       name = setting_name(fraction, factor)
       if name == "honest":

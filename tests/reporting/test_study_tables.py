@@ -134,14 +134,18 @@ def test_a_sweep_file_names_its_grid_table_and_the_report_puts_it_first(tmp_path
 
 def test_published_studies_keep_the_rules_they_ran_with():
   # Defaults changed after these studies were published (issues 24, 27): their runs pin the
-  # neighbours' reports in their own message, the max_relative score with the min threshold and
-  # the graph from the seed alone, so their stored runs stay finished and their tables reproducible; an override still wins.
-  from configs.studies import population
-  for sweep in (lying.get_sweep(seeds=[0]), churn.get_sweep(seeds=[0]),
-                population.get_sweep(seeds=[0])):
+  # neighbours' reports in their own message, the max_relative score with the min threshold,
+  # the graph from the seed alone and a server charged no work, so their stored runs stay
+  # finished and their tables reproducible; an override still wins.
+  from configs.studies import population, straggler_info
+  for sweep, its_rules in ((lying.get_sweep(seeds=[0]), True), (churn.get_sweep(seeds=[0]), True),
+                           (population.get_sweep(seeds=[0]), True),
+                           (straggler_info.get_sweep(seeds=[0]), False)):  # it sets its own
     for name, c in sweep:
-      if c.method in ("fedavg", "fluid"):  # they read none of these keys (unread_keys)
-        continue
+      # The server's work was charged only after all four were published; every method reads it.
+      assert c.devices.server_speedup == 0.0, name
+      if c.method in ("fedavg", "fluid") or not its_rules:
+        continue  # fedavg and fluid read none of the keys below (unread_keys)
       assert (c.clip.straggler_info, c.clip.broadcast, c.clip.score, c.clip.threshold_init,
               c.secagg.graph_randomness) == (
           "neighbours", "own_message", "max_relative", "min", "seed"), name
