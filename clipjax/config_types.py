@@ -54,7 +54,9 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
               # reports in a message of their own
               "devices.server_speedup": 0.0, "clip.broadcast": "own_message",
               # issue 24 item 7: the SecAgg+ graph was drawn from the round's seed alone
-              "secagg.graph_randomness": "seed"}
+              "secagg.graph_randomness": "seed",
+              # issue 25: stragglers kept what their keep rule gave them
+              "clip.fixed_keep": 0.0, "clip.threshold_scale": 1.0}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).
@@ -67,7 +69,8 @@ LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate
 # only by `prune_rule="client_invariance"` (not `fedavg`, `random`, `ordered`, `fluid`).
 BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
                   "clip.histogram_hi_s", "clip.broadcast")
-INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack")
+INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack",
+                   "clip.threshold_scale")
 # Keys of the pairwise key agreement, read only by runs that agree keys (SecAgg, or a method
 # that broadcasts its time reports).
 KEY_AGREEMENT_KEYS = ("secagg.graph_randomness",)
@@ -272,6 +275,8 @@ class ClipSpec:
   histogram_bins: int
   histogram_lo_s: float
   histogram_hi_s: float
+  fixed_keep: float | None = None  # every straggler keeps this p (None: its keep rule's p)
+  threshold_scale: float = 1.0  # invariant: score <= threshold x this (issue 25)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +366,8 @@ def _clip_spec(g) -> ClipSpec:
       histogram_bins=int(g("clip.histogram_bins")),
       histogram_lo_s=float(g("clip.histogram_lo_s")),
       histogram_hi_s=float(g("clip.histogram_hi_s")),
+      fixed_keep=(_fraction("clip.fixed_keep", float(g("clip.fixed_keep"))) or None),
+      threshold_scale=float(_positive("clip.threshold_scale", float(g("clip.threshold_scale")))),
   )
   try:
     histogram_edges(clip.histogram_bins, clip.histogram_lo_s, clip.histogram_hi_s)

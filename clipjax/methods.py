@@ -1,4 +1,4 @@
-"""The six methods: which units each client keeps, as one pure, jittable mask step.
+"""The methods: which units each client keeps, as one pure, jittable mask step.
 
 Every method runs the same full-shape masked training; they differ in which units each
 client keeps and in which protocol steps they need (DESIGN 2.8). The registry `METHODS`
@@ -7,6 +7,11 @@ holds, per name, a `Method`:
 * `fedavg`: everybody keeps everything; no time broadcast.
 * `random`: Federated Dropout (Caldas et al. 2018), random units at the straggler's p.
 * `ordered`: FjORD (Horvath et al., NeurIPS 2021), the first ceil(p n) units of each layer.
+* `magnitude`: the units whose parameter groups have the smallest norm ||w|| are dropped
+  (issue 25's criterion study; w(t) only, nothing else to compute or reveal).
+* `taylor`: an ORACLE for issue 25's study: the units with the smallest first-order Taylor
+  importance |sum w dL/dw| on the client's own data (`clipjax.clip.importance`) are dropped.
+  A real client would need an extra backward pass before training; the clock does not charge it.
 * `fluid`: FLuID (Wang et al., NeurIPS 2023): the server scores units from the
   non-stragglers' individual updates (`clipjax.fluid`), sends each straggler its
   sub-model and averages each coordinate over the clients that trained it. It reads
@@ -15,6 +20,7 @@ holds, per name, a `Method`:
 * `clip_compute` / `clip_network`: CLIP, invariant units scored by each client from the
   change of the global model between its last two copies, w(t) vs w(t-1) (DESIGN 2.4).
 
+`magnitude` and `taylor` are not methods of the paper; they exist to test CLIP's criterion.
 The keep fraction p per client comes from the straggler decision (DESIGN 2.2-2.3): CLIP's
 and the secure baselines' through the sealed time broadcast, `fluid`'s from the times the
 server sees; the baselines use CLIP's compute-aware p, as DESIGN 2.8 asks.
@@ -33,12 +39,17 @@ import jax
 import jax.numpy as jnp
 
 from clipjax import fluid as fluid_lib
-from clipjax.clip import invariance
+from clipjax.clip import importance, invariance
 from clipjax.models import units
 
 PyTree = Any
 
-PRUNE_RULES = ("none", "random", "ordered", "client_invariance", "server_invariance")
+PRUNE_RULES = ("none", "random", "ordered", "client_invariance", "server_invariance",
+               "magnitude", "taylor_oracle")
+# Rules that drop each layer's lowest-scoring units by a score computed this round.
+SCORE_RULES = ("magnitude", "taylor_oracle")
+# How many of a client's examples the `taylor` oracle's gradient is taken on (its first ones).
+IMPORTANCE_EXAMPLES = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +87,8 @@ METHODS = {m.name: m for m in (
            aggregation="participation_weighted", server_prunes=True),
     Method("clip_compute", "client_invariance"),
     Method("clip_network", "client_invariance", keep_rule="clip_network"),
+    Method("magnitude", "magnitude"),
+    Method("taylor", "taylor_oracle"),
 )}
 
 
@@ -146,7 +159,7 @@ def init_clip_state(unit_spec: units.UnitSpec, num_clients: int):
 
 
 def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, p, key, *,
-                  growth, slack, threshold_init):
+                  growth, slack, threshold_init, threshold_scale=1.0):
   """Unit masks, new state, invariant and slack counts of ONE client (p traced)."""
   sizes = {layer.name: layer.size for layer in unit_spec}
   zero = jnp.zeros((), jnp.int32)
@@ -154,11 +167,14 @@ def _client_masks(method: Method, unit_spec, scores, server_choice, clip_state, 
     return invariance.random_prune_mask(sizes, p, key), clip_state, zero, zero
   if method.prune_rule == "ordered":
     return invariance.ordered_prune_mask(sizes, p), clip_state, zero, zero
+  if method.prune_rule in SCORE_RULES:
+    return invariance.lowest_score_prune_mask(scores, p, key), clip_state, zero, zero
   if method.prune_rule == "server_invariance":
     masks, inv, slk = fluid_lib.client_mask(server_choice, p)
     return masks, clip_state, inv, slk
   prune_mask, new_state, counts = invariance.update(clip_state, scores, p, key, growth=growth,
-                                                    slack=slack, threshold_init=threshold_init)
+                                                    slack=slack, threshold_init=threshold_init,
+                                                    threshold_scale=threshold_scale)
   invariant = sum(jnp.asarray(v, jnp.int32) for v in counts.invariant.values())
   slack_count = sum(jnp.asarray(v, jnp.int32) for v in counts.slack.values())
   return prune_mask, new_state, invariant, slack_count
@@ -174,7 +190,7 @@ def make_scorer(unit_spec: units.UnitSpec, kind: str = "relative_l2"):
 
 def make_masks(method: Method, unit_spec: units.UnitSpec, *,
                growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
-               threshold_init: str = "band"):
+               threshold_init: str = "band", threshold_scale: float = 1.0):
   """Builds the pure, jittable mask step of one round for all clients.
 
   Returns:
@@ -182,7 +198,8 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *,
     clip_state, invariant_units, slack_units, train_keys)`, everything with a leading client
     axis C; `prune_mask` and `param_prune_mask` are None for `fedavg`. `scores` is each
     client's invariance scores {layer: f32[C, n]} (`make_scorer` against the model that client
-    received before, DESIGN 2.4 and 2.9), used by CLIP only (None for the other methods);
+    received before, DESIGN 2.4 and 2.9) for CLIP, and each client's Taylor importance for the
+    `taylor` oracle; None for the other methods (`magnitude` scores w(t) here);
     `server_choice` is FLuID's server-side drop order, a `fluid.ServerChoice` (ignored by the
     other methods). `params` is w(t): the parameter masks take its shapes.
   """
@@ -192,14 +209,18 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *,
     zeros = jnp.zeros(p.shape, jnp.int32)
     if not method.prunes:  # nothing is pruned: no masks to build or apply
       return None, None, clip_state, zeros, zeros, train_keys
-    if method.prune_rule != "client_invariance":
+    if method.prune_rule == "magnitude":  # the same scores for every client: w(t)'s
+      scores = jax.tree.map(lambda a: jnp.broadcast_to(a, p.shape + a.shape),
+                            importance.magnitude(unit_spec, params))
+    elif method.prune_rule not in ("client_invariance", "taylor_oracle"):
       scores = None
     elif scores is None:
-      raise ValueError(f"method {method.name!r} needs each client's invariance scores")
+      raise ValueError(f"method {method.name!r} needs each client's unit scores")
     prune_mask, new_state, invariant, slack_count = jax.vmap(
         lambda sc, st, pk, kk: _client_masks(method, unit_spec, sc, server_choice, st, pk, kk,
                                              growth=growth, slack=slack,
-                                             threshold_init=threshold_init),
+                                             threshold_init=threshold_init,
+                                             threshold_scale=threshold_scale),
         in_axes=(None if scores is None else 0, 0, 0, 0))(scores, clip_state, p, mask_keys)
     param_mask = jax.vmap(lambda m: units.param_prune_mask(unit_spec, m, params))(prune_mask)
     return prune_mask, param_mask, new_state, invariant, slack_count, train_keys
@@ -207,9 +228,26 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *,
   return masks
 
 
+def make_importance(unit_spec: units.UnitSpec, apply_fn, batch_fn,
+                    examples: int = IMPORTANCE_EXAMPLES):
+  """`importance(params, x, y, valid) -> {layer: f32[C, n]}`: each client's Taylor importance
+  (`importance.taylor_importance`) at w(t) on its first `examples` valid examples, vmapped over
+  the client axis of `x, y, valid` (the `taylor` oracle's scores)."""
+
+  def one(params, x, y, valid):
+    slots = valid.shape[0]
+    # the first `examples` valid slots (a stable sort puts valid ones first, in order)
+    idx = jnp.argsort(jnp.logical_not(valid), stable=True)[:min(examples, slots)].astype(jnp.int32)
+    inputs, labels = batch_fn(x, y, idx)
+    return importance.taylor_importance(unit_spec, apply_fn, params, inputs, labels, valid[idx])
+
+  return jax.vmap(one, in_axes=(None, 0, 0, 0))
+
+
 def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *,
                       growth: float = invariance.DEFAULT_GROWTH, slack: str = "lowest_score",
-                      threshold_init: str = "band"):
+                      threshold_init: str = "band", importance_fn=None,
+                      threshold_scale: float = 1.0):
   """Builds one round's masked training for all clients: jitted masks, then `train`.
 
   Args:
@@ -219,6 +257,8 @@ def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *,
       of jitted steps on CPU, one jitted scan elsewhere).
     growth, slack, threshold_init: CLIP's invariance settings (DESIGN 2.4;
       `invariance.SLACK_ORDERS`, `invariance.THRESHOLD_INITS`).
+    importance_fn: `make_importance(...)`, needed by the `taylor` oracle only.
+    threshold_scale: CLIP's invariance threshold multiplier (`invariance.update`).
 
   Returns:
     `pruned_round(params, scores, clip_state, server_choice, p, keys, x, y, valid) ->
@@ -226,11 +266,18 @@ def make_pruned_round(method: Method, unit_spec: units.UnitSpec, train, *,
     keys [C]. Host code: it calls jitted pieces.
   """
   masks = jax.jit(make_masks(method, unit_spec, growth=growth, slack=slack,
-                             threshold_init=threshold_init))
+                             threshold_init=threshold_init, threshold_scale=threshold_scale))
   count_params = jax.jit(jax.vmap(
       lambda m: sum(jnp.sum(a, dtype=jnp.int32) for a in jax.tree.leaves(m))))
 
+  if method.prune_rule == "taylor_oracle":
+    if importance_fn is None:
+      raise ValueError("method 'taylor' needs importance_fn (methods.make_importance)")
+    importance_fn = jax.jit(importance_fn)
+
   def pruned_round(params, scores, clip_state, server_choice, p, keys, x, y, valid):
+    if method.prune_rule == "taylor_oracle":  # the oracle's extra backward pass, every client
+      scores = importance_fn(params, x, y, valid)
     prune_mask, param_mask, new_state, invariant, slack_count, train_keys = masks(
         params, scores, clip_state, server_choice, p, keys)
     out = train(params, x, y, valid, train_keys, prune_mask, param_mask)

@@ -124,6 +124,12 @@ def get_config() -> ml_collections.ConfigDict:
                                     # the range below; 2 x 256 words = 2 KB more per upload)
   c.clip.histogram_lo_s = 0.01      # histogram: first bin edge, seconds (below: first bin)
   c.clip.histogram_hi_s = 10000.0   # histogram: last bin edge, seconds (above: last bin)
+  c.clip.threshold_scale = 1.0      # a unit is invariant when its score <= threshold x this
+                                    # (issue 25's sensitivity study; the band controller tracks
+                                    # the unscaled threshold)
+  c.clip.fixed_keep = 0.0           # > 0: every straggler keeps exactly this neuron fraction p
+                                    # instead of its keep rule's (issue 25's criterion study:
+                                    # criteria compared at one p); 0: the keep rule's p
   c.clip.aggregation = "auto"       # auto (the method's own: padded, fluid participation-
                                     # weighted) | padded (paper) | participation_weighted
 

@@ -1,4 +1,5 @@
-"""Does CLIP's invariance rule discriminate? Two measurements (docs/design.md 2.4).
+"""Does CLIP's invariance rule discriminate, and does it pick the units that matter least?
+Three measurements (docs/design.md 2.4; issue 25's criterion study, configs/studies/invariance.py).
 
 What they found is DESIGN 2.4's last point; the numbers were in the README until commit 6f8a090
 (`git show 6f8a090^:README.md`, "Invariance scores").
@@ -9,8 +10,18 @@ What they found is DESIGN 2.4's last point; the numbers were in the README until
   python scripts/invariance_report.py --stability_config=configs/femnist_clip.py:a \
       --stability_config.model.width=0.25 --rounds=12
 
+  # how well each criterion's order agrees with each unit's measured importance (issue 25)
+  python scripts/invariance_report.py --criteria=femnist,cifar10,shakespeare --rounds=8 \
+      --clients=4 --out=runs/studies/invariance_agreement.jsonl
+
 The band check sums m over layers (metrics carry counts summed over layers). Stability is the
 Spearman rank correlation, per prunable layer, between the unit scores of rounds r and r - 1.
+Agreement (`clipjax.clip.importance.agreement`): along a FedAvg run of the paper sweep's CPU
+config (seed `--seed`), after each round t >= 2 and for each of the first `--clients` clients,
+the Spearman correlation, per layer, between each criterion's score of w(t) (oriented: larger =
+kept first) and the loss increase of removing each unit of w(t) on that client's first
+`--examples` training examples; the table gives the mean over clients and rounds and the spread
+of the per-round means (the per-round rows go to `--out`).
 """
 
 import json
@@ -32,7 +43,15 @@ from clipjax.models import get_model, units  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", [], "Run folders (metrics.jsonl + config.json).")
 _CONFIG = config_flags.DEFINE_config_file("stability_config", None, "Config for the stability run.")
-_ROUNDS = flags.DEFINE_integer("rounds", 12, "FedAvg rounds of the stability run.")
+_ROUNDS = flags.DEFINE_integer("rounds", 12, "FedAvg rounds of the stability / agreement run.")
+_CRITERIA = flags.DEFINE_list("criteria", [], "Datasets of the criterion-agreement run: femnist, "
+                              "cifar10, shakespeare (the paper sweeps' CPU configs).")
+_CLIENTS = flags.DEFINE_integer("clients", 4, "Agreement: clients measured per round.")
+_EXAMPLES = flags.DEFINE_integer("examples", 256, "Agreement: each client's examples measured.")
+_SEED = flags.DEFINE_integer("seed", 0, "Agreement: the run's seed.")
+_OUT = flags.DEFINE_string("out", "", "Agreement: JSON lines of every round's values.")
+
+SWEEPS = {"femnist": "femnist_cnn", "cifar10": "cifar10_vgg9", "shakespeare": "shakespeare_lstm"}
 
 
 def _drops(sizes, p):
@@ -83,6 +102,63 @@ def stability(config, rounds: int) -> list[tuple]:
   return rows, list(model.width_dict)
 
 
+def agreement_rows(dataset: str, rounds: int, clients: int, examples: int, seed: int):
+  """(per-round records, layer names) of the criterion agreement on one dataset."""
+  import importlib
+  import jax
+  import jax.numpy as jnp
+  from clipjax.clip import importance
+  from clipjax.data import example_batch
+  if dataset not in SWEEPS:
+    raise ValueError(f"--criteria: unknown dataset {dataset!r}; choose from {sorted(SWEEPS)}")
+  if rounds < 3:
+    raise ValueError(f"--rounds={rounds}: the agreement needs at least 3 (it starts at round 2)")
+  config = importlib.import_module(f"configs.paper.{SWEEPS[dataset]}").size_config("cpu")
+  config.method, config.rounds, config.seed = "fedavg", rounds, seed
+  config.secagg.enabled = False  # the global model's trajectory is what matters here
+  spec = config_types.ExperimentSpec.from_config(config)
+  data = build.load_data(spec)
+  model, params = build.init_model(spec, data.num_classes)
+  algo = build.build_round(spec, data, model, params)
+  measure = jax.jit(lambda now, prev, x, y, ok, key: importance.agreement(
+      model.unit_spec, model.apply, now, prev, x, y, ok, key))
+  train = data.train
+  state, records = algo.init(params), []
+  for r in range(rounds):
+    before = state.server.params
+    state, _ = algo.apply(state, r)
+    if r < 1:  # round 1's change, from the initial model, is atypical (as for stability)
+      continue
+    per_client = []
+    for c in range(min(clients, len(train.valid))):
+      valid = np.asarray(train.valid[c])
+      idx = np.flatnonzero(valid)[:examples].astype(np.int32)
+      x, y = example_batch(data.kind, jnp.asarray(train.x[c]), jnp.asarray(train.y[c]),
+                           jnp.asarray(idx), seq_len=data.seq_len or 80)
+      key = jax.random.fold_in(jax.random.key(seed), r * 100_003 + c)
+      per_client.append(jax.device_get(measure(state.server.params, before, x, y,
+                                               jnp.ones(len(idx), bool), key)))
+    for crit in importance.CRITERIA:
+      records.append({"dataset": dataset, "round": r + 1, "criterion": crit,
+                      "spearman": {k: float(np.nanmean([pc[crit][k] for pc in per_client]))
+                                   for k in model.width_dict}})
+  return records, list(model.width_dict)
+
+
+def agreement_table(records, layers) -> str:
+  """Mean Spearman over clients and rounds per criterion and layer, with the range of the
+  per-round means."""
+  rows = []
+  for crit in dict.fromkeys(r["criterion"] for r in records):
+    mine = [r for r in records if r["criterion"] == crit]
+    cells = []
+    for k in layers:
+      v = np.asarray([r["spearman"][k] for r in mine])
+      cells.append(f"{np.nanmean(v):+.2f} [{np.nanmin(v):+.2f}, {np.nanmax(v):+.2f}]")
+    rows.append((crit, *cells))
+  return summary_lib.markdown_table(["criterion"] + [f"rho {k}" for k in layers], rows)
+
+
 def main(argv):
   del argv
   try:
@@ -96,6 +172,16 @@ def _report():
     print(summary_lib.markdown_table(
         ["run", "pruning client-rounds", "in [m, 2m]", "below m", "above 2m",
          "median invariant / m"], [band_counts(pathlib.Path(f)) for f in _RUNS.value]))
+  for dataset in _CRITERIA.value:
+    records, layers = agreement_rows(dataset, _ROUNDS.value, _CLIENTS.value, _EXAMPLES.value,
+                                     _SEED.value)
+    print(f"\n{dataset}: Spearman(criterion score, measured removal importance), mean over "
+          f"{_CLIENTS.value} clients and rounds 2-{_ROUNDS.value} [min, max of the round means]")
+    print(agreement_table(records, layers))
+    if _OUT.value:
+      with open(_OUT.value, "a") as f:
+        for rec in records:
+          f.write(json.dumps(rec) + "\n")
   if _CONFIG.value is not None:
     rows, layers = stability(_CONFIG.value, _ROUNDS.value)
     print(summary_lib.markdown_table(["round", "score"] + [f"Spearman {k}" for k in layers], rows))

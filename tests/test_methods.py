@@ -65,7 +65,10 @@ def test_clip_drops_the_units_whose_global_change_is_smallest():
 
 def test_method_registry_names_every_method_once():
   assert tuple(methods.METHODS) == ("fedavg", "random", "ordered", "fluid", "clip_compute",
-                                    "clip_network")
+                                    "clip_network", "magnitude", "taylor")
+  # The criterion study's rules (issue 25) read no invariance state and broadcast like CLIP.
+  assert methods.METHODS["magnitude"].prune_rule in methods.SCORE_RULES
+  assert methods.METHODS["taylor"].prune_rule in methods.SCORE_RULES
   assert not methods.METHODS["fluid"].secagg_compatible and methods.METHODS["fluid"].server_prunes
   assert not methods.METHODS["fedavg"].broadcasts and not methods.METHODS["fedavg"].prunes
   with pytest.raises(ValueError, match="Unknown method 'fedprox'"):

@@ -73,13 +73,14 @@ def flops_per_example(kept):
 
 def make_setting(method_name, counts, *, secure=False, rule="padded", compute_slow=1,
                  dropout_rate=0.0, chunk=0, cohort=None, mesh=None, loop="host", population=None,
-                 **extra):
+                 fixed_keep=None, **extra):
   """A round of `method_name` on the toy; `population` replaces the default devices (one
   compute-slow client of `compute_slow`, fast 1e5 FLOP/s, slow 5e4)."""
   method = methods.get_method(method_name)
   num = len(counts)
   x, y, valid = make_data(counts)
-  train = training.make_trainer(apply_fn, lambda xc, yc, i: (xc[i], yc[i]), optax.sgd(LR),
+  batch_fn = lambda xc, yc, i: (xc[i], yc[i])  # noqa: E731
+  train = training.make_trainer(apply_fn, batch_fn, optax.sgd(LR),
                                 local.LocalSpec(epochs=1, batch_size=6), loop=loop,
                                 client_batch=1 if loop == "host" else 0,
                                 mesh=mesh)
@@ -105,13 +106,16 @@ def make_setting(method_name, counts, *, secure=False, rule="padded", compute_sl
       method=method, unit_spec=SPEC,
       # The hand derivations (tests/round/test_methods_rounds.py) follow the first DESIGN 2.4
       # rule: the max_relative score, the threshold starting at the smallest positive score.
-      pruned_round=methods.make_pruned_round(method, SPEC, train, threshold_init="min"),
+      pruned_round=methods.make_pruned_round(
+          method, SPEC, train, threshold_init="min",
+          importance_fn=(methods.make_importance(SPEC, apply_fn, batch_fn)
+                         if method.prune_rule == "taylor_oracle" else None)),
       aggregator=aggregation.make_aggregator(rule, params, secure_settings),
       aggregation_rule=rule, secagg_on=secure,
       server=settings.ServerSetting(
           init=lambda p: server_lib.server_init(p, server_opt),
           step=lambda st, d: server_lib.server_update(st, d, server_opt), seconds=0.125),
-      clock=clock, keep=settings.KeepSetting(0.2, table, None), key_agreement=key_agreement,
+      clock=clock, keep=settings.KeepSetting(0.2, table, None, fixed_keep), key_agreement=key_agreement,
       data=settings.ClientData(x=np.asarray(x), y=np.asarray(y), valid=np.asarray(valid),
                                weights=np.asarray(counts, np.float32)),
       base_key=jax.random.key(3), seed=0, scorer=methods.make_scorer(SPEC, "max_relative"),

@@ -338,6 +338,8 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
           heard, fit, net, straggler_fraction=keep.straggler_fraction, rule=method.keep_rule,
           table=keep.table, rho_min=keep.rho_min)
     flagged = np.asarray(flagged) & reported  # no own times: no decision
+    if keep.fixed is not None:  # `clip.fixed_keep`: every straggler keeps the same p
+      p = np.where(flagged, keep.fixed, 1.0)
     return flagged, np.where(reported, p, 1.0).astype(np.float32)
 
   is_straggler, p = decide(known)

@@ -221,6 +221,7 @@ def update(
     growth: float = DEFAULT_GROWTH,
     slack: str = "lowest_score",
     threshold_init: str | ThresholdInit = "band",
+    threshold_scale: float = 1.0,
 ) -> tuple[dict, InvarianceState, InvarianceCounts]:
   """One round of client-side invariant dropout for ONE client.
 
@@ -236,6 +237,9 @@ def update(
       lowest unit, mid-band from the first round), "min" (smallest positive score, FLuID's
       start), "median", "mean", or a callable
       f32[n] -> f32[].
+    threshold_scale: the client calls a unit invariant when its score is <= th_l x this
+      (issue 25's sensitivity study; default 1). The band controller still tracks th_l from
+      the unscaled count, so the scale moves the invariant set around the band value.
 
   Returns:
     (prune_mask {layer: f32[n_l]}, new state, `InvarianceCounts`).
@@ -247,6 +251,8 @@ def update(
     raise ValueError(f"slack must be one of {SLACK_ORDERS}, got {slack!r}")
   if not growth > 1:
     raise ValueError(f"growth must be > 1, got {growth!r}")
+  if not threshold_scale > 0:
+    raise ValueError(f"threshold_scale must be > 0, got {threshold_scale!r}")
   init_fn = _threshold_init_fn(threshold_init)
   names = sorted(state.last_prune_mask)
   if sorted(scores) != names:
@@ -274,7 +280,7 @@ def update(
     m = drops[k]
     first = init_fn(score, m) if threshold_init == "band" else init_fn(score)
     th = jnp.where(do_init, jnp.asarray(first, jnp.float32), state.thresholds[k])
-    invariant = score <= th
+    invariant = score <= th * threshold_scale
     dropped_last = state.last_prune_mask[k] < 0.5
     group = jnp.where(invariant, jnp.where(dropped_last, 0, 1), 2).astype(jnp.int32)
     groups.append(group + 3 * i)
@@ -282,7 +288,8 @@ def update(
     secondaries.append(score if slack == "lowest_score" else jnp.where(group == 2, 0.0, score))
 
     n_invariant = jnp.sum(invariant.astype(jnp.int32))
-    thresholds[k] = _next_threshold(th, score, n_invariant, m, growth)
+    n_band = n_invariant if threshold_scale == 1.0 else jnp.sum((score <= th).astype(jnp.int32))
+    thresholds[k] = _next_threshold(th, score, n_band, m, growth)
     invariant_counts[k] = jnp.where(m > 0, n_invariant, 0)
     slack_counts[k] = jnp.maximum(m - n_invariant, 0)
     dropped_invariant[k] = jnp.minimum(invariant_counts[k], m)
@@ -332,3 +339,27 @@ def ordered_prune_mask(sizes: Mapping[str, int], p) -> dict:
   """
   return {k: (jnp.arange(int(n), dtype=jnp.int32) < kept_units(int(n), p)).astype(jnp.float32)
           for k, n in sorted(sizes.items())}
+
+
+def lowest_score_prune_mask(scores: Mapping[str, jax.Array], p, key: jax.Array) -> dict:
+  """A criterion's mask: drop the m_l = n_l - ceil(p n_l) lowest-scoring units of each layer.
+
+  The rule of the criteria that score units once and keep the best (`magnitude`, the `taylor`
+  oracle; issue 25): no threshold, no state. Equal scores go in a keyed random order.
+
+  Args:
+    scores: {layer: f32[n_l]}, larger = more worth keeping.
+    p: keep fraction f32[] (may be traced).
+    key: typed PRNG key.
+
+  Returns:
+    {layer: f32[n_l]} prune masks (1 = kept).
+  """
+  masks = {}
+  for i, k in enumerate(sorted(scores)):
+    score = jnp.asarray(scores[k], jnp.float32)
+    n = score.shape[0]
+    tiebreak = jax.random.bits(jax.random.fold_in(key, i), (n,), jnp.uint32)
+    rank = drop_rank(jnp.zeros((n,), jnp.int32), score, tiebreak)
+    masks[k] = (rank >= units_to_drop(n, p)).astype(jnp.float32)
+  return masks

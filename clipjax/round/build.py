@@ -156,7 +156,12 @@ def build_round(spec: ExperimentSpec, data, model, params,
                                 mesh=devices_mesh)
   pruned_round = methods.make_pruned_round(method, model.unit_spec, train, growth=spec.clip.growth,
                                            slack=spec.clip.slack,
-                                           threshold_init=spec.clip.threshold_init)
+                                           threshold_init=spec.clip.threshold_init,
+                                           importance_fn=(
+                                               methods.make_importance(model.unit_spec,
+                                                                       model.apply, batch_fn)
+                                               if method.prune_rule == "taylor_oracle" else None),
+                                           threshold_scale=spec.clip.threshold_scale)
   server_opt = server_lib.make_server_optimizer(spec.server_optimizer, spec.server_lr)
   weights = np.asarray(data.train.num_examples, np.float32)
   secure = _secure_settings(spec, weights, population)
@@ -194,7 +199,8 @@ def build_round(spec: ExperimentSpec, data, model, params,
           seconds=spec.devices.server_seconds,
           ops_per_s=spec.devices.server_speedup * spec.devices.fast_flops),
       clock=clock,
-      keep=settings_lib.KeepSetting(spec.clip.straggler_fraction, table, spec.clip.rho_min),
+      keep=settings_lib.KeepSetting(spec.clip.straggler_fraction, table, spec.clip.rho_min,
+                                    spec.clip.fixed_keep),
       key_agreement=key_agreement,
       data=settings_lib.ClientData(*(np.asarray(a) for a in (train_data.x, train_data.y,
                                                                train_data.valid)), weights),

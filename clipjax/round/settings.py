@@ -28,6 +28,7 @@ class KeepSetting:
   straggler_fraction: float
   table: keep_lib.FlopTable
   rho_min: float | None
+  fixed: float | None = None  # `clip.fixed_keep`: every straggler keeps this p
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,7 +135,7 @@ def method_names(methods: Sequence[str]) -> list[str]:
     ValueError: for an unknown method.
   """
   names = list(dict.fromkeys(methods))
-  allowed = METHODS + (methods_lib.PLAIN_REFERENCE,)
+  allowed = tuple(methods_lib.METHODS) + (methods_lib.PLAIN_REFERENCE,)
   for name in names:
     if name not in allowed:
       raise ValueError(f"unknown method {name!r}; choose from {allowed}.")

@@ -152,3 +152,20 @@ def test_published_studies_keep_the_rules_they_ran_with():
   (_, c), *_ = lying.get_sweep(seeds=[0], scenarios=["liars0.1_x10"],
                                overrides={"clip.score": "relative_l2"})[1:]
   assert c.clip.score == "relative_l2"
+
+
+def test_invariance_study_compares_criteria_at_one_keep_fraction():
+  from configs.studies import invariance, invariance_shakespeare
+  runs = dict(invariance.get_sweep(seeds=[0]))
+  assert len(runs) == 2 * (1 + len(invariance.CRITERIA))
+  for name, c in runs.items():
+    scenario, method, _ = name.split("/")
+    assert c.data.test_clients == "all" and c.devices.compute_slow == 4, name
+    assert c.clip.fixed_keep == (0.0 if method == "fedavg" else float(scenario[4:])), name
+    assert c.clip.score == ("max_relative" if method.endswith("+max_relative")
+                            else "relative_l2"), name
+  assert runs["keep0.7/taylor/seed0"].method == "taylor"
+  thresholds = dict(invariance_shakespeare.get_sweep(seeds=[1], scenarios=["threshold0.5"]))
+  assert sorted(thresholds) == ["threshold0.5/clip_compute/seed1", "threshold0.5/fedavg/seed1"]
+  c = thresholds["threshold0.5/clip_compute/seed1"]
+  assert (c.clip.threshold_scale, c.clip.fixed_keep, c.data.name) == (0.5, 0.5, "shakespeare")
