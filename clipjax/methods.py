@@ -48,7 +48,8 @@ PRUNE_RULES = ("none", "random", "ordered", "client_invariance", "server_invaria
                "magnitude", "taylor_oracle")
 # Rules that drop each layer's lowest-scoring units by a score computed this round.
 SCORE_RULES = ("magnitude", "taylor_oracle")
-# How many of a client's examples the `taylor` oracle's gradient is taken on (its first ones).
+# How many of a client's examples the `taylor` oracle's gradient is taken on (spread evenly
+# over its data, `importance.spread_examples`).
 IMPORTANCE_EXAMPLES = 64
 
 
@@ -231,15 +232,14 @@ def make_masks(method: Method, unit_spec: units.UnitSpec, *,
 def make_importance(unit_spec: units.UnitSpec, apply_fn, batch_fn,
                     examples: int = IMPORTANCE_EXAMPLES):
   """`importance(params, x, y, valid) -> {layer: f32[C, n]}`: each client's Taylor importance
-  (`importance.taylor_importance`) at w(t) on its first `examples` valid examples, vmapped over
-  the client axis of `x, y, valid` (the `taylor` oracle's scores)."""
+  (`importance.taylor_importance`) at w(t) on `examples` of its examples spread evenly over its
+  data (`importance.spread_examples`), vmapped over the client axis of `x, y, valid` (the
+  `taylor` oracle's scores)."""
 
   def one(params, x, y, valid):
-    slots = valid.shape[0]
-    # the first `examples` valid slots (a stable sort puts valid ones first, in order)
-    idx = jnp.argsort(jnp.logical_not(valid), stable=True)[:min(examples, slots)].astype(jnp.int32)
+    idx, ok = importance.spread_examples(valid, examples)
     inputs, labels = batch_fn(x, y, idx)
-    return importance.taylor_importance(unit_spec, apply_fn, params, inputs, labels, valid[idx])
+    return importance.taylor_importance(unit_spec, apply_fn, params, inputs, labels, ok)
 
   return jax.vmap(one, in_axes=(None, 0, 0, 0))
 

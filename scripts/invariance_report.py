@@ -19,9 +19,12 @@ Spearman rank correlation, per prunable layer, between the unit scores of rounds
 Agreement (`clipjax.clip.importance.agreement`): along a FedAvg run of the paper sweep's CPU
 config (seed `--seed`), after each round t >= 2 and for each of the first `--clients` clients,
 the Spearman correlation, per layer, between each criterion's score of w(t) (oriented: larger =
-kept first) and the loss increase of removing each unit of w(t) on that client's first
-`--examples` training examples; the table gives the mean over clients and rounds and the spread
-of the per-round means (the per-round rows go to `--out`).
+kept first) and the loss increase of removing each unit of w(t) on
+`--examples` of that client's training examples (spread evenly over its data); the table gives, per band of
+rounds, the mean over clients and rounds and the share of client-rounds where rho > 0 (every
+client-round's values go to `--out`). Early in training removing a unit can lower a client's
+loss as often as raise it, with a sign that depends on the client's data, so the share matters
+as much as the mean.
 """
 
 import json
@@ -103,7 +106,8 @@ def stability(config, rounds: int) -> list[tuple]:
 
 
 def agreement_rows(dataset: str, rounds: int, clients: int, examples: int, seed: int):
-  """(per-round records, layer names) of the criterion agreement on one dataset."""
+  """(records, layer names) of the criterion agreement on one dataset: one record per round,
+  client and criterion, {layer: Spearman}."""
   import importlib
   import jax
   import jax.numpy as jnp
@@ -129,34 +133,33 @@ def agreement_rows(dataset: str, rounds: int, clients: int, examples: int, seed:
     state, _ = algo.apply(state, r)
     if r < 1:  # round 1's change, from the initial model, is atypical (as for stability)
       continue
-    per_client = []
     for c in range(min(clients, len(train.valid))):
-      valid = np.asarray(train.valid[c])
-      idx = np.flatnonzero(valid)[:examples].astype(np.int32)
-      x, y = example_batch(data.kind, jnp.asarray(train.x[c]), jnp.asarray(train.y[c]),
-                           jnp.asarray(idx), seq_len=data.seq_len or 80)
+      idx, ok = importance.spread_examples(jnp.asarray(train.valid[c]), examples)
+      x, y = example_batch(data.kind, jnp.asarray(train.x[c]), jnp.asarray(train.y[c]), idx,
+                           seq_len=data.seq_len or 80)
       key = jax.random.fold_in(jax.random.key(seed), r * 100_003 + c)
-      per_client.append(jax.device_get(measure(state.server.params, before, x, y,
-                                               jnp.ones(len(idx), bool), key)))
-    for crit in importance.CRITERIA:
-      records.append({"dataset": dataset, "round": r + 1, "criterion": crit,
-                      "spearman": {k: float(np.nanmean([pc[crit][k] for pc in per_client]))
-                                   for k in model.width_dict}})
+      rho = jax.device_get(measure(state.server.params, before, x, y, ok, key))
+      for crit in importance.CRITERIA:
+        records.append({"dataset": dataset, "round": r + 1, "client": c, "criterion": crit,
+                        "spearman": {k: float(rho[crit][k]) for k in model.width_dict}})
   return records, list(model.width_dict)
 
 
-def agreement_table(records, layers) -> str:
-  """Mean Spearman over clients and rounds per criterion and layer, with the range of the
-  per-round means."""
+def agreement_table(records, layers, bands: int = 3) -> str:
+  """Per criterion and band of rounds, per layer: the mean Spearman over clients and rounds,
+  and (in brackets) the share of (client, round) pairs where it is positive."""
+  measured = sorted({r["round"] for r in records})
+  groups = [g for g in np.array_split(np.asarray(measured), min(bands, len(measured))) if len(g)]
   rows = []
   for crit in dict.fromkeys(r["criterion"] for r in records):
-    mine = [r for r in records if r["criterion"] == crit]
-    cells = []
-    for k in layers:
-      v = np.asarray([r["spearman"][k] for r in mine])
-      cells.append(f"{np.nanmean(v):+.2f} [{np.nanmin(v):+.2f}, {np.nanmax(v):+.2f}]")
-    rows.append((crit, *cells))
-  return summary_lib.markdown_table(["criterion"] + [f"rho {k}" for k in layers], rows)
+    for g in groups:
+      mine = [r for r in records if r["criterion"] == crit and r["round"] in set(g.tolist())]
+      cells = []
+      for k in layers:
+        v = np.asarray([r["spearman"][k] for r in mine])
+        cells.append(f"{np.nanmean(v):+.2f} ({np.mean(v > 0):.0%})")
+      rows.append((crit, f"{g[0]}-{g[-1]}", *cells))
+  return summary_lib.markdown_table(["criterion", "rounds"] + [f"rho {k}" for k in layers], rows)
 
 
 def main(argv):
@@ -175,8 +178,9 @@ def _report():
   for dataset in _CRITERIA.value:
     records, layers = agreement_rows(dataset, _ROUNDS.value, _CLIENTS.value, _EXAMPLES.value,
                                      _SEED.value)
-    print(f"\n{dataset}: Spearman(criterion score, measured removal importance), mean over "
-          f"{_CLIENTS.value} clients and rounds 2-{_ROUNDS.value} [min, max of the round means]")
+    print(f"\n{dataset}: Spearman(criterion score, removal importance on the client's own "
+          f"{_EXAMPLES.value} examples), mean over {_CLIENTS.value} clients and the rounds "
+          "(share of client-rounds with rho > 0)")
     print(agreement_table(records, layers))
     if _OUT.value:
       with open(_OUT.value, "a") as f:

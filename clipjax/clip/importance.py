@@ -49,6 +49,21 @@ def batch_loss(apply_fn: ApplyFn, params: Params, inputs: jax.Array, labels: jax
   return total / jnp.maximum(count, 1.0)
 
 
+def spread_examples(valid: jax.Array, examples: int) -> tuple[jax.Array, jax.Array]:
+  """(idx int32[E], ok bool[E]): E = `examples` slots spread evenly over a client's valid slots
+  (all of them, once each, when it has fewer; the rest marked not ok).
+
+  Evenly spread, not the first E: a client's examples may be stored grouped by class (a LEAF
+  writer's digits, then letters), and a batch of one group measures importance on that group.
+  """
+  valid = jnp.asarray(valid, bool)
+  order = jnp.argsort(jnp.logical_not(valid), stable=True)  # valid slots first, in order
+  n = jnp.sum(valid.astype(jnp.int32))
+  i = jnp.arange(examples, dtype=jnp.int32)
+  pos = jnp.where(n >= examples, (i * n) // examples, jnp.minimum(i, jnp.maximum(n - 1, 0)))
+  return order[pos].astype(jnp.int32), i < n
+
+
 def _by_unit(spec_layer: units.UnitLayer, s: units.ParamSlice, a: jax.Array) -> jax.Array:
   """[tile, n, rest]: the slice's axis split into its units (index i is unit i % n)."""
   return jnp.moveaxis(jnp.asarray(a, jnp.float32), s.axis, 0).reshape(s.tile, spec_layer.size, -1)

@@ -11,7 +11,7 @@ fraction, so only the choice of units differs:
       clip_compute                  invariance, `relative_l2` score (the default, DESIGN 2.4)
       clip_compute+max_relative     invariance, `max_relative` score (the default before issue 24)
       magnitude                     the smallest ||w|| of each unit's group
-      taylor                        ORACLE: the smallest |sum w dL/dw| on the client's first 64
+      taylor                        ORACLE: the smallest |sum w dL/dw| on 64 of the client's
                                     examples, an extra backward pass a real client would have
                                     to pay before training (the clock does not charge it)
       random                        Federated Dropout's random units

@@ -99,6 +99,17 @@ def test_spearman_matches_scipy_with_ties(a, b):
   assert float(importance.spearman(jnp.asarray(a), jnp.asarray(b))) == pytest.approx(want, abs=1e-6)
 
 
+def test_spread_examples_cover_a_clients_data_evenly_and_each_example_once():
+  valid = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1], bool)  # 10 valid slots
+  idx, ok = importance.spread_examples(jnp.asarray(valid), 5)
+  np.testing.assert_array_equal(np.asarray(idx), np.flatnonzero(valid)[[0, 2, 4, 6, 8]])
+  assert np.asarray(ok).all()
+  idx, ok = importance.spread_examples(jnp.asarray(valid), 12)  # more asked than there are
+  assert np.asarray(ok).sum() == 10
+  np.testing.assert_array_equal(np.asarray(idx)[np.asarray(ok)], np.flatnonzero(valid))
+  assert valid[np.asarray(idx)].all()  # the padding repeats a valid slot, marked not ok
+
+
 def test_lowest_score_mask_drops_exactly_the_lowest_scores_per_layer():
   scores = {"a": jnp.asarray([0.5, 0.1, 0.9, 0.3, 0.7, 0.2]), "b": jnp.asarray([2., 1., 3., 4.])}
   masks = invariance.lowest_score_prune_mask(scores, 0.5, jax.random.key(0))
@@ -149,9 +160,11 @@ def test_taylor_oracle_keeps_the_units_most_important_on_each_clients_first_exam
                                 jax.random.split(jax.random.key(1), 3), x, y, valid)
   kept = _kept(out)
   for c in range(3):
-    first = np.flatnonzero(np.asarray(valid[c]))[:4]  # `examples=4`, valid ones only
+    n = int(np.sum(valid[c]))  # `examples=4` spread over the valid ones, each once
+    chosen = np.flatnonzero(np.asarray(valid[c]))[[i * n // 4 for i in range(4)] if n >= 4
+                                                  else list(range(n))]
     score = np.asarray(importance.taylor_importance(
-        toy.SPEC, toy.apply_fn, params, x[c][first], y[c][first], jnp.ones(len(first), bool))[
+        toy.SPEC, toy.apply_fn, params, x[c][chosen], y[c][chosen], jnp.ones(len(chosen), bool))[
             "hidden"])
     np.testing.assert_array_equal(np.flatnonzero(kept[c]), np.sort(np.argsort(-score)[:4]))
   # Each client's own data decides: two clients with different data keep different units.

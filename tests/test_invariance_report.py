@@ -1,0 +1,43 @@
+"""scripts/invariance_report.py's criterion-agreement table (issue 25) and its input errors."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location("invariance_report",
+                                                ROOT / "scripts" / "invariance_report.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, str(ROOT / "scripts"))
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_agreement_table_gives_the_mean_and_the_positive_share_per_band_of_rounds():
+  report = _script()
+  records = []
+  for rnd, rho in ((2, -1.0), (2, 1.0), (3, 0.5), (3, 0.5), (4, 0.2), (4, -0.4)):
+    records.append({"round": rnd, "criterion": "magnitude", "spearman": {"l": rho, "m": 0.0}})
+  table = report.agreement_table(records, ["l", "m"], bands=2)
+  lines = table.splitlines()
+  assert lines[0].split("|")[1:-1] == [" criterion ", " rounds ", " rho l ", " rho m "]
+  # rounds 2-3: mean of -1, 1, .5, .5 = +0.25, 3 of 4 positive; round 4: -0.1, 1 of 2
+  assert "| magnitude | 2-3 | +0.25 (75%) | +0.00 (0%) |" in table
+  assert "| magnitude | 4-4 | -0.10 (50%) | +0.00 (0%) |" in table
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--criteria=mnist"], "unknown dataset 'mnist'"),
+    (["--criteria=femnist", "--rounds=2"], "--rounds=2"),
+])
+def test_bad_agreement_arguments_get_one_clear_line(args, message):
+  out = subprocess.run([sys.executable, "scripts/invariance_report.py", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert message in out.stderr and "Traceback" not in out.stderr
