@@ -46,15 +46,15 @@ def _target(root: pathlib.Path) -> float:
                    "pass --target_accuracy.")
 
 
-def _preface(root: pathlib.Path, target: float) -> str:
-  """The study table when `<root>/sweep.json` names a study file (`configs/studies/`)."""
+def _sweep_file(root: pathlib.Path):
+  """The sweep file `<root>/sweep.json` names (a study's brings its grid table), or None."""
   manifest = root / "sweep.json"
   if not manifest.exists():
-    return ""
+    return None
   config = json.loads(manifest.read_text()).get("config")
   if not config or not pathlib.Path(config).is_file():
-    return ""
-  return sweep_report.study_preface(sweep.load_sweep_file(config), root, target)
+    return None
+  return sweep.load_sweep_file(config)
 
 
 def main(argv):
@@ -67,7 +67,10 @@ def main(argv):
       print(sweep_tables.markdown(sweep_tables.group(sweep_tables.load_sweep(root)), target,
                                   compact=True))
       return
-    table_file, plots = sweep_report.write(root, _OUT.value, target, preface=_preface(root, target))
+    sweep_file = _sweep_file(root)
+    preface = "" if sweep_file is None else sweep_report.study_preface(sweep_file, root, target)
+    table_file, plots = sweep_report.write(root, _OUT.value, target, preface=preface,
+                                           sweep_file=sweep_file)
   except ValueError as e:  # bad input: one clear line, no traceback
     sys.exit(f"error: {e}")
   print(table_file.read_text())

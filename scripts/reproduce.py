@@ -157,7 +157,8 @@ def main(argv):
         f"{_clock(time.monotonic() - start)}", flush=True)
   try:
     table_file, plots = sweep_report.write(root, root, target,
-                                           preface=sweep_report.study_preface(module, root, target))
+                                           preface=sweep_report.study_preface(module, root, target),
+                                           sweep_file=module)
   except ValueError as e:
     sys.exit(f"error: {e}")
   print(table_file.read_text())

@@ -1,4 +1,5 @@
-"""Tables of the studies beyond the paper (`configs/studies/`): lying clients and churn.
+"""Tables of the studies beyond the paper (`configs/studies/`): lying clients, churn and the
+invariance criteria.
 
 Host side only. The runs are a sweep folder as `clipjax.reporting.sweep_tables` reads it
 (`<setting>/<method>/seed<s>`); these tables lay the settings out as a grid and measure every
@@ -150,9 +151,144 @@ def churn_table(root: str | pathlib.Path, methods: Sequence[str], target: float)
       "\n" + _partial_note(partial) if partial else "")
 
 
+def _final_loss(history) -> float | None:
+  """Test loss of the last evaluated row (None without evaluations)."""
+  evals = [r["test_loss"] for r in history if "test_loss" in r]
+  return evals[-1] if evals else None
+
+
+def _setting_value(setting: str, prefix: str) -> float | None:
+  try:
+    return float(setting[len(prefix):]) if setting.startswith(prefix) else None
+  except ValueError:
+    return None
+
+
+def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
+  """The invariance study's numbers: `(cells, partial)`.
+
+  `cells[(setting, criterion)]` holds the seeds, the final test accuracy (t-interval), the
+  per-seed final test accuracy and loss, and the paired deltas of accuracy (points) against
+  `reference/fedavg` and of accuracy and test loss against the same setting's `contrast`
+  criterion; for `threshold<s>` settings, against `keep<p>/clip_compute` at the same keep
+  fraction (s = 1) as well; and the mean invariant and slack units the pruning clients dropped.
+
+  Raises:
+    ValueError: if `root` holds no finished `reference/fedavg` runs.
+  """
+  groups, partial = _finished_groups(root)
+  ref = groups.get("reference", {}).get("fedavg")
+  if not ref:
+    raise ValueError(f"{root} has no finished reference/fedavg runs: the study's reference is "
+                     "missing; run the study (scripts/reproduce.py) until they finish.")
+  per = lambda fn, rs: sweep_tables._per_seed(rs, fn)  # noqa: E731
+  ref_acc = per(summary_lib.final_accuracy, ref)
+  cells = {}
+  for setting, by_method in groups.items():
+    if setting == "reference":
+      continue
+    for criterion, runs in by_method.items():
+      acc = per(summary_lib.final_accuracy, runs)
+      loss = per(_final_loss, runs)
+      inv, slack = zip(*[tables.straggler_counts(r.history) for r in runs.values()])
+      inv = [v for v in inv if v is not None]
+      slack = [v for v in slack if v is not None]
+      keep = next(iter(runs.values())).config.get("clip", {}).get("fixed_keep")
+      cells[(setting, criterion)] = {
+          "seeds": len(runs), "acc": sweep_tables.t_interval(list(acc.values())) if acc else None,
+          "acc_by_seed": acc, "loss_by_seed": loss, "keep": keep,
+          "vs_fedavg": sweep_tables.paired_delta(acc, ref_acc),
+          "invariant": float(np.mean(inv)) if inv else None,
+          "slack": float(np.mean(slack)) if slack else None}
+  for (setting, criterion), cell in cells.items():
+    versus = [(setting, contrast)]
+    if setting.startswith("threshold") and cell["keep"]:
+      versus.append((f"keep{cell['keep']:g}", "clip_compute"))
+    for key, other in zip(("vs_contrast", "vs_unscaled"), versus):
+      o = cells.get(other)
+      if o is None or other == (setting, criterion):
+        continue
+      cell[key] = sweep_tables.paired_delta(cell["acc_by_seed"], o["acc_by_seed"])
+      cell[key + "_loss"] = sweep_tables.paired_delta(cell["loss_by_seed"], o["loss_by_seed"])
+  fed = {"seeds": len(ref), "acc": sweep_tables.t_interval(list(ref_acc.values()))}
+  return cells, fed, partial
+
+
+def _loss(iv) -> str:
+  """A test-loss delta (nats), three decimals: losses move less than accuracy points."""
+  if iv is None:
+    return ""
+  if iv.n < 2:
+    return f"{iv.mean:+.3f} (n=1)"
+  return f"{iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] (n={iv.n})"
+
+
+def _units(cell) -> str:
+  if cell["invariant"] is None:
+    return ""
+  return f"{cell['invariant']:.1f} / {cell['slack']:.1f}"
+
+
+def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: str = "random"
+                   ) -> str:
+  """Per keep fraction, each criterion's final accuracy and its paired deltas against fedavg
+  and against `contrast` (random units by default), plus the test-loss delta against
+  `contrast`; then, when the sweep has `threshold<s>` settings, the threshold-sensitivity rows.
+
+  Raises:
+    ValueError: if `root` holds no finished `reference/fedavg` runs.
+  """
+  cells, fed, partial = criteria_cells(root, contrast)
+  header = ["keep p", "criterion", "seeds", "final acc [95% CI]",
+            "acc delta vs fedavg, points [95% CI]", f"acc delta vs {contrast}, points [95% CI]",
+            f"test-loss delta vs {contrast} [95% CI]", "invariant / slack units dropped"]
+  keeps = sorted({s for s, _ in cells if _setting_value(s, "keep") is not None},
+                 key=lambda s: _setting_value(s, "keep"))
+  rows = []
+  for setting in keeps:
+    for criterion in criteria:
+      cell = cells.get((setting, criterion))
+      if cell is None:
+        continue
+      rows.append([f"{_setting_value(setting, 'keep'):g}", criterion, cell["seeds"],
+                   sweep_tables._interval_text(cell["acc"]), _delta(cell["vs_fedavg"]),
+                   "" if criterion == contrast else _delta(cell.get("vs_contrast")),
+                   "" if criterion == contrast else _loss(cell.get("vs_contrast_loss")),
+                   _units(cell)])
+  out = [summary_lib.markdown_table(header, rows), "",
+         f"Reference: fedavg (`reference/fedavg`), final accuracy "
+         f"{sweep_tables._interval_text(fed['acc'])}. Deltas: paired by seed, mean with 95% "
+         "t-interval over the seeds both have; test loss in nats. Units: mean over the "
+         "clients that pruned and rounds (recorded by the invariance rules only).", ""]
+  thresholds = sorted({s for s, _ in cells if _setting_value(s, "threshold") is not None},
+                      key=lambda s: _setting_value(s, "threshold"))
+  if thresholds:
+    header = ["threshold scale", "keep p", "seeds", "invariant / slack units dropped",
+              "final acc [95% CI]", "acc delta vs fedavg, points [95% CI]",
+              "acc delta vs scale 1, points [95% CI]", "test-loss delta vs scale 1 [95% CI]"]
+    rows = []
+    unscaled = {s: c for (s, crit), c in cells.items() if crit == "clip_compute"
+                and _setting_value(s, "keep") is not None}
+    scaled = [(_setting_value(s, "threshold"), cells[(s, "clip_compute")]) for s in thresholds
+              if (s, "clip_compute") in cells]
+    for setting, cell in unscaled.items():
+      if any(c["keep"] == cell["keep"] for _, c in scaled):
+        scaled.append((1.0, cell))
+    for scale, cell in sorted(scaled, key=lambda x: x[0]):
+      rows.append([f"{scale:g}", f"{cell['keep']:g}", cell["seeds"], _units(cell),
+                   sweep_tables._interval_text(cell["acc"]), _delta(cell["vs_fedavg"]),
+                   _delta(cell.get("vs_unscaled")),
+                   _loss(cell.get("vs_unscaled_loss"))])
+    out += ["Threshold sensitivity (`clip_compute`, a unit invariant when its score is <= scale x "
+            "the band threshold):", "", summary_lib.markdown_table(header, rows), ""]
+  out.append(_partial_note(partial))
+  return "\n".join(out)
+
+
 def grid_table(table: Mapping, root: str | pathlib.Path, target: float) -> str:
   """The grid table a study's sweep file names in its `STUDY_TABLE` setting:
-  `{"kind": "lying", "methods": [...], "rules": [...]}` or `{"kind": "churn", "methods": [...]}`.
+  `{"kind": "lying", "methods": [...], "rules": [...]}`, `{"kind": "churn", "methods": [...]}`
+  or `{"kind": "criteria", "criteria": [...], "contrast": "random"}`.
 
   Raises:
     ValueError: for an unknown kind.
@@ -162,4 +298,6 @@ def grid_table(table: Mapping, root: str | pathlib.Path, target: float) -> str:
     return lying_table(root, table["methods"], table["rules"], target)
   if kind == "churn":
     return churn_table(root, table["methods"], target)
-  raise ValueError(f"STUDY_TABLE kind {kind!r} is not one of 'lying', 'churn'")
+  if kind == "criteria":
+    return criteria_table(root, table["criteria"], table.get("contrast", "random"))
+  raise ValueError(f"STUDY_TABLE kind {kind!r} is not one of 'lying', 'churn', 'criteria'")

@@ -5,7 +5,7 @@ and the PNG plots, written beside the runs (`scripts/reproduce.py`, `scripts/mak
 from __future__ import annotations
 
 import pathlib
-from clipjax.reporting import study_tables, sweep_plots, sweep_tables
+from clipjax.reporting import study_plots, study_tables, sweep_plots, sweep_tables
 
 
 def study_preface(sweep_file, root, target: float) -> str:
@@ -24,11 +24,22 @@ def study_preface(sweep_file, root, target: float) -> str:
   return f"# {name}\n\n{study_tables.grid_table(table, root, target)}\n"
 
 
+def study_figures(sweep_file, root, out) -> list[pathlib.Path] | None:
+  """The PNGs of a study's grid (so far the invariance criteria, `study_plots`): [] for a
+  sweep file without one, None without matplotlib."""
+  table = getattr(sweep_file, "STUDY_TABLE", None)
+  if not table or table.get("kind") != "criteria":
+    return []
+  return study_plots.plot_criteria(root, table["criteria"], out, table.get("contrast", "random"))
+
+
 def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: float,
-          plots: bool = True, preface: str = "") -> tuple[pathlib.Path, list[pathlib.Path] | None]:
+          plots: bool = True, preface: str = "", sweep_file=None
+          ) -> tuple[pathlib.Path, list[pathlib.Path] | None]:
   """Writes `<out>/tables.md` (and the PNG plots) for the sweep under `root`.
 
-  `preface` (Markdown, e.g. a study's grid table) goes before the per-scenario tables.
+  `preface` (Markdown, e.g. a study's grid table) goes before the per-scenario tables; a study's
+  `sweep_file` adds its grid's figures (`study_figures`) to the plots.
 
   Returns:
     The tables file and the PNG files written (None when matplotlib is not installed or
@@ -45,4 +56,6 @@ def write(root: str | pathlib.Path, out: str | pathlib.Path | None, target: floa
   pngs = None
   if plots:
     pngs = sweep_plots.plot_sweep(groups, out)
+    if pngs is not None and sweep_file is not None:
+      pngs += study_figures(sweep_file, root, out)
   return table_file, pngs

@@ -16,7 +16,7 @@ fraction, so only the choice of units differs:
                                     to pay before training (the clock does not charge it)
       random                        Federated Dropout's random units
       ordered                       FjORD's last units
-  and `fedavg` (nobody prunes) in each scenario as the reference.
+  and `fedavg` (nobody prunes), once per seed, as the reference (`reference/fedavg/seed<s>`).
 
 The paper sweep's CPU setting (configs/paper/femnist_cnn.py, size cpu), SecAgg+ as there,
 evaluated on every writer's test data (`data.test_clients=all`), 5 seeds. The tables give each
@@ -41,6 +41,8 @@ CRITERIA = ("clip_compute", "clip_compute+max_relative", "magnitude", "taylor", 
             "ordered")
 SEEDS = (0, 1, 2, 3, 4)
 TARGET_ACCURACY = {"cpu": 0.6, "full": 0.7}
+# its grid table and plots (clipjax.reporting.study_tables.criteria_table, study_plots)
+STUDY_TABLE = {"kind": "criteria", "criteria": CRITERIA, "contrast": "random"}
 BASE = femnist_cnn
 
 
@@ -50,31 +52,31 @@ def keep_scenarios(keeps=KEEPS) -> dict[str, dict]:
 
 def get_sweep(size: str = "cpu", *, seeds=SEEDS, methods=None, scenarios=None, overrides=None,
               base=None, extra_scenarios=None):
-  """`[(run_name, ConfigDict)]`: per seed and scenario, fedavg then each criterion.
+  """`[(run_name, ConfigDict)]`: per seed, the reference `reference/fedavg` (nobody prunes, so
+  one run serves every scenario), then each scenario's criteria.
 
-  `methods` filters by run method name (e.g. `clip_compute+max_relative`) or its method;
-  `extra_scenarios` (name -> (criteria, keys)) adds scenarios of their own criteria, as the
-  Shakespeare study's threshold sensitivity.
+  `scenarios` filters the scenarios by name (the reference runs whatever it says); `methods`
+  filters by run method name (e.g. `clip_compute+max_relative`) or its method, the reference
+  running when it is unfiltered or names `fedavg`; `extra_scenarios` (name -> (criteria, keys))
+  adds scenarios of their own criteria, as the Shakespeare study's threshold sensitivity.
   """
   base = base or BASE
   grid = {name: (CRITERIA, keys) for name, keys in keep_scenarios().items()}
   grid.update(extra_scenarios or {})
+  wanted = lambda name: not methods or name in methods or name.split("+")[0] in methods  # noqa: E731
   runs = []
   for seed in seeds:
-    for scenario, (criteria, keys) in grid.items():
-      if scenarios and scenario not in scenarios:
-        continue
-      for name in ("fedavg",) + tuple(criteria):
-        method = name.split("+")[0]
-        if methods and name not in methods and method not in methods:
-          continue
-        (_, c), = sweep.build(base.size_config(size), seeds=[seed], methods=[method],
-                              scenarios=["compute"], overrides=overrides)
-        if method != "fedavg":  # fedavg prunes nothing: one reference for every scenario's keys
-          sweep.apply_overrides(c, keys)
-        if name.endswith("+max_relative"):
-          c.clip.score = "max_relative"
-        c.data.test_clients = "all"
-        sweep.apply_overrides(c, dict(overrides or {}))
-        runs.append((f"{scenario}/{name}/seed{seed}", c))
+    cells = [("reference", "fedavg", {})] if wanted("fedavg") else []
+    cells += [(scenario, name, keys) for scenario, (criteria, keys) in grid.items()
+              if not scenarios or scenario in scenarios for name in criteria if wanted(name)]
+    for scenario, name, keys in cells:
+      method = name.split("+")[0]
+      (_, c), = sweep.build(base.size_config(size), seeds=[seed], methods=[method],
+                            scenarios=["compute"], overrides=overrides)
+      sweep.apply_overrides(c, keys)
+      if name.endswith("+max_relative"):
+        c.clip.score = "max_relative"
+      c.data.test_clients = "all"
+      sweep.apply_overrides(c, dict(overrides or {}))
+      runs.append((f"{scenario}/{name}/seed{seed}", c))
   return runs

@@ -11,6 +11,7 @@ Command:
 from configs.paper import cifar10_vgg9
 from configs.studies import invariance
 
+STUDY_TABLE = invariance.STUDY_TABLE
 TARGET_ACCURACY = {"cpu": 0.3, "full": 0.6}
 
 

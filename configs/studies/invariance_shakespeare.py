@@ -18,6 +18,7 @@ from configs.paper import shakespeare_lstm
 from configs.studies import invariance
 
 SCALES = (0.5, 0.75, 1.25, 1.5)
+STUDY_TABLE = invariance.STUDY_TABLE
 TARGET_ACCURACY = {"cpu": 0.3, "full": 0.5}
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from clipjax.reporting import study_tables, sweep_report
 from configs.studies import churn, lying, lying_femnist, straggler_info
+from configs.studies import invariance as invariance_study
 from configs.studies import straggler_info_femnist
 
 
@@ -67,14 +68,18 @@ def test_churn_grid_samples_cohorts_of_the_population():
   assert small["cohort50/fedavg/seed0"].cohort_size == 5
 
 
-def _write_run(root, setting, method, seed, round_s, acc, stragglers=(), finished=True):
+def _write_run(root, setting, method, seed, round_s, acc, stragglers=(), finished=True,
+               loss=None, units=(3, 1), config=None):
   folder = root / setting / method / f"seed{seed}"
   folder.mkdir(parents=True)
   rows = [{"round": r + 1, "round_time_s": t, "virtual_time_s": sum(round_s[:r + 1]),
-           "test_accuracy": a, "stragglers": list(stragglers), "keep_fraction": [0.5, 1.0],
-           "invariant_units": [3, 0], "slack_units": [1, 0]}
+           "test_accuracy": a, "test_loss": (loss or [1.0] * len(acc))[r],
+           "stragglers": list(stragglers), "keep_fraction": [0.5, 1.0],
+           "invariant_units": [units[0], 0], "slack_units": [units[1], 0]}
           for r, (t, a) in enumerate(zip(round_s, acc))]
   (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  if config is not None:
+    (folder / "config.json").write_text(json.dumps(config))
   if finished:
     (folder / "summary.json").write_text(json.dumps({"secagg": "secagg+"}))
 
@@ -157,7 +162,9 @@ def test_published_studies_keep_the_rules_they_ran_with():
 def test_invariance_study_compares_criteria_at_one_keep_fraction():
   from configs.studies import invariance, invariance_shakespeare
   runs = dict(invariance.get_sweep(seeds=[0]))
-  assert len(runs) == 2 * (1 + len(invariance.CRITERIA))
+  # fedavg prunes nothing, so one reference run per seed serves both keep fractions
+  assert len(runs) == 1 + 2 * len(invariance.CRITERIA)
+  assert [n for n in runs if "/fedavg/" in n] == ["reference/fedavg/seed0"]
   for name, c in runs.items():
     scenario, method, _ = name.split("/")
     assert c.data.test_clients == "all" and c.devices.compute_slow == 4, name
@@ -166,6 +173,49 @@ def test_invariance_study_compares_criteria_at_one_keep_fraction():
                             else "relative_l2"), name
   assert runs["keep0.7/taylor/seed0"].method == "taylor"
   thresholds = dict(invariance_shakespeare.get_sweep(seeds=[1], scenarios=["threshold0.5"]))
-  assert sorted(thresholds) == ["threshold0.5/clip_compute/seed1", "threshold0.5/fedavg/seed1"]
+  assert sorted(thresholds) == ["reference/fedavg/seed1", "threshold0.5/clip_compute/seed1"]
   c = thresholds["threshold0.5/clip_compute/seed1"]
   assert (c.clip.threshold_scale, c.clip.fixed_keep, c.data.name) == (0.5, 0.5, "shakespeare")
+  only = dict(invariance.get_sweep(seeds=[2], methods=["clip_compute+max_relative"]))
+  assert sorted(only) == ["keep0.5/clip_compute+max_relative/seed2",
+                          "keep0.7/clip_compute+max_relative/seed2"]
+
+
+def test_criteria_table_pairs_each_criterion_with_fedavg_random_and_the_unscaled_threshold(
+    tmp_path):
+  keep = {"clip": {"fixed_keep": 0.5}}
+  for seed, (fed, rnd, inv, half) in enumerate([(0.60, 0.50, 0.54, 0.52), (0.70, 0.58, 0.60, 0.61)]):
+    _write_run(tmp_path, "reference", "fedavg", seed, [1.0], [fed], config={})
+    _write_run(tmp_path, "keep0.5", "random", seed, [1.0], [rnd], [0], loss=[2.0], config=keep)
+    _write_run(tmp_path, "keep0.5", "clip_compute", seed, [1.0], [inv], [0], loss=[1.9 - seed / 10],
+               units=(5, 1), config=keep)
+    _write_run(tmp_path, "threshold0.5", "clip_compute", seed, [1.0], [half], [0],
+               units=(2, 4), config={"clip": {"fixed_keep": 0.5, "threshold_scale": 0.5}})
+  _write_run(tmp_path, "keep0.7", "random", 0, [1.0], [0.1], [0], finished=False, config={})
+  table = study_tables.criteria_table(tmp_path, ["clip_compute", "random"])
+  row = lambda prefix: [c.strip() for c in [line for line in table.splitlines()  # noqa: E731
+                                             if line.startswith(prefix)][0].strip("|").split("|")]
+  clip = row("| 0.5 | clip_compute |")
+  assert clip[2] == "2" and clip[3].startswith("0.5700 [")
+  assert clip[4].startswith("-8.00 [")     # (0.54 - 0.60, 0.60 - 0.70) -> mean -8 points
+  assert clip[5].startswith("+3.00 [")     # (0.54 - 0.50, 0.60 - 0.58) -> mean +3 points
+  assert clip[6].startswith("-0.150 [")    # losses (1.9, 1.8) against random's 2.0
+  assert clip[7] == "5.0 / 1.0"
+  random = row("| 0.5 | random |")
+  assert random[5] == "" and random[6] == "" and random[4].startswith("-11.00 [")
+  half = row("| 0.5 | 0.5 |")             # the threshold scale 0.5 at keep 0.5
+  assert half[3] == "2.0 / 4.0" and half[6].startswith("-0.50 [")  # (-2, +1) points vs scale 1
+  assert row("| 1 | 0.5 |")[3] == "5.0 / 1.0"
+  assert "Left out, not finished (1): keep0.7/random/seed0" in table
+  grid = study_tables.grid_table(invariance_study.STUDY_TABLE, tmp_path, 0.5)
+  assert grid == study_tables.criteria_table(tmp_path, invariance_study.CRITERIA)
+  alone = tmp_path / "no_reference"
+  _write_run(alone, "keep0.5", "random", 0, [1.0], [0.3])
+  with pytest.raises(ValueError, match="no finished reference/fedavg"):
+    study_tables.criteria_table(alone, ["random"])
+  pytest.importorskip("matplotlib")
+  sweep_file = types.SimpleNamespace(STUDY_TABLE=invariance_study.STUDY_TABLE)
+  pngs = sweep_report.study_figures(sweep_file, tmp_path, tmp_path / "out")
+  assert sorted(p.name for p in pngs) == ["criteria_accuracy.png", "threshold.png"]
+  assert all(p.stat().st_size > 0 for p in pngs)
+  assert sweep_report.study_figures(object(), tmp_path, tmp_path / "out") == []
