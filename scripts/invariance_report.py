@@ -53,6 +53,10 @@ _CLIENTS = flags.DEFINE_integer("clients", 4, "Agreement: clients measured per r
 _EXAMPLES = flags.DEFINE_integer("examples", 256, "Agreement: each client's examples measured.")
 _SEED = flags.DEFINE_integer("seed", 0, "Agreement: the run's seed.")
 _OUT = flags.DEFINE_string("out", "", "Agreement: JSON lines of every round's values.")
+_RECORDS = flags.DEFINE_string("records", "", "Agreement: tabulate (and plot) the JSON lines an "
+                               "earlier --out wrote instead of running.")
+_PLOT = flags.DEFINE_string("plot", "", "Agreement: folder for agreement_<dataset>.png (needs "
+                            "matplotlib: pip install -e '.[plots]').")
 
 SWEEPS = {"femnist": "femnist_cnn", "cifar10": "cifar10_vgg9", "shakespeare": "shakespeare_lstm"}
 
@@ -162,6 +166,48 @@ def agreement_table(records, layers, bands: int = 3) -> str:
   return summary_lib.markdown_table(["criterion", "rounds"] + [f"rho {k}" for k in layers], rows)
 
 
+def agreement_plot(records, layers, path) -> pathlib.Path:
+  """One panel per layer: each criterion's Spearman per round, mean over the clients measured
+  (band: the middle half of the clients), so a criterion's drift over training is visible."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rounds = sorted({r["round"] for r in records})
+  fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.8), sharey=True,
+                           squeeze=False)
+  for ax, layer in zip(axes[0], layers):
+    for i, crit in enumerate(dict.fromkeys(r["criterion"] for r in records)):
+      v = [[r["spearman"][layer] for r in records if r["criterion"] == crit and r["round"] == t]
+           for t in rounds]
+      mean = [np.nanmean(x) for x in v]
+      line, = ax.plot(rounds, mean, marker=".", label=crit, color=f"C{i % 10}")
+      ax.fill_between(rounds, [np.nanpercentile(x, 25) for x in v],
+                      [np.nanpercentile(x, 75) for x in v], color=line.get_color(), alpha=0.12,
+                      linewidth=0)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(xlabel="round", title=layer)
+  axes[0][0].set_ylabel("Spearman(criterion, removal importance)")
+  axes[0][-1].legend(fontsize=7)
+  fig.suptitle(f"{records[0]['dataset']}: rank agreement with measured importance "
+               "(mean over clients; band: middle half)")
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def _agreement_output(dataset, records, layers, examples, clients):
+  print(f"\n{dataset}: Spearman(criterion score, removal importance on the client's own "
+        f"{'' if examples is None else f'{examples} '}examples), mean over {clients} clients "
+        "and the rounds "
+        "(share of client-rounds with rho > 0)")
+  print(agreement_table(records, layers))
+  if _PLOT.value:
+    print(f"plot: {agreement_plot(records, layers, pathlib.Path(_PLOT.value) / f'agreement_{dataset}.png')}")
+
+
 def main(argv):
   del argv
   try:
@@ -175,13 +221,21 @@ def _report():
     print(summary_lib.markdown_table(
         ["run", "pruning client-rounds", "in [m, 2m]", "below m", "above 2m",
          "median invariant / m"], [band_counts(pathlib.Path(f)) for f in _RUNS.value]))
+  if _RECORDS.value:
+    lines = pathlib.Path(_RECORDS.value).read_text().splitlines()
+    by_dataset = {}
+    for line in lines:
+      rec = json.loads(line)
+      by_dataset.setdefault(rec["dataset"], []).append(rec)
+    if not by_dataset:
+      raise ValueError(f"--records={_RECORDS.value} holds no records (write them with --out)")
+    for dataset, records in by_dataset.items():
+      layers = list(records[0]["spearman"])
+      _agreement_output(dataset, records, layers, None, len({r["client"] for r in records}))
   for dataset in _CRITERIA.value:
     records, layers = agreement_rows(dataset, _ROUNDS.value, _CLIENTS.value, _EXAMPLES.value,
                                      _SEED.value)
-    print(f"\n{dataset}: Spearman(criterion score, removal importance on the client's own "
-          f"{_EXAMPLES.value} examples), mean over {_CLIENTS.value} clients and the rounds "
-          "(share of client-rounds with rho > 0)")
-    print(agreement_table(records, layers))
+    _agreement_output(dataset, records, layers, _EXAMPLES.value, _CLIENTS.value)
     if _OUT.value:
       with open(_OUT.value, "a") as f:
         for rec in records:

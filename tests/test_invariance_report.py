@@ -41,3 +41,26 @@ def test_bad_agreement_arguments_get_one_clear_line(args, message):
                        capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_saved_records_are_tabulated_and_plotted_without_a_run(tmp_path):
+  import json
+  records = tmp_path / "agreement.jsonl"
+  rows = [{"dataset": "femnist", "round": rnd, "client": c, "criterion": crit,
+           "spearman": {"conv0": rho, "dense0": -rho}}
+          for rnd in (2, 3) for c in (0, 1) for crit, rho in (("invariance", 0.5), ("random", 0.0))]
+  records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  plot = "--plot=" + str(tmp_path / "plots") if importlib.util.find_spec("matplotlib") else ""
+  out = subprocess.run([sys.executable, "scripts/invariance_report.py", f"--records={records}",
+                        *filter(None, [plot])], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "mean over 2 clients" in out.stdout
+  assert "| invariance | 2-2 | +0.50 (100%) | -0.50 (0%) |" in out.stdout
+  if plot:
+    assert (tmp_path / "plots" / "agreement_femnist.png").stat().st_size > 0
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  out = subprocess.run([sys.executable, "scripts/invariance_report.py", f"--records={empty}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "holds no records" in out.stderr
