@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from clipjax import methods
 from clipjax.reporting import summary as summary_lib
 from clipjax.reporting import sweep_tables
 from clipjax.reporting import tables
@@ -191,6 +192,9 @@ def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
       acc = per(summary_lib.final_accuracy, runs)
       loss = per(_final_loss, runs)
       inv, slack = zip(*[tables.straggler_counts(r.history) for r in runs.values()])
+      invariance_rule = methods.METHODS.get(criterion.split("+")[0])
+      if invariance_rule is None or invariance_rule.prune_rule != "client_invariance":
+        inv = slack = ()  # other rules record no invariant units: blank, not 0
       inv = [v for v in inv if v is not None]
       slack = [v for v in slack if v is not None]
       keep = next(iter(runs.values())).config.get("clip", {}).get("fixed_keep")

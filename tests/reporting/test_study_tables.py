@@ -203,6 +203,7 @@ def test_criteria_table_pairs_each_criterion_with_fedavg_random_and_the_unscaled
   assert clip[7] == "5.0 / 1.0"
   random = row("| 0.5 | random |")
   assert random[5] == "" and random[6] == "" and random[4].startswith("-11.00 [")
+  assert random[7] == ""                   # random units: no invariant counts to report
   half = row("| 0.5 | 0.5 |")             # the threshold scale 0.5 at keep 0.5
   assert half[3] == "2.0 / 4.0" and half[6].startswith("-0.50 [")  # (-2, +1) points vs scale 1
   assert row("| 1 | 0.5 |")[3] == "5.0 / 1.0"
