@@ -5,9 +5,9 @@ Host side only; matplotlib is optional (`pip install -e '.[plots]'`). From the n
 
   criteria_accuracy.png   per keep fraction, each criterion's final-accuracy delta against
                           fedavg and against random units (points, paired by seed, 95% CI);
-  threshold.png           (sweeps with `threshold<s>` settings) the invariant and slack units the
-                          pruning clients dropped, and the accuracy delta against fedavg, by the
-                          threshold's scale.
+  threshold.png           (sweeps with `threshold<s>` settings) the pruning clients' invariant
+                          units (score <= threshold) and slack units (non-invariant, dropped),
+                          and the accuracy delta against fedavg, by the threshold's scale.
 """
 
 from __future__ import annotations
@@ -75,11 +75,12 @@ def plot_criteria(root: str | pathlib.Path, criteria: Sequence[str], out: str | 
                       key=lambda x: x[0])
     scales = [s for s, _ in scaled]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("invariant", "invariant"), ("slack", "slack")):
+    for key, label in (("invariant", "invariant units (score <= threshold)"),
+                       ("slack", "slack units (non-invariant, dropped)")):
       left.plot(scales, [c[key] if c[key] is not None else math.nan for _, c in scaled],
-                marker="o", label=f"{label} units dropped")
+                marker="o", label=label)
     left.set(xlabel="threshold scale", ylabel="units per pruning client-round",
-             title="what the stragglers drop")
+             title="the stragglers' invariant set")
     left.legend(fontsize=8)
     for scale, c in scaled:
       iv = c["vs_fedavg"]

@@ -172,7 +172,8 @@ def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
   per-seed final test accuracy and loss, and the paired deltas of accuracy (points) against
   `reference/fedavg` and of accuracy and test loss against the same setting's `contrast`
   criterion; for `threshold<s>` settings, against `keep<p>/clip_compute` at the same keep
-  fraction (s = 1) as well; and the mean invariant and slack units the pruning clients dropped.
+  fraction (s = 1) as well; and the pruning clients' mean invariant units (score <= threshold)
+  and slack units (non-invariant units dropped).
 
   Raises:
     ValueError: if `root` holds no finished `reference/fedavg` runs.
@@ -245,7 +246,7 @@ def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: 
   cells, fed, partial = criteria_cells(root, contrast)
   header = ["keep p", "criterion", "seeds", "final acc [95% CI]",
             "acc delta vs fedavg, points [95% CI]", f"acc delta vs {contrast}, points [95% CI]",
-            f"test-loss delta vs {contrast} [95% CI]", "invariant / slack units dropped"]
+            f"test-loss delta vs {contrast} [95% CI]", "invariant units / slack units dropped"]
   keeps = sorted({s for s, _ in cells if _setting_value(s, "keep") is not None},
                  key=lambda s: _setting_value(s, "keep"))
   rows = []
@@ -262,12 +263,14 @@ def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: 
   out = [summary_lib.markdown_table(header, rows), "",
          f"Reference: fedavg (`reference/fedavg`), final accuracy "
          f"{sweep_tables._interval_text(fed['acc'])}. Deltas: paired by seed, mean with 95% "
-         "t-interval over the seeds both have; test loss in nats. Units: mean over the "
-         "clients that pruned and rounds (recorded by the invariance rules only).", ""]
+         "t-interval over the seeds both have; test loss in nats. Units: a pruning client's "
+         "invariant units (score <= threshold; the band rule keeps them in [m, 2m], m the units "
+         "it drops) and the non-invariant units it had to drop, summed over layers, mean over "
+         "pruning client-rounds (invariance rules only).", ""]
   thresholds = sorted({s for s, _ in cells if _setting_value(s, "threshold") is not None},
                       key=lambda s: _setting_value(s, "threshold"))
   if thresholds:
-    header = ["threshold scale", "keep p", "seeds", "invariant / slack units dropped",
+    header = ["threshold scale", "keep p", "seeds", "invariant units / slack units dropped",
               "final acc [95% CI]", "acc delta vs fedavg, points [95% CI]",
               "acc delta vs scale 1, points [95% CI]", "test-loss delta vs scale 1 [95% CI]"]
     rows = []
