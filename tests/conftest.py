@@ -1,5 +1,6 @@
 """Test-wide settings: strict dtype promotion (uint32 field arithmetic must never promote), and
-one persistent XLA compilation cache for the session.
+one persistent XLA compilation cache for the session; the `script` fixture imports a file of
+`scripts/` as a module.
 
 Many tests build the same programs afresh (a new round, a new trainer, a subprocess running
 scripts/train.py); the cache, a fresh folder per session shared with the subprocesses through
@@ -8,9 +9,14 @@ program and the devices.
 """
 
 import atexit
+import importlib.util
 import os
+import pathlib
 import shutil
+import sys
 import tempfile
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -23,3 +29,19 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+_SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture
+def script():
+  """`script(name)`: `scripts/<name>.py` imported as a module (its flags are not parsed)."""
+  def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    if str(_SCRIPTS) not in sys.path:
+      sys.path.insert(0, str(_SCRIPTS))  # the scripts import their _cli sibling
+    spec.loader.exec_module(module)
+    return module
+  return load

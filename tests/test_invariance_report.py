@@ -10,17 +10,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _script():
-  spec = importlib.util.spec_from_file_location("invariance_report",
-                                                ROOT / "scripts" / "invariance_report.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(ROOT / "scripts"))
-  spec.loader.exec_module(module)
-  return module
 
-
-def test_agreement_table_gives_the_mean_and_the_positive_share_per_band_of_rounds():
-  report = _script()
+def test_agreement_table_gives_the_mean_and_the_positive_share_per_band_of_rounds(script):
+  report = script("invariance_report")
   records = []
   for rnd, rho in ((2, -1.0), (2, 1.0), (3, 0.5), (3, 0.5), (4, 0.2), (4, -0.4)):
     records.append({"round": rnd, "criterion": "magnitude", "spearman": {"l": rho, "m": 0.0}})

@@ -1,6 +1,5 @@
 """scripts/upload_size_analysis.py (issue 26's what-if): round times by hand, and bad input."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -11,14 +10,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _script():
-  spec = importlib.util.spec_from_file_location("upload_size_analysis",
-                                                ROOT / "scripts" / "upload_size_analysis.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(ROOT / "scripts"))
-  spec.loader.exec_module(module)
-  return module
-
 
 def _row(fit, upload, server=0.1):
   n = len(fit)
@@ -26,8 +17,8 @@ def _row(fit, upload, server=0.1):
           "latency_s": [0.2] * n, "survivors": [True] * n, "server_seconds": server}
 
 
-def test_only_the_flagged_straggler_sends_fewer_bits_and_prunes():
-  report = _script()
+def test_only_the_flagged_straggler_sends_fewer_bits_and_prunes(script):
+  report = script("upload_size_analysis")
   # five clients; client 4 is slow on the link: totals 1.3, 1.3, 1.3, 1.3, 2.9
   row = _row(fit=[0.5] * 5, upload=[0.5, 0.5, 0.5, 0.5, 2.1])
   padded = report.what_if([row], 32.0, 0.5, 0.2)
