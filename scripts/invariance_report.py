@@ -173,9 +173,13 @@ def agreement_plot(records, layers, path) -> pathlib.Path:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   rounds = sorted({r["round"] for r in records})
-  fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.8), sharey=True,
+  cols = min(len(layers), 4)  # wrap CIFAR-10's eight layers into two rows
+  rows = -(-len(layers) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), sharey=True,
                            squeeze=False)
-  for ax, layer in zip(axes[0], layers):
+  for ax in axes.flat[len(layers):]:
+    ax.set_visible(False)
+  for ax, layer in zip(axes.flat, layers):
     for i, crit in enumerate(dict.fromkeys(r["criterion"] for r in records)):
       v = [[r["spearman"][layer] for r in records if r["criterion"] == crit and r["round"] == t]
            for t in rounds]
@@ -186,14 +190,15 @@ def agreement_plot(records, layers, path) -> pathlib.Path:
                       linewidth=0)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set(xlabel="round", title=layer)
-  axes[0][0].set_ylabel("Spearman(criterion, removal importance)")
-  axes[0][-1].legend(fontsize=7)
+  for row in axes:
+    row[0].set_ylabel("Spearman(criterion, removal importance)")
+  axes.flat[len(layers) - 1].legend(fontsize=7)
   fig.suptitle(f"{records[0]['dataset']}: rank agreement with measured importance "
                "(mean over clients; band: middle half)")
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
 
