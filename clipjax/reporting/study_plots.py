@@ -19,13 +19,17 @@ from collections.abc import Sequence
 from clipjax.reporting import study_tables, sweep_plots
 
 
-def _bar(ax, y, iv, color):
-  """A point at the mean with its 95% interval as an error bar (no bar for one seed)."""
+def _point(ax, x, y, iv, color, horizontal: bool):
+  """The delta `iv` in points at (its mean, y) or (x, its mean), its 95% interval as an error
+  bar (none for one seed)."""
   if iv is None:
     return
   err = None if iv.n < 2 or math.isnan(iv.low) else [[100 * (iv.mean - iv.low)],
                                                       [100 * (iv.high - iv.mean)]]
-  ax.errorbar([100 * iv.mean], [y], xerr=err, fmt="o", color=color, capsize=3)
+  if horizontal:
+    ax.errorbar([100 * iv.mean], [y], xerr=err, fmt="o", color=color, capsize=3)
+  else:
+    ax.errorbar([x], [100 * iv.mean], yerr=err, fmt="o", color=color, capsize=3)
 
 
 def plot_criteria(root: str | pathlib.Path, criteria: Sequence[str], out: str | pathlib.Path,
@@ -45,7 +49,7 @@ def plot_criteria(root: str | pathlib.Path, criteria: Sequence[str], out: str | 
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   written = []
-  keeps = sorted({s for s, _ in cells if s.startswith("keep")}, key=lambda s: float(s[4:]))
+  keeps = study_tables.keep_settings(cells)
   if keeps:
     fig, axes = plt.subplots(len(keeps), 2, figsize=(11, 1.2 + 0.45 * len(criteria) * len(keeps)),
                              squeeze=False, sharey=True)
@@ -55,24 +59,21 @@ def plot_criteria(root: str | pathlib.Path, criteria: Sequence[str], out: str | 
         ax = row[col]
         for y, name in enumerate(names):
           if not (key == "vs_contrast" and name == contrast):
-            _bar(ax, y, cells[(setting, name)].get(key), f"C{criteria.index(name) % 10}")
+            _point(ax, None, y, cells[(setting, name)].get(key),
+                   f"C{criteria.index(name) % 10}", horizontal=True)
         ax.axvline(0.0, color="grey", linewidth=0.8)
         ax.set_yticks(range(len(names)), names)
         ax.set(xlabel=f"final-accuracy delta vs {what} (points, 95% CI)",
-               title=f"keep p = {float(setting[4:]):g}")
+               title=f"keep p = {float(setting[len('keep'):]):g}")
     axes[0][0].invert_yaxis()  # shared: the first criterion on top
     fig.tight_layout()
     path = out / "criteria_accuracy.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
-  scaled = sorted([(float(s[len("threshold"):]), c) for (s, crit), c in cells.items()
-                   if s.startswith("threshold") and crit == "clip_compute"], key=lambda x: x[0])
+  scaled = study_tables.threshold_rows(cells)
   if scaled:
     keep = scaled[0][1]["keep"]
-    if keep and (f"keep{keep:g}", "clip_compute") in cells:
-      scaled = sorted(scaled + [(1.0, cells[(f"keep{keep:g}", "clip_compute")])],
-                      key=lambda x: x[0])
     scales = [s for s, _ in scaled]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("invariant", "invariant units (score <= threshold)"),
@@ -83,10 +84,7 @@ def plot_criteria(root: str | pathlib.Path, criteria: Sequence[str], out: str | 
              title="the stragglers' invariant set")
     left.legend(fontsize=8)
     for scale, c in scaled:
-      iv = c["vs_fedavg"]
-      if iv is not None:
-        err = None if iv.n < 2 else [[100 * (iv.mean - iv.low)], [100 * (iv.high - iv.mean)]]
-        right.errorbar([scale], [100 * iv.mean], yerr=err, fmt="o", color="C0", capsize=3)
+      _point(right, scale, None, c["vs_fedavg"], "C0", horizontal=False)
     right.axhline(0.0, color="grey", linewidth=0.8)
     right.set(xlabel="threshold scale", ylabel="final-accuracy delta vs fedavg (points)",
               title=f"accuracy at keep p = {keep:g} (95% CI)")

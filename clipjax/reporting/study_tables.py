@@ -166,7 +166,7 @@ def _setting_value(setting: str, prefix: str) -> float | None:
 
 
 def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
-  """The invariance study's numbers: `(cells, partial)`.
+  """The invariance study's numbers: `(cells, fedavg, partial)`.
 
   `cells[(setting, criterion)]` holds the seeds, the final test accuracy (t-interval), the
   per-seed final test accuracy and loss, and the paired deltas of accuracy (points) against
@@ -192,12 +192,12 @@ def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
     for criterion, runs in by_method.items():
       acc = per(summary_lib.final_accuracy, runs)
       loss = per(_final_loss, runs)
-      inv, slack = zip(*[tables.straggler_counts(r.history) for r in runs.values()])
-      invariance_rule = methods.METHODS.get(criterion.split("+")[0])
-      if invariance_rule is None or invariance_rule.prune_rule != "client_invariance":
-        inv = slack = ()  # other rules record no invariant units: blank, not 0
-      inv = [v for v in inv if v is not None]
-      slack = [v for v in slack if v is not None]
+      rule = methods.METHODS.get(criterion.split("+")[0])
+      counts = ([tables.straggler_counts(r.history) for r in runs.values()]
+                if rule is not None and rule.prune_rule == "client_invariance"
+                else [])  # other rules record no invariant units: blank, not 0
+      inv = [i for i, _ in counts if i is not None]
+      slack = [k for _, k in counts if k is not None]
       keep = next(iter(runs.values())).config.get("clip", {}).get("fixed_keep")
       cells[(setting, criterion)] = {
           "seeds": len(runs), "acc": sweep_tables.t_interval(list(acc.values())) if acc else None,
@@ -219,13 +219,26 @@ def criteria_cells(root: str | pathlib.Path, contrast: str = "random"):
   return cells, fed, partial
 
 
+def keep_settings(cells) -> list[str]:
+  """The `keep<p>` settings of `criteria_cells`, by p."""
+  return sorted({s for s, _ in cells if _setting_value(s, "keep") is not None},
+                key=lambda s: _setting_value(s, "keep"))
+
+
+def threshold_rows(cells) -> list[tuple[float, dict]]:
+  """`(scale, cell)` of `clip_compute` per `threshold<s>` setting, by scale, with the unscaled
+  `keep<p>/clip_compute` cell as scale 1 when its p is the thresholds' p."""
+  scaled = [(_setting_value(s, "threshold"), c) for (s, crit), c in cells.items()
+            if crit == "clip_compute" and _setting_value(s, "threshold") is not None]
+  keeps = {c["keep"] for _, c in scaled}
+  scaled += [(1.0, c) for (s, crit), c in cells.items() if crit == "clip_compute"
+             and _setting_value(s, "keep") is not None and c["keep"] in keeps]
+  return sorted(scaled, key=lambda x: x[0])
+
+
 def _loss(iv) -> str:
   """A test-loss delta (nats), three decimals: losses move less than accuracy points."""
-  if iv is None:
-    return ""
-  if iv.n < 2:
-    return f"{iv.mean:+.3f} (n=1)"
-  return f"{iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] (n={iv.n})"
+  return sweep_tables._interval_text(iv, signed=True, digits=3)
 
 
 def _units(cell) -> str:
@@ -247,10 +260,8 @@ def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: 
   header = ["keep p", "criterion", "seeds", "final acc [95% CI]",
             "acc delta vs fedavg, points [95% CI]", f"acc delta vs {contrast}, points [95% CI]",
             f"test-loss delta vs {contrast} [95% CI]", "invariant units / slack units dropped"]
-  keeps = sorted({s for s, _ in cells if _setting_value(s, "keep") is not None},
-                 key=lambda s: _setting_value(s, "keep"))
   rows = []
-  for setting in keeps:
+  for setting in keep_settings(cells):
     for criterion in criteria:
       cell = cells.get((setting, criterion))
       if cell is None:
@@ -267,21 +278,13 @@ def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: 
          "invariant units (score <= threshold; the band rule keeps them in [m, 2m], m the units "
          "it drops) and the non-invariant units it had to drop, summed over layers, mean over "
          "pruning client-rounds (invariance rules only).", ""]
-  thresholds = sorted({s for s, _ in cells if _setting_value(s, "threshold") is not None},
-                      key=lambda s: _setting_value(s, "threshold"))
-  if thresholds:
+  scaled = threshold_rows(cells)
+  if scaled:
     header = ["threshold scale", "keep p", "seeds", "invariant units / slack units dropped",
               "final acc [95% CI]", "acc delta vs fedavg, points [95% CI]",
               "acc delta vs scale 1, points [95% CI]", "test-loss delta vs scale 1 [95% CI]"]
     rows = []
-    unscaled = {s: c for (s, crit), c in cells.items() if crit == "clip_compute"
-                and _setting_value(s, "keep") is not None}
-    scaled = [(_setting_value(s, "threshold"), cells[(s, "clip_compute")]) for s in thresholds
-              if (s, "clip_compute") in cells]
-    for setting, cell in unscaled.items():
-      if any(c["keep"] == cell["keep"] for _, c in scaled):
-        scaled.append((1.0, cell))
-    for scale, cell in sorted(scaled, key=lambda x: x[0]):
+    for scale, cell in scaled:
       rows.append([f"{scale:g}", f"{cell['keep']:g}", cell["seeds"], _units(cell),
                    sweep_tables._interval_text(cell["acc"]), _delta(cell["vs_fedavg"]),
                    _delta(cell.get("vs_unscaled")),

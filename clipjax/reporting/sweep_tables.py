@@ -173,10 +173,12 @@ def _mean(values) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def _interval_text(iv: Interval | None, scale: float = 1.0, signed: bool = False) -> str:
+def _interval_text(iv: Interval | None, scale: float = 1.0, signed: bool = False,
+                   digits: int | None = None) -> str:
+  """`mean [low, high] (n=..)`: signed with 2 decimals (deltas) or 4 (values), or `digits`."""
   if iv is None:
     return ""
-  fmt = "{:+.2f}" if signed else "{:.4f}"
+  fmt = ("{:+." if signed else "{:.") + f"{(2 if signed else 4) if digits is None else digits}f}}"
   text = fmt.format(scale * iv.mean)
   if iv.n < 2:
     return f"{text} (n=1)"
