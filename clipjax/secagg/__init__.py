@@ -28,6 +28,9 @@ Threat model: what this simulation guarantees, and what it does not.
   nonces, drop-outs, the stochastic rounding), and results stay reproducible because masks cancel exactly. For the same
   reason ``simulate="sum"`` (:mod:`clipjax.secagg.fast_sum`) can compute a round's exact result
   without keys or masks; it changes the simulator's work, not what a deployment reveals.
+* Uploads that follow the link (``clip.upload=planes``, :mod:`clipjax.secagg.plane_sum`): two
+  independent instances, each with its own keys, graph and (k, t) for its own n; the guarantee
+  above holds for each, and the server also learns who joined the second (docs/secagg.md).
 * Not covered: a malicious server (no signatures on the advertised keys and no consistency
   round, so a server that lies about who dropped out can ask for both kinds of shares of a
   client), malicious clients that send out-of-range or poisoned inputs (inputs are clipped and

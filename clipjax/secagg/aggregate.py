@@ -98,10 +98,12 @@ def check_rng(rng) -> jax.Array | None:
   return rng
 
 
-def noise_keys(rng: jax.Array, num_clients: int) -> jax.Array:
-  """uint32 ``[C, 8]`` stochastic-rounding keys: ``fold_in(rng, client)``."""
-  return jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(rng, k), (8,), jnp.uint32))(
-      jnp.arange(num_clients))
+def noise_keys(rng: jax.Array, num_clients: int, ids=None) -> jax.Array:
+  """uint32 ``[C, 8]`` stochastic-rounding keys: ``fold_in(rng, client)``, or with ``ids``
+  (int ``[C]``) ``fold_in(rng, ids[i])`` (a second instance over some of the clients rounds with
+  their keys in the first: :mod:`clipjax.secagg.planes`)."""
+  ids = jnp.arange(num_clients) if ids is None else jnp.asarray(ids)
+  return jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(rng, k), (8,), jnp.uint32))(ids)
 
 
 def weight_codes(weights, num_clients: int, bits: int,

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import chacha, quantize
+from clipjax.secagg import chacha, planes, quantize
 
 DEFAULT_BUDGET_WORDS = 1 << 23  # live keystream words per chunk (32 MiB)
 _ZERO_NONCE = np.zeros(3, np.uint32)
@@ -49,7 +49,7 @@ def _nonces(count: int, nonce: np.ndarray) -> jax.Array:
 
 def encode_rows(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
                 weight_code: jax.Array, noise_keys: jax.Array, *, clip: float, bits: int,
-                chunk_words: int) -> jax.Array:
+                chunk_words: int, plane: planes.Plane | None = None) -> jax.Array:
   """The encoded inputs ``q_u`` of C clients (``[C, D + 1]``: the weight code is the last word).
 
   The one encoder both simulations run (``simulate=protocol`` blinds its output with
@@ -64,6 +64,9 @@ def encode_rows(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
     clip: clipping bound c.
     bits: quantisation bits b.
     chunk_words: static chunk length (multiple of 16).
+    plane: None (the whole b-bit codes), or the bit plane of the codes this instance sums
+      (:mod:`clipjax.secagg.planes`: the high plane keeps the weight code, the low plane has
+      0 there).
 
   Returns:
     uint32 ``[C, D + 1]`` codes.
@@ -76,6 +79,7 @@ def encode_rows(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
   num_chunks = -(-length // chunk_words)
   padded = jnp.pad(updates.astype(jnp.float32), ((0, 0), (0, num_chunks * chunk_words - dim)))
   nonces = _nonces(num_c, quantize.NOISE_NONCE)
+  plane_nonces = _nonces(num_c, planes.PLANE_NONCE)
 
   def body(j, out):
     start = j * chunk_words
@@ -83,7 +87,14 @@ def encode_rows(updates: jax.Array, scale_hi: jax.Array, scale_lo: jax.Array,
     x = jax.lax.dynamic_slice_in_dim(padded, start, chunk_words, axis=1)
     q = quantize.encode(x, noise, scale_hi[:, None], scale_lo[:, None], clip, bits)
     pos = start + jnp.arange(chunk_words)
-    q = jnp.where(pos == dim, weight_code[:, None], q)
+    weight = weight_code[:, None]
+    if plane is not None:
+      split_noise = chacha.keystream(noise_keys, plane_nonces, (start // 16).astype(jnp.uint32),
+                                     chunk_words)
+      hi, lo = planes.split(q, split_noise, plane.low_bits)
+      q = hi if plane.which == "high" else lo
+      weight = weight if plane.which == "high" else jnp.zeros_like(weight)
+    q = jnp.where(pos == dim, weight, q)
     q = jnp.where(pos > dim, np.uint32(0), q)
     return jax.lax.dynamic_update_slice_in_dim(out, q, start, axis=1)
 

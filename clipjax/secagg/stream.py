@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import blinding, fast_sum, quantize, stages
+from clipjax.secagg import blinding, fast_sum, planes, quantize, stages
 from clipjax.secagg import params as params_lib
 from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_budget, check_dim,
                                       check_options, check_rng, decode_sum, noise_keys,
@@ -45,15 +45,17 @@ from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
 
 
 def _sent_encoded(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
-                  chunk_words: int) -> jax.Array:
+                  chunk_words: int, plane: planes.Plane | None = None) -> jax.Array:
   """:func:`blinding.encode_rows` of a padded chunk; rows that send nothing encode zeros."""
   x = jnp.where(sent[:, None], updates.astype(jnp.float32), jnp.zeros((), jnp.float32))
-  return blinding.encode_rows(x, *args, clip=clip, bits=bits, chunk_words=chunk_words)
+  return blinding.encode_rows(x, *args, clip=clip, bits=bits, chunk_words=chunk_words,
+                              plane=plane)
 
 
 # The one encoder of every simulate mode: both call this jitted function with the same chunk
 # shapes, so they run one executable and their codes agree bit for bit.
-_encoded_rows = jax.jit(_sent_encoded, static_argnames=("clip", "bits", "chunk_words"))
+_encoded_rows = jax.jit(_sent_encoded, static_argnames=("clip", "bits", "chunk_words", "plane"))
+_to_ring = jax.jit(planes.to_ring, static_argnames=("ring", "dim"))
 _add_blinds = jax.jit(blinding.add_blinds, static_argnames=("chunk_words",), donate_argnums=0)
 _accumulate = jax.jit(lambda total, messages, sent: total + blinding.server_sum(messages, sent))
 _finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
@@ -93,6 +95,7 @@ class ChunkKeys:
       endpoint is not a sending row of this chunk.
     blinded: the rows blind their codes (False under ``simulate=sum``: they send them as they
       are, and the partial sum is already unmasked).
+    plane: the bit plane the stream sums (:mod:`clipjax.secagg.planes`), None: whole codes.
   """
   ids: np.ndarray
   sends: np.ndarray
@@ -103,6 +106,7 @@ class ChunkKeys:
   edge_lo: np.ndarray
   edge_hi: np.ndarray
   blinded: bool = True
+  plane: planes.Plane | None = None
 
 
 def _edge_bound(setup: RoundSetup, rows: int) -> int:
@@ -141,12 +145,14 @@ def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: i
   messages = _encoded_rows(
       updates, jnp.asarray(sent), jnp.asarray(scale_hi), jnp.asarray(scale_lo),
       jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), clip=clip, bits=bits,
-      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words))
+      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words), plane=keys.plane)
   if keys.blinded:
     messages = _add_blinds(
         messages, jnp.asarray(keys.self_keys), jnp.asarray(keys.edge_keys),
         jnp.asarray(keys.edge_lo), jnp.asarray(keys.edge_hi),
         chunk_words=blinding.chunk_words_for(num + len(keys.edge_keys), dim + 1, budget_words))
+  if keys.plane is not None:  # a plane's masked words travel modulo its ring
+    messages = _to_ring(messages, ring=keys.plane.ring, dim=dim)
   return messages.block_until_ready(), sent, nonfinite
 
 
@@ -238,13 +244,19 @@ class SecureSumStream:
 
   def __init__(self, setup: RoundSetup, weights=None, *, max_weight: float | None = None,
                dim: int, bits: int = 16, clip: float = 1.0, rng: jax.Array | None = None,
-               budget_words: int = blinding.DEFAULT_BUDGET_WORDS):
+               budget_words: int = blinding.DEFAULT_BUDGET_WORDS,
+               plane: planes.Plane | None = None, noise_ids=None):
     """Validates the round's options and runs ShareKeys.
 
     Args:
       setup: a :class:`RoundSetup` from ``setup_round``, not used before.
       weights, max_weight, bits, clip, rng, budget_words: as for :func:`secure_sum`.
       dim: D, coordinates of each update (``1 <= D <= MAX_DIM``).
+      plane: sum this bit plane of the codes (:mod:`clipjax.secagg.planes`), masked in its
+        ring; :meth:`finish` then returns the plane's exact sum in ``encoded_sum`` and leaves
+        the decoding (``total``, ``mean``: empty) to :func:`planes.combine`. None: whole codes.
+      noise_ids: int ``[C]``, the id each client's rounding key is folded from (default: its
+        id here), so a second instance over some of the clients encodes the same codes.
 
     Raises:
       ValueError: on a bad setup (or one already used), dim, weights, max_weight, bits, clip,
@@ -260,6 +272,20 @@ class SecureSumStream:
                                                          max_weight)
     rng = check_rng(rng)
     self._bits, self._budget = int(bits), int(budget_words)
+    if plane is not None and not isinstance(plane, planes.Plane):
+      raise ValueError(f"plane={plane!r} must be a clipjax.secagg.planes.Plane or None")
+    if plane is not None and plane.low_bits >= self._bits:
+      raise ValueError(f"plane.low_bits={plane.low_bits} must be below bits={bits}")
+    if plane is not None and plane.ring < planes.ring_bits(n, plane.which, plane.low_bits,
+                                                           self._bits):
+      raise ValueError(f"plane.ring={plane.ring} bits cannot hold the sum of {n} clients' "
+                       f"{plane.which} planes; use planes.ring_bits")
+    self._plane = plane
+    if noise_ids is not None:
+      noise_ids = np.asarray(noise_ids)
+      if noise_ids.shape != (n,) or not np.issubdtype(noise_ids.dtype, np.integer):
+        raise ValueError(f"noise_ids must be {n} integer ids, one per client; got "
+                         f"{noise_ids.dtype}{noise_ids.shape}")
     if setup.used:
       raise ValueError("setup was already used by a secure sum: pairwise masks must never be "
                        "reused; call setup_round again")
@@ -274,7 +300,7 @@ class SecureSumStream:
       with _timer(self._seconds, "verify"):
         twin = fast_sum.outcome(lambda: SecureSumStream(
             setup.sum_twin(), weights, max_weight=max_weight, dim=dim, bits=bits, clip=clip,
-            rng=rng, budget_words=budget_words))
+            rng=rng, budget_words=budget_words, plane=plane, noise_ids=noise_ids))
     self._advertised = stages.advertise_keys_traffic(setup)
     with _timer(self._seconds, "share_keys"):
       shared = fast_sum.outcome(
@@ -288,7 +314,7 @@ class SecureSumStream:
     for name in ("masked_input_host", "masked_input_device", "server_sum"):
       self._seconds[name] = 0.0
     with _timer(self._seconds, "masked_input_host"):
-      self._noise = np.asarray(noise_keys(rng, n))
+      self._noise = np.asarray(noise_keys(rng, n, noise_ids))
       self.clients = stages.expected_senders(setup, self._shared)
       self._expected = np.isin(np.arange(n), self.clients)
       self._edges = stages.inner_edges(setup, self._shared) if self._blinded else None
@@ -342,14 +368,15 @@ class SecureSumStream:
       return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids], noise_keys=noise,
                        self_keys=np.zeros((len(ids), 8), np.uint32),
                        edge_keys=np.zeros((0, 8), np.uint32), edge_lo=no_edges,
-                       edge_hi=no_edges, blinded=False)
+                       edge_hi=no_edges, blinded=False, plane=self._plane)
     keys = stages.blinding_keys(self.setup, self._shared, ids, sends, self._edges)
     pad = _edge_bound(self.setup, len(ids)) - len(keys.edge_keys)  # dummies add nothing
     return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids], noise_keys=noise,
                      self_keys=keys.self_keys,
                      edge_keys=np.concatenate([keys.edge_keys, np.zeros((pad, 8), np.uint32)]),
                      edge_lo=np.concatenate([keys.edge_lo, np.full(pad, len(ids), np.int32)]),
-                     edge_hi=np.concatenate([keys.edge_hi, np.full(pad, len(ids), np.int32)]))
+                     edge_hi=np.concatenate([keys.edge_hi, np.full(pad, len(ids), np.int32)]),
+                     plane=self._plane)
 
   def add(self, ids, updates) -> None:
     """Blinds the clients ``ids``' updates on the device and adds their sum to the total.
@@ -472,8 +499,14 @@ class SecureSumStream:
     with _timer(seconds, "unmasking_device"):
       encoded = (_unmasked_sum(total, unmasking, self._budget) if self._blinded
                  else np.asarray(total))
-      total_f, weight_total, mean = decode_sum(encoded, len(masked.senders), self._clip,
-                                                self._bits, self._scale)
+      if self._plane is None:
+        total_f, weight_total, mean = decode_sum(encoded, len(masked.senders), self._clip,
+                                                  self._bits, self._scale)
+      else:  # the plane's exact sum; planes.combine decodes both instances together
+        encoded = np.asarray(_to_ring(jnp.asarray(encoded), ring=self._plane.ring,
+                                      dim=self.dim))
+        total_f = mean = np.zeros(0)
+        weight_total = int(encoded[self.dim]) / ((1 << self._bits) - 1) * self._scale
     seconds["total"] = sum(seconds.values())
     traffic = dict(zip(STAGES, (self._advertised, shared.traffic, masked.traffic,
                                 unmasking.traffic)))

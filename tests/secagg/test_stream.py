@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from clipjax import secagg
-from clipjax.secagg import aggregate, blinding, params, quantize
+from clipjax.secagg import aggregate, blinding, params, planes, quantize
 from clipjax.secagg import stream as stream_lib
 
 DIM = 37
@@ -237,6 +237,8 @@ def test_the_codes_do_not_depend_on_the_chunk_length():
   hi, lo = quantize.scale_pair(codes, 1.0)
   args = (jnp.asarray(x), jnp.ones(5, bool), jnp.asarray(hi), jnp.asarray(lo),
           jnp.asarray(codes), jnp.asarray(rng.integers(0, 2**32, (5, 8), dtype=np.uint32)))
-  outs = [np.asarray(stream_lib._encoded_rows(*args, clip=1.0, bits=16, chunk_words=w))
-          for w in (blinding.chunk_words_for(5, 1_001, 5 * 16 * b) for b in (7, 20, 63))]
-  assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+  for plane in (None, planes.Plane("high", 6, 13), planes.Plane("low", 6, 11)):
+    outs = [np.asarray(stream_lib._encoded_rows(*args, clip=1.0, bits=16, chunk_words=w,
+                                                plane=plane))
+            for w in (blinding.chunk_words_for(5, 1_001, 5 * 16 * b) for b in (7, 20, 63))]
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])

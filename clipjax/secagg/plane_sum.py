@@ -1,0 +1,227 @@
+"""The bit-plane secure sum (issue 26): two independent SecAgg(+) instances, one decoded sum.
+
+:class:`PlaneSumStream` drives a high instance over the whole cohort and, when at least two of
+its clients are not network stragglers, a low instance over those clients only
+(:mod:`clipjax.secagg.planes` has the arithmetic). Each instance is an unchanged
+:class:`clipjax.secagg.SecureSumStream` with its own :class:`RoundSetup`: its own keys, graph,
+Shamir shares and (k, t), chosen by :mod:`clipjax.secagg.params` for its own n. The low
+instance numbers its clients 0..n_lo - 1 in cohort order; each rounds with the key of its
+cohort id (``noise_ids``), so both instances see the same codes.
+
+What the server learns: the high planes' sum over the high survivors and the residuals' sum
+over the low survivors, each over at least its instance's t clients or that instance aborts;
+and who joined the low instance (the clients that did not call themselves network stragglers),
+which the sizes of their uploads show anyway. The round aborts only if the high instance
+does; a low instance that aborts (or has fewer than 2 clients) costs precision, not the update.
+
+A client that drops out of the round drops out of both instances at the same stage
+(:func:`low_setup` maps the high instance's drop-outs), as a failing device would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from clipjax.secagg import planes, quantize
+from clipjax.secagg.blinding import DEFAULT_BUDGET_WORDS
+from clipjax.secagg import protocol as protocol_lib
+from clipjax.secagg.aggregate import SecureSumResult, check_options, weight_codes
+from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
+from clipjax.secagg.stream import SecureSumStream
+
+MIN_LOW_CLIENTS = 2  # a secure sum needs at least 2 clients
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaneSumResult:
+  """One round's bit-plane secure sum.
+
+  Attributes:
+    total, weight_total, mean: as :class:`clipjax.secagg.SecureSumResult`'s, decoded from both
+      planes (``planes.combine``).
+    survivors: bool ``[C]`` clients whose high plane is in the sum (the update's survivors).
+    low_survivors: bool ``[C]`` clients whose low plane is in the sum.
+    low_aborted: why the low instance contributed nothing ("" if it did): it aborted, or had
+      fewer than 2 clients.
+    high: the high instance's :class:`SecureSumResult` (its ``encoded_sum``: the exact sum of the
+      high planes).
+    low: the low instance's, in its own numbering (None if it contributed nothing).
+    low_members: int ``[n_lo]`` cohort ids of the low instance's clients, in its numbering.
+  """
+
+  total: np.ndarray
+  weight_total: float
+  mean: np.ndarray
+  survivors: np.ndarray
+  low_survivors: np.ndarray
+  low_aborted: str
+  high: SecureSumResult
+  low: SecureSumResult | None
+  low_members: np.ndarray
+
+
+def low_members(num_clients: int, high_only) -> np.ndarray:
+  """Cohort ids (ascending) that send a low plane: every client not in ``high_only``."""
+  high_only = np.asarray(high_only, bool)
+  if high_only.shape != (num_clients,):
+    raise ValueError(f"high_only must be bool [{num_clients}], one flag per client; got shape "
+                     f"{high_only.shape}")
+  return np.flatnonzero(~high_only)
+
+
+def low_setup(high: RoundSetup, members: np.ndarray, *, seed: int | None,
+              **kwargs) -> RoundSetup | RoundAborted | None:
+  """The low instance's AdvertiseKeys over ``members``: its setup, the :class:`RoundAborted`
+  it ended with (too few advertised keys), or None (fewer than 2 members).
+
+  Its drop-outs are the high instance's, mapped to the low numbering (a client that fails
+  fails in both); ``kwargs`` are :func:`clipjax.secagg.setup_round`'s other arguments (an
+  explicit degree or threshold is for the high instance's n and is not passed on: the low
+  instance's (k, t) come from the analysis at its own n).
+  """
+  members = np.asarray(members, np.int64)
+  if len(members) < MIN_LOW_CLIENTS:
+    return None
+  local = {int(u): i for i, u in enumerate(members)}
+  mapped = {stage: [local[u] for u in sorted(high.dropouts[stage]) if u in local]
+            for stage in STAGES}
+  kwargs = {k: v for k, v in kwargs.items() if k not in ("degree", "threshold", "dropouts")}
+  try:
+    return protocol_lib.setup_round(len(members), seed=seed, round_index=high.round_index,
+                                    dropouts=Dropouts(**mapped), simulate=high.simulate,
+                                    **kwargs)
+  except RoundAborted as e:
+    return e
+
+
+class PlaneSumStream:
+  """The bit-plane secure sum fed chunk by chunk (see the module docstring).
+
+  Attributes:
+    clients: sorted cohort ids that must be added (the high instance's expected senders).
+  """
+
+  def __init__(self, high_setup: RoundSetup, low: RoundSetup | None, members, weights=None, *,
+               max_weight: float | None = None, dim: int, bits: int, high_bits: int,
+               clip: float = 1.0, rng: jax.Array | None = None, **stream_kwargs):
+    """Runs ShareKeys of both instances.
+
+    Args:
+      high_setup: the high instance's setup over the C cohort clients.
+      low: what :func:`low_setup` gave: the low instance's setup over ``members``, the
+        :class:`RoundAborted` its AdvertiseKeys ended with, or None (fewer than 2 members).
+      members: int ``[n_lo]`` cohort ids of the low instance's clients (ascending).
+      weights, max_weight, dim, bits, clip, rng: as for :class:`SecureSumStream` (``rng`` is
+        shared: both instances must round with the same keys; default: the high setup's seed).
+      high_bits: h, bits of the high plane (l = bits - h below it).
+
+    Raises:
+      ValueError: on bad options or members.
+      RoundAborted: if the high instance aborts at ShareKeys (a low abort is recorded).
+    """
+    n = high_setup.num_clients
+    check_options(n, bits, clip, stream_kwargs.get("budget_words", DEFAULT_BUDGET_WORDS),
+                  weights, max_weight)
+    self._low_bits = int(bits) - planes.check_high_bits(high_bits, int(bits))
+    self._bits, self._clip, self.dim = int(bits), quantize.check_clip(clip), int(dim)
+    _, self._scale = weight_codes(weights, n, bits, max_weight)
+    members = np.asarray(members, np.int64)
+    if members.ndim != 1 or np.any(np.diff(members) <= 0) or np.any(members < 0) \
+        or np.any(members >= n):
+      raise ValueError(f"members must be ascending distinct cohort ids in [0, {n}); got "
+                       f"{members.tolist()}")
+    if isinstance(low, RoundSetup) and low.num_clients != len(members):
+      raise ValueError(f"the low setup is for {low.num_clients} clients but members lists "
+                       f"{len(members)}")
+    if rng is None and high_setup.seed is not None:
+      rng = jax.random.key(high_setup.seed)
+    elif rng is None:
+      rng = jax.random.key(int(np.random.SeedSequence().generate_state(1)[0]))
+    self._members = members
+    self._local = np.full(n, -1, np.int64)
+    self._local[members] = np.arange(len(members))
+    kw = dict(max_weight=max_weight, dim=dim, bits=bits, clip=clip, rng=rng, **stream_kwargs)
+    self._high = SecureSumStream(
+        high_setup, weights, plane=planes.Plane(
+            "high", self._low_bits, planes.ring_bits(n, "high", self._low_bits, bits)), **kw)
+    self.clients = self._high.clients
+    self._low, self._low_aborted = None, ""
+    if low is None or isinstance(low, RoundAborted):
+      self._low_aborted = (str(low) if low is not None
+                           else f"fewer than {MIN_LOW_CLIENTS} clients sent a low plane")
+      return
+    low_weights = None if weights is None else np.asarray(weights)[members]
+    try:
+      self._low = SecureSumStream(
+          low, low_weights, noise_ids=members, plane=planes.Plane(
+              "low", self._low_bits, planes.ring_bits(len(members), "low", self._low_bits,
+                                                      bits)), **kw)
+    except RoundAborted as e:
+      self._low_aborted = str(e)
+
+  def add(self, ids, updates) -> None:
+    """Adds the cohort clients ``ids``' updates (float ``[len(ids), D]``) to both instances."""
+    ids = np.asarray(ids, np.int64)
+    self._high.add(ids, updates)
+    if self._low is not None:
+      mine = self._local[ids] >= 0
+      if mine.any():
+        self._low.add(self._local[ids[mine]], updates[np.flatnonzero(mine)])
+
+  def finish(self) -> PlaneSumResult:
+    """Unmasks both instances and decodes.
+
+    Raises:
+      RoundAborted: if the high instance aborts.
+    """
+    high = self._high.finish()
+    low, why = None, self._low_aborted
+    if self._low is not None:
+      try:
+        low = self._low.finish()
+      except RoundAborted as e:
+        why = str(e)
+    dim = self.dim
+    low_survivors = np.zeros(len(self._local), bool)
+    if low is not None:
+      low_survivors[self._members[np.asarray(low.survivors, bool)]] = True
+    codes = planes.combine(high.encoded_sum[:dim], None if low is None else low.encoded_sum[:dim],
+                           int(low_survivors.sum()), self._low_bits)
+    count = int(np.sum(high.survivors))
+    total = quantize.decode(codes, count, self._clip, self._bits) * self._scale
+    weight_total = float(high.weight_total)
+    mean = total / weight_total if weight_total > 0 else np.full(dim, np.nan)
+    return PlaneSumResult(total=total, weight_total=weight_total, mean=mean,
+                          survivors=np.asarray(high.survivors, bool),
+                          low_survivors=low_survivors, low_aborted=why, high=high, low=low,
+                          low_members=self._members)
+
+
+def plane_sum(updates, weights=None, *, high_only, high_bits: int, bits: int = 16,
+              clip: float = 1.0, max_weight: float | None = None, protocol: str = "secagg+",
+              dropouts: Dropouts | None = None, seed: int | None = None,
+              simulate: str = "protocol", rng: jax.Array | None = None, **kwargs
+              ) -> PlaneSumResult:
+  """The bit-plane secure sum of float ``[C, D]`` updates in one call (tests, notebooks).
+
+  Args:
+    updates, weights, bits, clip, max_weight, protocol, dropouts, seed, simulate, rng: as for
+      :func:`clipjax.secagg.secure_sum`.
+    high_only: bool ``[C]`` clients that send only the high plane (network stragglers).
+    high_bits: h.
+    kwargs: further :func:`clipjax.secagg.setup_round` arguments (threat, allow_weak, ...).
+  """
+  updates = np.asarray(updates)
+  n, dim = updates.shape
+  high = protocol_lib.setup_round(n, protocol=protocol, seed=seed, dropouts=dropouts,
+                                  simulate=simulate, **kwargs)
+  members = low_members(n, high_only)
+  low = low_setup(high, members, seed=None if seed is None else seed + 1, protocol=protocol,
+                  **kwargs)
+  stream = PlaneSumStream(high, low, members, weights, max_weight=max_weight, dim=dim,
+                          bits=bits, high_bits=high_bits, clip=clip, rng=rng)
+  stream.add(np.arange(n), updates)
+  return stream.finish()
