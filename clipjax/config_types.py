@@ -37,6 +37,8 @@ from clipjax.clip.invariance import REFERENCES
 from clipjax.secagg import max_safe_bits
 from clipjax.secagg.graph import GRAPH_RANDOMNESS
 from clipjax.secagg.params import PROTOCOLS
+from clipjax.secagg.planes import UPLOADS
+from clipjax.secagg.planes import check_high_bits
 from clipjax.secagg.protocol import SIMULATE
 
 # How the time reports travel (DESIGN 2.2): inside SecAgg's ShareKeys ciphertexts, or in a
@@ -56,7 +58,9 @@ ADDED_KEYS = {"data.max_examples": 0, "scale.memory_budget_gb": 0.0,
               # issue 24 item 7: the SecAgg+ graph was drawn from the round's seed alone
               "secagg.graph_randomness": "seed",
               # issue 25: stragglers kept what their keep rule gave them
-              "clip.fixed_keep": 0.0, "clip.threshold_scale": 1.0}
+              "clip.fixed_keep": 0.0, "clip.threshold_scale": 1.0,
+              # issue 26: every SecAgg upload was the padded full-precision vector
+              "clip.upload": "padded", "clip.high_bits": 12}
 # Layout-only keys: they change where and how many clients are trained at once, or how the
 # simulator computes the secure sum's exact output, not what is computed (up to float summation
 # order), so a stored run with other values is the same run (and may resume under them).
@@ -68,7 +72,7 @@ LAYOUT_KEYS = ("scale.chunk_clients", "scale.memory_budget_gb", "secagg.simulate
 # (`Method.broadcasts`: not `fedavg`, `fluid`), and of CLIP's client-side invariance, read
 # only by `prune_rule="client_invariance"` (not `fedavg`, `random`, `ordered`, `fluid`).
 BROADCAST_KEYS = ("clip.straggler_info", "clip.histogram_bins", "clip.histogram_lo_s",
-                  "clip.histogram_hi_s", "clip.broadcast")
+                  "clip.histogram_hi_s", "clip.broadcast", "clip.upload", "clip.high_bits")
 INVARIANCE_KEYS = ("clip.score", "clip.threshold_init", "clip.growth", "clip.slack",
                    "clip.threshold_scale")
 # Keys of the pairwise key agreement, read only by runs that agree keys (SecAgg, or a method
@@ -277,6 +281,8 @@ class ClipSpec:
   histogram_hi_s: float
   fixed_keep: float | None = None  # every straggler keeps this p (None: its keep rule's p)
   threshold_scale: float = 1.0  # invariant: score <= threshold x this (issue 25)
+  upload: str = "padded"  # padded | planes: network stragglers send the high bit plane only
+  high_bits: int = 12  # planes: bits of the high plane (issue 26)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +353,26 @@ def _secagg_spec(g, summands: int) -> SecAggSpec:
   return secagg
 
 
+def _check_planes(spec) -> None:
+  """`clip.upload=planes` needs SecAgg, the summed time histograms, the padded rule and
+  `clip.high_bits` below `secagg.bits` (issue 26)."""
+  if not spec.secagg.enabled:
+    raise ValueError("config.clip.upload='planes' splits the SecAgg upload into two bit planes, "
+                     "and SecAgg is off; turn config.secagg.enabled on or use "
+                     "clip.upload='padded'.")
+  if spec.clip.straggler_info != "histogram":
+    raise ValueError("config.clip.upload='planes': network stragglers decide from the summed "
+                     "time histograms before the round's first message; set "
+                     "clip.straggler_info='histogram' (or 'auto').")
+  if spec.clip.aggregation != "padded":
+    raise ValueError(f"config.clip.upload='planes' runs with the padded aggregation rule, not "
+                     f"{spec.clip.aggregation!r}; set clip.aggregation='padded' (or 'auto').")
+  try:
+    check_high_bits(spec.clip.high_bits, spec.secagg.bits)
+  except ValueError as e:
+    raise ValueError(f"config.{e}") from None
+
+
 def _clip_spec(g) -> ClipSpec:
   clip = ClipSpec(
       straggler_fraction=_fraction("clip.straggler_fraction",
@@ -368,6 +394,8 @@ def _clip_spec(g) -> ClipSpec:
       histogram_hi_s=float(g("clip.histogram_hi_s")),
       fixed_keep=(_fraction("clip.fixed_keep", float(g("clip.fixed_keep"))) or None),
       threshold_scale=float(_positive("clip.threshold_scale", float(g("clip.threshold_scale")))),
+      upload=_choice("clip.upload", g("clip.upload"), UPLOADS),
+      high_bits=int(g("clip.high_bits")),
   )
   try:
     histogram_edges(clip.histogram_bins, clip.histogram_lo_s, clip.histogram_hi_s)
@@ -539,6 +567,10 @@ class ExperimentSpec:
       raise ValueError("config.reports.rule='plausible' checks each report against public "
                        "bounds, which a summed histogram does not allow; use reports.rule="
                        "'quantile' with clip.straggler_info='histogram'.")
+    if spec.clip.upload == "planes" and METHODS[spec.method].broadcasts:
+      _check_planes(spec)
+    elif spec.clip.upload == "planes":  # a method that decides no stragglers sends both planes
+      spec = dataclasses.replace(spec, clip=dataclasses.replace(spec.clip, upload="padded"))
     if not METHODS[spec.method].secagg_compatible and spec.secagg.enabled:
       raise ValueError("config.method='fluid' reads individual client updates on the server and "
                        "cannot run under secure aggregation; set --config.secagg.enabled=False "

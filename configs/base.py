@@ -130,6 +130,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.clip.fixed_keep = 0.0           # > 0: every straggler keeps exactly this neuron fraction p
                                     # instead of its keep rule's (issue 25's criterion study:
                                     # criteria compared at one p); 0: the keep rule's p
+  c.clip.upload = "padded"          # the SecAgg upload: padded (paper: every client sends the
+                                    # full b-bit vector) | planes (issue 26: two SecAgg
+                                    # instances; network stragglers send only the high bit
+                                    # plane; needs straggler_info=histogram)
+  c.clip.high_bits = 12             # planes: bits of the high plane (the low plane: the rest)
   c.clip.aggregation = "auto"       # auto (the method's own: padded, fluid participation-
                                     # weighted) | padded (paper) | participation_weighted
 

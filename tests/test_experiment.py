@@ -299,3 +299,67 @@ def test_reports_inside_share_keys_need_secagg():
     config_types.ExperimentSpec.from_config(c)
   c.clip.broadcast = "auto"  # without SecAgg: the reports' own message
   assert config_types.ExperimentSpec.from_config(c).clip.broadcast == "own_message"
+
+
+def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path):
+  """`clip.upload=planes` (issue 26): the network straggler the histogram flags sends only the
+  high plane; every client is charged the bits it sends, against the same round padded."""
+  from clipjax import models
+  from clipjax.clip import histogram as histogram_lib
+  from clipjax.secagg import planes
+
+  def config(upload):
+    c = tiny_config("clip_network", protocol="secagg+", degree=2, threshold=2,
+                    allow_weak_parameters=True, simulate="sum")
+    c.num_clients, c.rounds, c.eval_every = 5, 2, 0
+    c.devices.compute_slow, c.devices.network_slow = 0, 1
+    c.clip.straggler_info, c.clip.histogram_bins = "histogram", 96
+    c.clip.histogram_lo_s, c.clip.histogram_hi_s = 0.02, 4.0  # totals here: 0.27-0.5 s
+    c.clip.upload = upload
+    return c
+
+  for upload in ("padded", "planes"):
+    experiment.run(config(upload), str(tmp_path / upload))
+  padded, split = read_rows(tmp_path / "padded"), read_rows(tmp_path / "planes")
+  spec = config_types.ExperimentSpec.from_config(config("planes"))
+  from clipjax.round import build
+  data = build.load_data(spec)
+  _, params = build.init_model(spec, data.num_classes)
+  dim, extra = models.num_params(params), histogram_lib.words(96)
+  full = 4.0 * (dim + 1 + extra)
+  assert split[1]["stragglers"] == split[1]["high_only"] == split[1]["true_stragglers"] == [2]
+  assert split[1]["secagg_low_survivors"] == 4 and split[1]["secagg_low_aborted"] == ""
+  for r in (0, 1):
+    high, low = split[r]["plane_rings"]
+    assert high == planes.ring_bits(5, "high", 12, 24)
+    assert low == planes.ring_bits(5 if r == 0 else 4, "low", 12, 24)
+    for u in range(5):
+      sends = planes.wire_bytes(dim, high, 1 + extra) + (
+          0 if u in split[r].get("high_only", []) else planes.wire_bytes(dim, low))
+      # Same round, same jitter, same link: the upload seconds scale as the bytes sent.
+      assert split[r]["upload_s"][u] == pytest.approx(padded[r]["upload_s"][u] * sends / full,
+                                                      rel=1e-6)
+  assert split[1]["round_time_s"] < padded[1]["round_time_s"]  # the straggler set the pace
+  assert split[0]["stragglers"] == [] and "high_only" not in split[0]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"secagg.enabled": False}, "clip.upload='planes'.*SecAgg is off"),
+    ({"clip.straggler_info": "neighbours"}, "set clip.straggler_info='histogram'"),
+    ({"clip.high_bits": 24}, r"clip.high_bits=24 must be an integer in \[1, 23\]"),
+    ({"clip.aggregation": "participation_weighted"}, "padded aggregation rule"),
+])
+def test_planes_config_errors_name_the_fix(change, match):
+  c = tiny_config("clip_compute")
+  c.clip.upload = "planes"
+  for key, value in change.items():
+    section, leaf = key.split(".")
+    c[section][leaf] = value
+  with pytest.raises(ValueError, match=match):
+    config_types.ExperimentSpec.from_config(c)
+
+
+def test_planes_mean_nothing_to_a_method_that_decides_no_stragglers():
+  c = tiny_config("fedavg")
+  c.clip.upload = "planes"
+  assert config_types.ExperimentSpec.from_config(c).clip.upload == "padded"

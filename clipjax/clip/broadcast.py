@@ -241,6 +241,8 @@ class Decision:
       their own, or their bytes inside ShareKeys, `settings.ReportSetting.in_share_keys`).
     relay_bytes: (sent, received) report bytes per client, or (0, 0).
     fields: the record's fields of this stage, in order.
+    high_only: bool[C] network stragglers that send only the high bit plane
+      (`clip.upload=planes`, `network_stragglers`); None under `padded`.
   """
 
   is_straggler: np.ndarray
@@ -248,6 +250,16 @@ class Decision:
   broadcasting: bool = False
   relay_bytes: tuple = (0, 0)
   fields: dict = dataclasses.field(default_factory=dict)
+  high_only: np.ndarray | None = None
+
+
+def network_stragglers(flagged: np.ndarray, fit: np.ndarray, net: np.ndarray, t_star: float,
+                       rho_min: float) -> np.ndarray:
+  """bool[C]: the flagged stragglers that cannot meet T* by pruning, so they upload less
+  (`clip.upload=planes`, issue 26): even at the smallest kept-FLOP fraction their time
+  `rho_min x fit + net` exceeds T*. Each decides from its own times and the T* it read."""
+  fit, net = np.asarray(fit, np.float64), np.asarray(net, np.float64)
+  return np.asarray(flagged, bool) & (rho_min * fit + net > t_star)
 
 
 def decide_from_stars(flagged: np.ndarray, t_star: float, f_star: float, own_fit: np.ndarray,
@@ -269,7 +281,8 @@ def decide_from_stars(flagged: np.ndarray, t_star: float, f_star: float, own_fit
 
 def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, net: np.ndarray,
                       liars: np.ndarray, any_liars: bool, reports, keep,
-                      bounds: Callable[[Any], Any], histograms=None) -> Decision:
+                      bounds: Callable[[Any], Any], histograms=None,
+                      upload_planes: bool = False) -> Decision:
   """Who is a straggler this round and how much it keeps (DESIGN 2.2-2.3), as each client
   decides from what it learns of its peers' last-round times.
 
@@ -291,6 +304,8 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
     histograms: `clip.straggler_info=histogram`: the `histogram.TimeHistograms` the last
       secure sum delivered (every client reads T* and F* from them; no broadcast); None: the
       sealed reports.
+    upload_planes: `clip.upload=planes` (needs `histograms`): each straggler also decides
+      whether it is a network straggler (`network_stragglers`) and sends the high plane only.
   """
   num = len(reported)
   if not (method.prunes and reported.any()):
@@ -345,12 +360,22 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
   is_straggler, p = decide(known)
   fields["stragglers"] = np.flatnonzero(is_straggler).tolist()
   fields["keep_fraction"] = [round(float(x), 4) for x in p]
+  high_only = None
+  if upload_planes:
+    if histograms is None:
+      raise ValueError("clip.upload='planes' decides from the summed time histograms: set "
+                       "clip.straggler_info='histogram' (or 'auto' under SecAgg)")
+    t_star, _ = histograms.stars(keep.straggler_fraction)
+    rho_min = keep.rho_min if keep.rho_min is not None else float(keep.table.rho[0])
+    high_only = (network_stragglers(is_straggler, fit, net, t_star, rho_min)
+                 if np.isfinite(t_star) else np.zeros(num, bool))
+    fields["high_only"] = np.flatnonzero(high_only).tolist()
   # The same rule with every client's report heard (FLuID's view, a complete graph's): what
   # each client would have decided had it known the global quantile (issue 27's yardstick).
   all_flagged, all_p = decide(everyone) if method.broadcasts else (is_straggler, p)
   fields["stragglers_all_heard"] = np.flatnonzero(all_flagged).tolist()
   fields["pruning_all_heard"] = np.flatnonzero(all_flagged & (all_p < 1.0)).tolist()
-  return Decision(is_straggler, p, broadcasting, relay_bytes, fields)
+  return Decision(is_straggler, p, broadcasting, relay_bytes, fields, high_only)
 
 
 def every_report_heard(fit: np.ndarray, net: np.ndarray, reported: np.ndarray) -> KnownTimes:

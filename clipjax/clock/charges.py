@@ -24,9 +24,11 @@ Two steps, both host-side NumPy:
    only the coordinates it trained, and a method whose server prunes (`fluid`) sends each
    straggler only its sub-model. Broadcast ciphertexts count both ways. With
    `clip.straggler_info=histogram` the SecAgg input carries 2 x bins more words (uploaded and
-   masked) and the download the summed histograms. SecAgg's key and
-   share messages (tens of bytes per neighbour) are charged their latency, not their bytes:
-   below 0.1 % of the vector for every model here.
+   masked) and the download the summed histograms. With `clip.upload=planes` (issue 26,
+   `PlaneCharges`) a client uploads its high bit plane packed at that instance's ring bits,
+   and its low plane only if it is not a network straggler. SecAgg's key and share messages
+   (tens of bytes per neighbour) are charged their latency, not their bytes: below 0.1 % of
+   the vector for every model here.
 
 2. `ClockModel.times(round, charges)` turns them into per-client seconds: fit from the kept
    sub-network's analytic FLOPs (`clipjax.models.flops`, checked against XLA's cost
@@ -52,6 +54,7 @@ import numpy as np
 
 from clipjax.clock import devices
 from clipjax.models import ModelDef, flops
+from clipjax.secagg import planes as planes_lib
 
 CHACHA_OPS_PER_WORD = 64
 WORD_BYTES = 4
@@ -59,6 +62,32 @@ BASE_MESSAGES = 2            # download the model, upload the update
 SECAGG_EXTRA_MESSAGES = 3    # AdvertiseKeys, ShareKeys, Unmasking
 KEY_AGREEMENT_MESSAGES = 1   # AdvertiseKeys, when only the broadcast needs pairwise keys
 BROADCAST_MESSAGES = 1       # the relayed, sealed time reports
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaneCharges:
+  """What `clip.upload=planes` changes in one round's upload (issue 26).
+
+  Attributes:
+    high_ring, low_ring: bits of each instance's ring (`secagg.planes.ring_bits`).
+    low: bool[C] clients in the low instance (they send the low plane too).
+    low_streams: int[C] their low-instance streams (1 + neighbours there; 0 elsewhere).
+  """
+
+  high_ring: int
+  low_ring: int
+  low: np.ndarray
+  low_streams: np.ndarray
+
+  def upload_bytes(self, num_params: int, histogram_words: int = 0) -> np.ndarray:
+    """f64[C] bytes each client uploads: its high plane, and its low plane if it sends one."""
+    high = planes_lib.wire_bytes(num_params, self.high_ring, 1 + histogram_words)
+    low = planes_lib.wire_bytes(num_params, self.low_ring)
+    return high + np.where(np.asarray(self.low, bool), float(low), 0.0)
+
+  def low_mask_words(self, num_params: int) -> np.ndarray:
+    """f64[C] keystream words of the low instance's masks (D + 1 per stream)."""
+    return np.asarray(self.low_streams, np.float64) * (num_params + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +105,8 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
             secure: bool, upload_vectors: int = 1, prg_streams=0, broadcast: bool = False,
             broadcast_bytes_sent=0, broadcast_bytes_received=0,
             server_prunes: bool = False, reference_download: bool = False,
-            histogram_words: int = 0, broadcast_message: bool = True) -> Charges:
+            histogram_words: int = 0, broadcast_message: bool = True,
+            planes: "PlaneCharges | None" = None) -> Charges:
   """Charges of one round (see the module docstring's table).
 
   Args:
@@ -96,6 +126,11 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     histogram_words: coordinates of the time histograms (`clip.straggler_info=histogram`):
       appended to the SecAgg input (uploaded and masked like it) and sent back, summed, with
       the model.
+    planes: `clip.upload=planes` (issue 26): the upload is the high plane (D words packed at
+      its ring's bits, the weight word and any histogram words whole) and, for the low
+      instance's members, the low plane (D words at its ring's bits, its zero weight word
+      not sent); mask words are charged per instance (D + 1 each, as the simulation expands
+      them). None: the padded vector.
 
   Raises:
     ValueError: for a negative or non-integer count, or upload_vectors not 1 or 2.
@@ -109,12 +144,18 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
   full = np.full(num, float(num_params))
   if histogram_words and not secure:
     raise ValueError("histogram_words ride in the SecAgg input: they need secure=True")
+  if planes is not None and (not secure or upload_vectors != 1):
+    raise ValueError("planes split a SecAgg upload of one vector: they need secure=True and "
+                     "upload_vectors=1")
   if secure:
     upload = WORD_BYTES * ((full + 1) * upload_vectors + histogram_words)
     download = WORD_BYTES * (full + histogram_words)
     messages = BASE_MESSAGES + SECAGG_EXTRA_MESSAGES
     mask_words = np.broadcast_to(np.asarray(prg_streams, np.float64), (num,)) * (
         (num_params + 1) * upload_vectors + histogram_words)
+    if planes is not None:
+      upload = planes.upload_bytes(num_params, histogram_words)
+      mask_words = mask_words + planes.low_mask_words(num_params)
   else:
     upload = WORD_BYTES * (kept_params + 1)  # the trained coordinates and the weight
     download = WORD_BYTES * (kept_params if server_prunes else full)
@@ -156,9 +197,10 @@ class RoundCharger:
 
   def __call__(self, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray,
                num_params: int, setup, broadcasting: bool, relay_bytes=(0, 0),
-               reference: bool = False) -> "Charges":
+               reference: bool = False, planes: PlaneCharges | None = None) -> "Charges":
     """One round's charges for the cohort; `setup` is its key agreement (its graph sets the
-    SecAgg streams per client: 1 + neighbours) or None."""
+    SecAgg streams per client: 1 + neighbours) or None; `planes` the bit-plane upload's
+    (`clip.upload=planes`) or None."""
     num = len(np.asarray(kept_params))
     streams = (np.asarray([1 + len(setup.neighbours(u)) for u in range(num)])
                if (self.secagg_on and setup is not None) else 0)
@@ -168,7 +210,7 @@ class RoundCharger:
                    broadcast=broadcasting, broadcast_bytes_sent=sent,
                    broadcast_bytes_received=received, server_prunes=self.server_prunes,
                    reference_download=reference, histogram_words=self.histogram_words,
-                   broadcast_message=not self.reports_in_share_keys)
+                   broadcast_message=not self.reports_in_share_keys, planes=planes)
 
 
 @dataclasses.dataclass(frozen=True)

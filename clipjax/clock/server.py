@@ -94,11 +94,21 @@ def seconds(parts: dict[str, float], ops_per_s: float,
   return float(fixed_s + sum(each.values())), each
 
 
+def _unmasking(setup, survivors: np.ndarray) -> tuple[int, int]:
+  """`unmasking_counts` of one SecAgg instance: `setup`'s graph and sharers (U2)."""
+  candidates = set(setup.advertised) - set(setup.dropouts["share_keys"])
+  neighbours = [setup.neighbours(u) for u in range(setup.num_clients)]
+  return unmasking_counts(neighbours, stages.sharers(setup, candidates),
+                          np.flatnonzero(survivors).tolist())
+
+
 def work(charger: RoundCharger, kept_params: np.ndarray, num_params: int, setup,
-         survivors: np.ndarray, fluid_voters: int = 0) -> dict[str, float]:
+         survivors: np.ndarray, fluid_voters: int = 0, low=None) -> dict[str, float]:
   """Operations of each part of a round's server work: it sums what the survivors uploaded
   (`charger`'s protocol: the SecAgg vector, else the kept coordinates and the weight) and,
-  under SecAgg, unmasks with `setup`'s graph and sharers (U2, `secagg.stages.sharers`)."""
+  under SecAgg, unmasks with `setup`'s graph and sharers (U2, `secagg.stages.sharers`).
+  `low`: `clip.upload=planes`' low instance, (its setup, bool[n_lo] its survivors) or None:
+  the server sums and unmasks it too (D + 1 words a survivor)."""
   survivors = np.asarray(survivors, bool)
   secure = charger.secagg_on and setup is not None
   if not secure:
@@ -107,11 +117,16 @@ def work(charger: RoundCharger, kept_params: np.ndarray, num_params: int, setup,
     kept = np.asarray(kept_params, np.float64)[survivors]
     parts["aggregate"] = float(np.sum(kept + 1)) * charger.upload_vectors
     return parts
-  candidates = set(setup.advertised) - set(setup.dropouts["share_keys"])
-  neighbours = [setup.neighbours(u) for u in range(setup.num_clients)]
-  secrets, streams = unmasking_counts(neighbours, stages.sharers(setup, candidates),
-                                      np.flatnonzero(survivors).tolist())
-  return server_parts(survivors=int(survivors.sum()),
-                      words=(num_params + 1) * charger.upload_vectors + charger.histogram_words,
-                      secure=True, threshold=setup.threshold, secrets=secrets,
-                      pair_streams=streams, fluid_voters=fluid_voters, num_params=num_params)
+  secrets, streams = _unmasking(setup, survivors)
+  parts = server_parts(survivors=int(survivors.sum()),
+                       words=(num_params + 1) * charger.upload_vectors + charger.histogram_words,
+                       secure=True, threshold=setup.threshold, secrets=secrets,
+                       pair_streams=streams, fluid_voters=fluid_voters, num_params=num_params)
+  if low is not None and low[0] is not None:
+    low_setup, low_survivors = low
+    low_survivors = np.asarray(low_survivors, bool)
+    secrets, streams = _unmasking(low_setup, low_survivors)
+    second = server_parts(survivors=int(low_survivors.sum()), words=num_params + 1, secure=True,
+                          threshold=low_setup.threshold, secrets=secrets, pair_streams=streams)
+    parts = {k: parts[k] + second[k] for k in parts}
+  return parts

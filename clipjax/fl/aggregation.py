@@ -38,6 +38,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from clipjax import models, multihost, secagg
+from clipjax.secagg import plane_sum
 from clipjax.fl import server as server_lib
 
 PyTree = Any
@@ -59,10 +60,16 @@ class Aggregated(NamedTuple):
   survivors: np.ndarray
   secagg: Any
   report: dict = {}
+  low_survivors: np.ndarray | None = None  # `clip.upload=planes`: whose low plane is summed
 
 
 def secagg_report(result) -> dict[str, Any]:
-  """The SecAgg fields of a metrics row: survivors, drop-outs, bytes per client, seconds."""
+  """The SecAgg fields of a metrics row: survivors, drop-outs, bytes per client, seconds (the
+  high instance's, with the low instance's survivors and abort under `clip.upload=planes`)."""
+  if isinstance(result, plane_sum.PlaneSumResult):
+    return {**secagg_report(result.high),
+            "secagg_low_survivors": int(np.sum(result.low_survivors)),
+            "secagg_low_aborted": result.low_aborted}
   stats = result.stats
   sent = sum(np.asarray(v, np.float64) for v in stats.bytes_sent.values())
   received = sum(np.asarray(v, np.float64) for v in stats.bytes_received.values())
@@ -86,6 +93,7 @@ class SecureSettings:
   bits: int
   clip: float
   max_weight: float
+  high_bits: int = 0  # `clip.upload=planes`: bits of the high plane (0: padded, one instance)
 
 
 def upload_vectors(rule: str, secure: bool) -> int:
@@ -189,7 +197,7 @@ class _SecureAccumulator(Accumulator):
   """
 
   def __init__(self, weights, setup, secure, participation, num_params, unravel, ravel_fn,
-               processes, layout):
+               processes, layout, low=None):
     self._participation = participation
     self._num_params, self._unravel, self._ravel = num_params, unravel, ravel_fn
     self._secure, self._processes = secure, processes
@@ -198,11 +206,21 @@ class _SecureAccumulator(Accumulator):
     self._partial = None
     dim = num_params * (2 if participation else 1)
     keys = {}
+    if secure.high_bits and (participation or processes.count > 1):
+      raise ValueError("clip.upload='planes' runs with the padded aggregation rule in one "
+                       "process; use clip.upload='padded' for participation-weighted or "
+                       "multi-process runs")
     if processes.is_lead:
       try:
-        self._stream = secagg.SecureSumStream(setup, np.asarray(weights),
-                                              max_weight=secure.max_weight, dim=dim,
-                                              bits=secure.bits, clip=secure.clip)
+        if secure.high_bits:  # two instances: the high plane over all, the low over `low`
+          low_setup, members = low
+          self._stream = plane_sum.PlaneSumStream(
+              setup, low_setup, members, np.asarray(weights), max_weight=secure.max_weight,
+              dim=dim, bits=secure.bits, high_bits=secure.high_bits, clip=secure.clip)
+        else:
+          self._stream = secagg.SecureSumStream(setup, np.asarray(weights),
+                                                max_weight=secure.max_weight, dim=dim,
+                                                bits=secure.bits, clip=secure.clip)
       except secagg.RoundAborted as e:
         self._error = _abort_info(e)
       if self._error is None and processes.count > 1:
@@ -233,7 +251,7 @@ class _SecureAccumulator(Accumulator):
                      self._partial[2] + list(nonfinite))
 
   def finish(self):
-    outcome = None
+    outcome, low_survivors = None, None
     if self._processes.count > 1:
       parts = self._processes.allgather(self._partial)
       if self._stream is not None and self._error is None:
@@ -244,6 +262,7 @@ class _SecureAccumulator(Accumulator):
         result = self._stream.finish()
         outcome = (np.asarray(result.total), float(result.weight_total),
                    np.asarray(result.survivors, bool), secagg_report(result))
+        low_survivors = getattr(result, "low_survivors", None)
       except secagg.RoundAborted as e:
         self._error = _abort_info(e)
     if self._processes.count > 1:
@@ -259,7 +278,8 @@ class _SecureAccumulator(Accumulator):
       mean_flat = total / max(weight_total, 1e-12)
     mean = self._unravel(mean_flat.astype(jnp.float32))
     lead_result = result if self._stream is not None else None
-    return Aggregated(mean, survivors, lead_result, report)
+    return Aggregated(mean, survivors, lead_result, report,
+                      low_survivors if self._secure.high_bits else None)
 
 
 class Aggregator:
@@ -280,10 +300,12 @@ class Aggregator:
       self._ravel = jax.jit(jax.vmap(lambda t: ravel_pytree(t)[0]))
 
   def begin(self, weights, setup=None, processes=multihost.SINGLE,
-            layout=None) -> Accumulator:
+            layout=None, low=None) -> Accumulator:
     """A new round over clients with `weights` (f32[C], examples) and SecAgg `setup`.
 
     With several `processes` (a collective): `layout[p]` lists the row chunks process p adds.
+    `low`: under `clip.upload=planes` (`secure.high_bits`), the low instance's
+    (`plane_sum.low_setup` result, cohort ids of its members).
     """
     if layout is None:
       layout = [[np.arange(len(weights))]]
@@ -292,7 +314,8 @@ class Aggregator:
       return _PlainAccumulator(weights, self._participation, self._mean_fn, self._sums_fn,
                                processes, mine, self._zeros)
     return _SecureAccumulator(weights, setup, self.secure, self._participation,
-                              self._num_params, self._unravel, self._ravel, processes, layout)
+                              self._num_params, self._unravel, self._ravel, processes, layout,
+                              low)
 
   def __call__(self, deltas, weights, param_masks=None, setup=None) -> Aggregated:
     acc = self.begin(weights, setup)

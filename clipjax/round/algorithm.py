@@ -13,7 +13,8 @@
   3. straggler self-identification and keep fractions (`broadcast.decide_stragglers`);
   4. the reference models CLIP scores against (`cohort.reference_scores`);
   5. masked local training, chunk by chunk, each chunk summed as it is trained
-     (`chunks.train_and_sum`);
+     (`chunks.train_and_sum`); under `clip.upload=planes` into two SecAgg instances, the low
+     one without the network stragglers (`low_instance`, `clipjax.secagg.plane_sum`);
   6. aggregation (`clipjax.fl.aggregation`; SecAgg may abort here);
   7. the server step, and FLuID's choice for the next round (`fluid.server_round`);
   8. the virtual clock: each client is charged what it took part in
@@ -45,6 +46,8 @@ import numpy as np
 
 from clipjax import fluid as fluid_lib
 from clipjax import methods, models, secagg
+from clipjax.secagg import plane_sum
+from clipjax.secagg import planes as planes_lib
 from clipjax.clip import broadcast
 from clipjax.clip import histogram as histogram_lib
 from clipjax.clip import reports as reports_lib
@@ -168,7 +171,8 @@ def _decide(setting: RoundSetting, state: RunState, rnd: _Round, liars: np.ndarr
   return reported, broadcast.decide_stragglers(
       setting.method, setup=rnd.setup, reported=reported, fit=fit, net=net,
       liars=liars[rnd.ids], any_liars=bool(liars.any()), reports=setting.reports,
-      keep=setting.keep, bounds=bounds, histograms=histograms)
+      keep=setting.keep, bounds=bounds, histograms=histograms,
+      upload_planes=setting.upload_planes)
 
 
 def _scores(setting: RoundSetting, state: RunState, rnd: _Round,
@@ -189,13 +193,37 @@ def _scores(setting: RoundSetting, state: RunState, rnd: _Round,
   return refs, scores
 
 
+def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | None):
+  """`clip.upload=planes`: (the low instance's `plane_sum.low_setup` result, its members'
+  cohort ids), and the bit-plane charges' (ring bits, members) once the straggler decision
+  is known. Its AdvertiseKeys and ShareKeys ride in the high instance's messages."""
+  num = len(rnd.ids)
+  high_only = np.zeros(num, bool) if high_only is None else np.asarray(high_only, bool)
+  members = plane_sum.low_members(num, high_only)
+  kwargs = {**setting.key_agreement.kwargs,
+            "graph_randomness": setting.key_agreement.graph_randomness}
+  seed = int(np.random.SeedSequence([setting.seed, rnd.index, 0x6C6F]).generate_state(1)[0])
+  low = plane_sum.low_setup(rnd.setup, members, seed=seed, **kwargs)
+  secure = setting.aggregator.secure
+  low_bits = secure.bits - secure.high_bits
+  in_low = np.zeros(num, bool)
+  streams = np.zeros(num, np.int64)
+  if isinstance(low, secagg.RoundSetup):
+    in_low[members] = True
+    streams[members] = [1 + len(low.neighbours(i)) for i in range(len(members))]
+  rings = (planes_lib.ring_bits(num, "high", low_bits, secure.bits),
+           planes_lib.ring_bits(max(len(members), 1), "low", low_bits, secure.bits))
+  charges = charges_lib.PlaneCharges(rings[0], rings[1], in_low, streams)
+  return (low, members), charges
+
+
 def _train(setting: RoundSetting, state: RunState, rnd: _Round, keep: np.ndarray,
-           scores) -> tuple[Any, chunks.Trained]:
+           scores, low=None) -> tuple[Any, chunks.Trained]:
   """Masks and local training, chunk by chunk, each chunk summed as it is trained."""
   scale, num = setting.scale, len(rnd.ids)
   accumulator = setting.aggregator.begin(
       setting.data.weights[rnd.ids], rnd.setup, scale.processes,
-      chunks.process_layout(num, scale.chunk, scale.mesh, scale.processes))
+      chunks.process_layout(num, scale.chunk, scale.mesh, scale.processes), low=low)
   trained = chunks.train_and_sum(
       setting.pruned_round, accumulator, params=rnd.params, scores=scores,
       clip_state=state.clip, choice=state.fluid.choice if state.fluid is not None else None,
@@ -250,12 +278,17 @@ def make_round(setting: RoundSetting) -> Algorithm:
     row.update(decision.fields)
     if len(ids) < population:
       row["unreported_clients"] = int(np.sum(~reported))
+    low, plane_charges = (low_instance(setting, rnd, decision.high_only)
+                          if setting.upload_planes else (None, None))
+    if plane_charges is not None:
+      row["plane_rings"] = [plane_charges.high_ring, plane_charges.low_ring]
     # (4) the references, (5) training and the chunk sums.
     refs, scores = _scores(setting, state, rnd, row)
-    accumulator, trained = _train(setting, state, rnd, decision.keep, scores)
+    accumulator, trained = _train(setting, state, rnd, decision.keep, scores, low)
     row["host_seconds_train"], row["host_seconds_sum"] = trained.train_s, trained.sum_s
     charged = charger(trained.kept_units, trained.kept_params, rnd.num_params, rnd.setup,
-                      decision.broadcasting, decision.relay_bytes, rnd.sends_reference)
+                      decision.broadcasting, decision.relay_bytes, rnd.sends_reference,
+                      plane_charges)
     state = dataclasses.replace(state, clip=trained.clip_state, refs=refs)  # the clients did
     # (6) aggregation.
     tick = time.perf_counter()
@@ -278,9 +311,13 @@ def make_round(setting: RoundSetting) -> Algorithm:
     times = setting.clock.times(r, charged, ids)
     voters = (int(np.sum(~np.asarray(decision.is_straggler) & np.asarray(agg.survivors)))
               if setting.fluid is not None else 0)
+    low_summed = None  # the low instance the server unmasked (planes): setup, its survivors
+    if low is not None and isinstance(low[0], secagg.RoundSetup):
+      low_summed = (low[0], np.asarray(agg.low_survivors, bool)[low[1]])
     work_s, parts = server_clock.seconds(
         server_clock.work(charger, trained.kept_params, rnd.num_params, rnd.setup, agg.survivors,
-                        fluid_voters=voters), setting.server.ops_per_s, server_s)
+                        fluid_voters=voters, low=low_summed), setting.server.ops_per_s,
+        server_s)
     round_s = round_time.round_time(times, agg.survivors, work_s)
     row = record.finished(
         row, loss_sum=trained.loss_sum, num_seen=trained.num_seen, keep=decision.keep,

@@ -132,7 +132,9 @@ def _secure_settings(spec: ExperimentSpec, weights: np.ndarray, population: int)
   except ValueError as e:
     raise ValueError(f"config.secagg.max_weight / training examples per client: {e} (0: the "
                      "population's largest)") from e
-  return aggregation.SecureSettings(bits=sa.bits, clip=sa.clip, max_weight=bound)
+  planes = spec.clip.upload == "planes"  # resolved to padded for methods that decide nothing
+  return aggregation.SecureSettings(bits=sa.bits, clip=sa.clip, max_weight=bound,
+                                    high_bits=spec.clip.high_bits if planes else 0)
 
 
 def build_round(spec: ExperimentSpec, data, model, params,
@@ -176,6 +178,10 @@ def build_round(spec: ExperimentSpec, data, model, params,
     raise ValueError(f"config.secagg.verify_every={spec.secagg.verify_every} needs one process "
                      "(it checks simulate=sum against the protocol on every client's update); "
                      f"with {processes.count} processes set it to 0.")
+  if secure is not None and secure.high_bits and processes.count > 1:
+    raise ValueError(f"config.clip.upload='planes' runs in one process (the low instance's "
+                     f"keys are not handed out); with {processes.count} processes set "
+                     "clip.upload='padded'.")
   fluid = None
   if method.prune_rule == "server_invariance":
     if processes.count > 1:

@@ -208,6 +208,12 @@ class RoundSetting:
     return self.reference == "server" and self.scores_needed
 
   @property
+  def upload_planes(self) -> bool:
+    """`clip.upload=planes`: the SecAgg upload is split into two bit planes (issue 26)."""
+    secure = self.aggregator.secure
+    return secure is not None and secure.high_bits > 0
+
+  @property
   def min_clients(self) -> int:
     """The fewest cohort clients a round can run with."""
     return 1 if self.key_agreement is None else self.key_agreement.min_clients

@@ -90,3 +90,13 @@ def test_time_report_round_trip_and_errors():
     stragglers.encode_time_report(1.0, -1.0)
   with pytest.raises(ValueError, match="finite"):
     stragglers.decode_time_report(np.asarray([-1.0, 1.0], "<f8").tobytes())
+
+
+def test_network_stragglers_are_the_flagged_that_pruning_cannot_bring_under_t_star():
+  from clipjax.clip import broadcast
+  flagged = np.array([True, True, True, False])
+  fit = np.array([2.0, 1.0, 0.5, 3.0])
+  net = np.array([0.2, 1.0, 0.9, 5.0])
+  # rho_min = 0.5, T* = 1.2: 1.2 (meets it), 1.5 (cannot), 1.15 (meets), not flagged.
+  np.testing.assert_array_equal(broadcast.network_stragglers(flagged, fit, net, 1.2, 0.5),
+                                [False, True, False, False])

@@ -146,3 +146,20 @@ def test_round_charger_expands_no_masks_without_secagg_or_without_keys(secagg_on
   np.testing.assert_array_equal(got.mask_words, np.zeros(5))
   if not secagg_on:  # in the clear FLuID's server sends each client the units it kept
     np.testing.assert_array_equal(got.download_bytes, 4 * kept_params)
+
+
+def test_planes_charge_the_packed_bits_each_client_sends():
+  # issue 26: 17-bit high plane with the weight word and 2 histogram words whole; the low
+  # plane (18 bits) for clients 0 and 2 only; the low instance's masks D + 1 words a stream.
+  planes = clock_lib.PlaneCharges(high_ring=17, low_ring=18, low=np.array([True, False, True]),
+                                  low_streams=np.array([3, 0, 2]))
+  got = _charges(secure=True, prg_streams=np.array([4, 4, 4]), histogram_words=2, planes=planes)
+  high = -(-D * 17 // 8) + 4 * 3       # 2125 + the weight and histogram words
+  low = -(-D * 18 // 8)                # 2250
+  np.testing.assert_array_equal(got.upload_bytes, [high + low, high, high + low])
+  np.testing.assert_array_equal(got.mask_words, 4 * (D + 1 + 2) + np.array([3, 0, 2]) * (D + 1))
+  padded = _charges(secure=True, prg_streams=np.array([4, 4, 4]), histogram_words=2)
+  np.testing.assert_array_equal(got.download_bytes, padded.download_bytes)
+  np.testing.assert_array_equal(got.messages, padded.messages)  # both ride SecAgg's messages
+  with pytest.raises(ValueError, match="need secure=True"):
+    _charges(secure=False, planes=planes)

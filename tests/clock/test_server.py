@@ -46,3 +46,16 @@ def test_work_of_a_secagg_round_with_a_dropped_sharer():
   assert parts["aggregate"] == 5 * words
   assert parts["unmask_prg"] == (5 + 2) * words * 64
   assert parts["shamir"] == 6 * 2 * 2 * 100 + 2 * 2 ** 17
+
+
+def test_the_low_instance_is_unmasked_and_summed_too():
+  # issue 26: the server's work with planes is the high instance's plus the low one's.
+  charger = charges.RoundCharger(secagg_on=True, upload_vectors=1, server_prunes=False)
+  high = secagg.setup_round(6, protocol="secagg", seed=0, simulate="sum")
+  low = secagg.setup_round(4, protocol="secagg", seed=1, simulate="sum")
+  survivors, low_survivors = np.ones(6, bool), np.array([True, True, False, True])
+  one = server.work(charger, np.full(6, 10), 10, high, survivors)
+  two = server.work(charger, np.full(6, 10), 10, high, survivors, low=(low, low_survivors))
+  alone = server.work(charger, np.full(4, 10), 10, low, low_survivors)
+  for part in ("aggregate", "unmask_prg", "shamir"):
+    assert two[part] == pytest.approx(one[part] + alone[part])
