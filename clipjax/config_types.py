@@ -395,7 +395,7 @@ def _clip_spec(g) -> ClipSpec:
       fixed_keep=(_fraction("clip.fixed_keep", float(g("clip.fixed_keep"))) or None),
       threshold_scale=float(_positive("clip.threshold_scale", float(g("clip.threshold_scale")))),
       upload=_choice("clip.upload", g("clip.upload"), UPLOADS),
-      high_bits=int(g("clip.high_bits")),
+      high_bits=g("clip.high_bits"),
   )
   try:
     histogram_edges(clip.histogram_bins, clip.histogram_lo_s, clip.histogram_hi_s)

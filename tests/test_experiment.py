@@ -311,7 +311,7 @@ def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path)
   def config(upload):
     c = tiny_config("clip_network", protocol="secagg+", degree=2, threshold=2,
                     allow_weak_parameters=True, simulate="sum")
-    c.num_clients, c.rounds, c.eval_every = 5, 2, 0
+    c.num_clients, c.rounds, c.eval_every = 5, 3, 0
     c.devices.compute_slow, c.devices.network_slow = 0, 1
     c.clip.straggler_info, c.clip.histogram_bins = "histogram", 96
     c.clip.histogram_lo_s, c.clip.histogram_hi_s = 0.02, 4.0  # totals here: 0.27-0.5 s
@@ -327,9 +327,11 @@ def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path)
   _, params = build.init_model(spec, data.num_classes)
   dim, extra = models.num_params(params), histogram_lib.words(96)
   full = 4.0 * (dim + 1 + extra)
-  assert split[1]["stragglers"] == split[1]["high_only"] == split[1]["true_stragglers"] == [2]
+  for r in (1, 2):  # it reports its time at full precision, so it stays a network straggler
+    assert split[r]["stragglers"] == split[r]["high_only"] == split[r]["true_stragglers"] == [2]
+  # With 5 clients, 1 colluder (20%) and no drop-outs, 4 members keep 3 honest: it runs.
   assert split[1]["secagg_low_survivors"] == 4 and split[1]["secagg_low_aborted"] == ""
-  for r in (0, 1):
+  for r in (0, 1, 2):
     high, low = split[r]["plane_rings"]
     assert high == planes.ring_bits(5, "high", 12, 24)
     assert low == planes.ring_bits(5 if r == 0 else 4, "low", 12, 24)

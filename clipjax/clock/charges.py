@@ -89,6 +89,24 @@ class PlaneCharges:
     """f64[C] keystream words of the low instance's masks (D + 1 per stream)."""
     return np.asarray(self.low_streams, np.float64) * (num_params + 1)
 
+  def without_low(self) -> "PlaneCharges":
+    """The same round with no low plane sent (the low instance stopped before its masked
+    inputs)."""
+    none = np.zeros_like(np.asarray(self.low, bool))
+    return dataclasses.replace(self, low=none, low_streams=np.zeros_like(self.low_streams))
+
+  def full_precision_net(self, times: devices.ClientTimes, charge: "Charges", num_params: int,
+                         histogram_words: int = 0) -> np.ndarray:
+    """f64[C] `times.report_net` as if every client had sent both planes: a client that sent
+    only the high plane adds the seconds its low plane would have taken on its own link (its
+    upload seconds per byte) and its masks (about its high instance's: D + 1 words a stream).
+    A time report ranks clients at full precision, as `fit_full` ranks them at full width."""
+    skipped = ~np.asarray(self.low, bool)
+    per_byte = times.upload / np.maximum(charge.upload_bytes, 1.0)
+    upload = per_byte * planes_lib.wire_bytes(num_params, self.low_ring)
+    masks = times.blinding * (num_params + 1) / (num_params + 1 + histogram_words)
+    return times.report_net + np.where(skipped, upload + masks, 0.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Charges:

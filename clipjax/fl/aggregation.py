@@ -210,6 +210,9 @@ class _SecureAccumulator(Accumulator):
       raise ValueError("clip.upload='planes' runs with the padded aggregation rule in one "
                        "process; use clip.upload='padded' for participation-weighted or "
                        "multi-process runs")
+    if secure.high_bits and low is None:
+      raise ValueError("clip.upload='planes' needs the round's low instance: pass begin(..., "
+                       "low=(plane_sum.low_setup(...), members))")
     if processes.is_lead:
       try:
         if secure.high_bits:  # two instances: the high plane over all, the low over `low`
@@ -232,6 +235,11 @@ class _SecureAccumulator(Accumulator):
       if not processes.is_lead:
         self._keys = {tuple(k.ids.tolist()): k for k in mine or []}
         self._partial = (np.zeros(dim + 1, np.uint32), [], [])
+
+  @property
+  def low_running(self) -> bool:
+    """`clip.upload=planes`: the low instance went through ShareKeys (its members send)."""
+    return self._error is None and bool(getattr(self._stream, "low_running", False))
 
   def add(self, rows, deltas, param_masks=None):
     if self._error is not None:

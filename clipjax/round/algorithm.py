@@ -136,16 +136,26 @@ def _open_round(setting: RoundSetting, state: RunState, r: int, ids: np.ndarray)
       sends_reference=setting.server_reference and int(state.server.round) > 0)
 
 
+def _report_net(times, charged, planes, num_params: int, charger) -> np.ndarray:
+  """The `net` each client reports (`ClientTimes.report_net`); under `clip.upload=planes` at
+  full precision, as if it had sent both planes, so T* and each client's own test rank the
+  same configuration every round (`PlaneCharges.full_precision_net`)."""
+  if planes is None:
+    return times.report_net
+  return planes.full_precision_net(times, charged, num_params, charger.histogram_words)
+
+
 def _abort(setting: RoundSetting, state: RunState, rnd: _Round, err, charged, row: dict, *,
-           measured: bool) -> tuple[RunState, dict]:
+           measured: bool, planes=None, charger=None) -> tuple[RunState, dict]:
   """Closes an aborted round; `measured`: the clients trained, so their times are known."""
   times = setting.clock.times(rnd.index, charged, rnd.ids)
   round_s = round_time.aborted_round_seconds(times, err.stage, err.participants,
                                              setting.server.seconds)
   row = record.aborted(row, err, times, charged, round_s, state.virtual_time,
                        setting.server.seconds)
-  reports = (state.reports.update(rnd.ids, times.fit_full, times.report_net) if measured
-             else state.reports)
+  reports = (state.reports.update(rnd.ids, times.fit_full,
+                                  _report_net(times, charged, planes, rnd.num_params, charger))
+             if measured else state.reports)
   return dataclasses.replace(state, reports=reports,
                              virtual_time=state.virtual_time + round_s), row
 
@@ -208,7 +218,7 @@ def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | Non
   low_bits = secure.bits - secure.high_bits
   in_low = np.zeros(num, bool)
   streams = np.zeros(num, np.int64)
-  if isinstance(low, secagg.RoundSetup):
+  if isinstance(low, secagg.RoundSetup):  # else: no low instance this round (`low` says why)
     in_low[members] = True
     streams[members] = [1 + len(low.neighbours(i)) for i in range(len(members))]
   rings = (planes_lib.ring_bits(num, "high", low_bits, secure.bits),
@@ -286,6 +296,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
     refs, scores = _scores(setting, state, rnd, row)
     accumulator, trained = _train(setting, state, rnd, decision.keep, scores, low)
     row["host_seconds_train"], row["host_seconds_sum"] = trained.train_s, trained.sum_s
+    if plane_charges is not None and not accumulator.low_running:  # it stopped at ShareKeys
+      plane_charges = plane_charges.without_low()
     charged = charger(trained.kept_units, trained.kept_params, rnd.num_params, rnd.setup,
                       decision.broadcasting, decision.relay_bytes, rnd.sends_reference,
                       plane_charges)
@@ -295,7 +307,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
     try:
       agg = accumulator.finish()
     except secagg.RoundAborted as e:  # too few survivors: the model stays as it is
-      return _abort(setting, state, rnd, e, charged, row, measured=True)
+      return _abort(setting, state, rnd, e, charged, row, measured=True, planes=plane_charges,
+                    charger=charger)
     mean_delta = jax.block_until_ready(agg.mean_delta)
     if setting.secagg_on:
       row["host_seconds_secagg"] = time.perf_counter() - tick
@@ -312,7 +325,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
     voters = (int(np.sum(~np.asarray(decision.is_straggler) & np.asarray(agg.survivors)))
               if setting.fluid is not None else 0)
     low_summed = None  # the low instance the server unmasked (planes): setup, its survivors
-    if low is not None and isinstance(low[0], secagg.RoundSetup):
+    if low is not None and agg.report.get("secagg_low_aborted") == "":
       low_summed = (low[0], np.asarray(agg.low_survivors, bool)[low[1]])
     work_s, parts = server_clock.seconds(
         server_clock.work(charger, trained.kept_params, rnd.num_params, rnd.setup, agg.survivors,
@@ -325,7 +338,9 @@ def make_round(setting: RoundSetting) -> Algorithm:
         charged=charged, round_s=round_s, virtual_time=state.virtual_time, server_seconds=work_s)
     row["server_s_parts"] = parts
     return RunState(server=server, clip=state.clip, fluid=fluid_state,
-                    reports=state.reports.update(ids, times.fit_full, times.report_net,
+                    reports=state.reports.update(ids, times.fit_full,
+                                                 _report_net(times, charged, plane_charges,
+                                                             rnd.num_params, charger),
                                                  summed=agg.survivors),
                     refs=state.refs, virtual_time=state.virtual_time + round_s), row
 

@@ -4,7 +4,8 @@
 its clients are not network stragglers, a low instance over those clients only
 (:mod:`clipjax.secagg.planes` has the arithmetic). Each instance is an unchanged
 :class:`clipjax.secagg.SecureSumStream` with its own :class:`RoundSetup`: its own keys, graph,
-Shamir shares and (k, t), chosen by :mod:`clipjax.secagg.params` for its own n. The low
+Shamir shares and (k, t), chosen by :mod:`clipjax.secagg.params` for its own n, the low one
+against the cohort's numbers of colluders and drop-outs (they may all have joined it). The low
 instance numbers its clients 0..n_lo - 1 in cohort order; each rounds with the key of its
 cohort id (``noise_ids``), so both instances see the same codes.
 
@@ -25,6 +26,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from clipjax.secagg import params as params_lib
 from clipjax.secagg import planes, quantize
 from clipjax.secagg.blinding import DEFAULT_BUDGET_WORDS
 from clipjax.secagg import protocol as protocol_lib
@@ -72,29 +74,51 @@ def low_members(num_clients: int, high_only) -> np.ndarray:
   return np.flatnonzero(~high_only)
 
 
+def low_threat(threat: params_lib.ThreatModel, num_clients: int,
+               num_low: int) -> params_lib.ThreatModel | str:
+  """The low instance's threat model: the cohort's corrupt and dropped counts, all of them
+  possibly among its ``num_low`` members (clients choose to join it, so colluders can), as
+  fractions of ``num_low``; or why no low instance can run (fewer than 2 honest survivors)."""
+  corrupt, dropped = threat.counts(num_clients)
+  if num_low < corrupt + dropped + 2:
+    return (f"{num_low} clients sent a low plane; with up to {corrupt} colluders and "
+            f"{dropped} drop-outs among them (the cohort's) fewer than 2 honest ones would "
+            "remain")
+  # +0.5: counts(num_low) floors these back to exactly (corrupt, dropped).
+  return dataclasses.replace(threat, corruption_fraction=(corrupt + 0.5) / num_low,
+                             dropout_fraction=(dropped + 0.5) / num_low)
+
+
 def low_setup(high: RoundSetup, members: np.ndarray, *, seed: int | None,
-              **kwargs) -> RoundSetup | RoundAborted | None:
-  """The low instance's AdvertiseKeys over ``members``: its setup, the :class:`RoundAborted`
-  it ended with (too few advertised keys), or None (fewer than 2 members).
+              **kwargs) -> RoundSetup | str:
+  """The low instance's AdvertiseKeys over ``members``: its setup, or why it does not run.
 
   Its drop-outs are the high instance's, mapped to the low numbering (a client that fails
-  fails in both); ``kwargs`` are :func:`clipjax.secagg.setup_round`'s other arguments (an
-  explicit degree or threshold is for the high instance's n and is not passed on: the low
-  instance's (k, t) come from the analysis at its own n).
+  fails in both). Its (k, t) come from the analysis at its own n against the high instance's
+  absolute numbers of colluders and drop-outs (:func:`low_threat`); an explicit degree or
+  threshold in ``kwargs`` (:func:`clipjax.secagg.setup_round`'s other arguments) is for the
+  high instance's n and is not passed on. No low instance runs with fewer than 2 members, too
+  few to keep 2 honest survivors, no (k, t) meeting the targets, or too few advertised keys.
   """
   members = np.asarray(members, np.int64)
   if len(members) < MIN_LOW_CLIENTS:
-    return None
+    return f"fewer than {MIN_LOW_CLIENTS} clients sent a low plane"
+  threat = low_threat(high.params.threat, high.num_clients, len(members))
+  if isinstance(threat, str):
+    return threat
   local = {int(u): i for i, u in enumerate(members)}
   mapped = {stage: [local[u] for u in sorted(high.dropouts[stage]) if u in local]
             for stage in STAGES}
-  kwargs = {k: v for k, v in kwargs.items() if k not in ("degree", "threshold", "dropouts")}
+  kwargs = {k: v for k, v in kwargs.items()
+            if k not in ("degree", "threshold", "dropouts", "threat", "allow_weak")}
   try:
     return protocol_lib.setup_round(len(members), seed=seed, round_index=high.round_index,
                                     dropouts=Dropouts(**mapped), simulate=high.simulate,
-                                    **kwargs)
+                                    threat=threat, **kwargs)
   except RoundAborted as e:
-    return e
+    return str(e)
+  except ValueError as e:  # no (k, t) meets the targets at this n
+    return f"no low instance: {e}"
 
 
 class PlaneSumStream:
@@ -111,8 +135,8 @@ class PlaneSumStream:
 
     Args:
       high_setup: the high instance's setup over the C cohort clients.
-      low: what :func:`low_setup` gave: the low instance's setup over ``members``, the
-        :class:`RoundAborted` its AdvertiseKeys ended with, or None (fewer than 2 members).
+      low: what :func:`low_setup` gave: the low instance's setup over ``members``, or why it
+        does not run.
       members: int ``[n_lo]`` cohort ids of the low instance's clients (ascending).
       weights, max_weight, dim, bits, clip, rng: as for :class:`SecureSumStream` (``rng`` is
         shared: both instances must round with the same keys; default: the high setup's seed).
@@ -133,6 +157,9 @@ class PlaneSumStream:
         or np.any(members >= n):
       raise ValueError(f"members must be ascending distinct cohort ids in [0, {n}); got "
                        f"{members.tolist()}")
+    if not isinstance(low, (RoundSetup, str)):
+      raise ValueError(f"low={low!r} must be plane_sum.low_setup's result: a RoundSetup or the "
+                       "reason there is no low instance")
     if isinstance(low, RoundSetup) and low.num_clients != len(members):
       raise ValueError(f"the low setup is for {low.num_clients} clients but members lists "
                        f"{len(members)}")
@@ -149,9 +176,8 @@ class PlaneSumStream:
             "high", self._low_bits, planes.ring_bits(n, "high", self._low_bits, bits)), **kw)
     self.clients = self._high.clients
     self._low, self._low_aborted = None, ""
-    if low is None or isinstance(low, RoundAborted):
-      self._low_aborted = (str(low) if low is not None
-                           else f"fewer than {MIN_LOW_CLIENTS} clients sent a low plane")
+    if isinstance(low, str):
+      self._low_aborted = low
       return
     low_weights = None if weights is None else np.asarray(weights)[members]
     try:
@@ -161,6 +187,11 @@ class PlaneSumStream:
                                                       bits)), **kw)
     except RoundAborted as e:
       self._low_aborted = str(e)
+
+  @property
+  def low_running(self) -> bool:
+    """The low instance went through ShareKeys: its members send their low planes."""
+    return self._low is not None
 
   def add(self, ids, updates) -> None:
     """Adds the cohort clients ``ids``' updates (float ``[len(ids), D]``) to both instances."""
@@ -219,8 +250,9 @@ def plane_sum(updates, weights=None, *, high_only, high_bits: int, bits: int = 1
   high = protocol_lib.setup_round(n, protocol=protocol, seed=seed, dropouts=dropouts,
                                   simulate=simulate, **kwargs)
   members = low_members(n, high_only)
-  low = low_setup(high, members, seed=None if seed is None else seed + 1, protocol=protocol,
-                  **kwargs)
+  low_seed = (None if seed is None
+              else int(np.random.SeedSequence([seed, 0x6C6F]).generate_state(1)[0]))
+  low = low_setup(high, members, seed=low_seed, protocol=protocol, **kwargs)
   stream = PlaneSumStream(high, low, members, weights, max_weight=max_weight, dim=dim,
                           bits=bits, high_bits=high_bits, clip=clip, rng=rng)
   stream.add(np.arange(n), updates)

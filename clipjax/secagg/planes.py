@@ -68,6 +68,12 @@ class Plane:
   low_bits: int
   ring: int
 
+  @property
+  def encoder_key(self) -> "Plane":
+    """This plane with the ring set aside (32): what the encoder depends on, so one compiled
+    encoder serves every ring (the low ring changes with the low instance's size)."""
+    return dataclasses.replace(self, ring=32)
+
   def __post_init__(self):
     if self.which not in PLANES:
       raise ValueError(f"plane {self.which!r} must be one of {PLANES}")
@@ -99,7 +105,8 @@ def ring_bits(num_clients: int, which: str, low_bits: int, bits: int) -> int:
   bits_needed = max(1, math.ceil(math.log2(top + 1)))
   if bits_needed > 32:
     raise ValueError(f"{num_clients} clients' {which} planes sum to up to {top}, more than 32 "
-                     "bits hold; lower secagg.bits or the cohort")
+                     "bits hold; lower clip.high_bits (high plane), secagg.bits (low plane) or "
+                     "the cohort")
   return bits_needed
 
 

@@ -140,7 +140,8 @@ def encode(x: jax.Array, noise: jax.Array, scale_hi: jax.Array, scale_lo: jax.Ar
 
 
 def decode(total: np.ndarray, count: int, clip: float, bits: int) -> np.ndarray:
-  """float64 ``sum_k (r_k / (2^b - 1)) clip(x_k)`` from the uint32 sum of ``count`` codes.
+  """float64 ``sum_k (r_k / (2^b - 1)) clip(x_k)`` from the uint32 sum of ``count`` codes (or
+  an exact int64 sum, which may be negative: :func:`clipjax.secagg.planes.combine`).
 
   ``sum_k q_k ~ count (2^b - 1) / 2 + sum_k clip(x_k) r_k / (2 c)``, inverted in int64 (the sum
   and the offset are exact) and float64 (one rounding), so only the quantisation error remains.
@@ -148,7 +149,10 @@ def decode(total: np.ndarray, count: int, clip: float, bits: int) -> np.ndarray:
   levels = (1 << check_bits_range(bits)) - 1
   if not checks.is_integer(count) or count < 0:
     raise ValueError(f"count={count!r} must be a non-negative integer (the codes summed)")
-  shifted = 2 * np.asarray(total, np.uint32).astype(np.int64) - int(count) * levels
+  total = np.asarray(total)
+  if total.dtype != np.int64:  # a field sum; int64: an exact signed sum (bit planes)
+    total = total.astype(np.uint32).astype(np.int64)
+  shifted = 2 * total - int(count) * levels
   return shifted.astype(np.float64) * (check_clip(clip) / levels)
 
 

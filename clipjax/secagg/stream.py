@@ -145,7 +145,8 @@ def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: i
   messages = _encoded_rows(
       updates, jnp.asarray(sent), jnp.asarray(scale_hi), jnp.asarray(scale_lo),
       jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), clip=clip, bits=bits,
-      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words), plane=keys.plane)
+      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words),
+      plane=None if keys.plane is None else keys.plane.encoder_key)
   if keys.blinded:
     messages = _add_blinds(
         messages, jnp.asarray(keys.self_keys), jnp.asarray(keys.edge_keys),

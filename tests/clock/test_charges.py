@@ -163,3 +163,21 @@ def test_planes_charge_the_packed_bits_each_client_sends():
   np.testing.assert_array_equal(got.messages, padded.messages)  # both ride SecAgg's messages
   with pytest.raises(ValueError, match="need secure=True"):
     _charges(secure=False, planes=planes)
+
+
+def test_a_high_only_client_reports_its_time_at_full_precision():
+  planes = clock_lib.PlaneCharges(high_ring=17, low_ring=18, low=np.array([True, False, True]),
+                                  low_streams=np.array([3, 0, 2]))
+  charge = _charges(secure=True, prg_streams=np.array([4, 4, 4]), planes=planes)
+  profile = devices.DeviceProfile(flops_per_s=np.full(3, 1e9), uplink_bps=np.array([8e6, 8e5, 8e6]),
+                                  downlink_bps=np.full(3, 8e7), latency_s=np.full(3, 0.01))
+  times = devices.client_times(profile, fit_flops=np.full(3, 1e8), upload_bytes=charge.upload_bytes,
+                               download_bytes=charge.download_bytes,
+                               mask_expansion_flops=charge.mask_words * 64.0,
+                               protocol_messages=charge.messages)
+  got = planes.full_precision_net(times, charge, D)
+  np.testing.assert_allclose(got[[0, 2]], times.report_net[[0, 2]])  # they sent both planes
+  low_s = 8.0 * -(-D * 18 // 8) / 8e5   # client 1's skipped low plane on its slow link
+  np.testing.assert_allclose(got[1], times.report_net[1] + low_s + times.blinding[1])
+  gone = planes.without_low()
+  assert not gone.low.any() and not gone.low_streams.any()

@@ -112,6 +112,8 @@ def test_two_instances_decode_the_oracle_under_dropouts_at_every_stage(protocol,
   codes = planes.combine(res.high.encoded_sum[:dim], res.low.encoded_sum[:dim],
                          int(res.low_survivors.sum()), LOW)
   np.testing.assert_array_equal(codes, want)
+  np.testing.assert_array_equal(  # the result is that sum decoded, at the public weight scale
+      res.total, quantize.decode(want, int(res.survivors.sum()), 1.0, BITS) * 100.0)
   # Fast survivors contribute their codes exactly, network stragglers 2^l hi.
   s, fast = res.survivors, res.survivors & ~high_only
   np.testing.assert_array_equal(codes, q[fast].astype(np.int64).sum(0)
@@ -146,6 +148,7 @@ def test_an_aborted_low_instance_leaves_the_coarse_sum_and_a_high_abort_fails_th
                            dropouts=secagg.Dropouts(masked_input=[0, 1, 2, 3, 4]))
   stream = plane_sum.PlaneSumStream(high, low, members, dim=dim, bits=BITS, high_bits=HIGH,
                                     rng=jax.random.key(1))
+  assert stream.low_running
   stream.add(np.arange(n), x)
   res = stream.finish()
   assert "aborted at masked_input" in res.low_aborted and res.low is None
@@ -171,8 +174,12 @@ def test_the_low_setup_inherits_the_high_dropouts_and_its_own_parameters():
   local = {int(u): i for i, u in enumerate(members)}
   assert low.dropouts["share_keys"] == frozenset({local[4]})
   assert low.dropouts["masked_input"] == frozenset({local[11]})
-  expect = secagg.choose_parameters(len(members), protocol="secagg+")
+  # The analysis at its own n (not the explicit k = 8, t = 5 of n = 20), against the cohort's
+  # 4 colluders and 2 drop-outs.
+  expect = secagg.choose_parameters(len(members), protocol="secagg+",
+                                    threat=plane_sum.low_threat(high.params.threat, n, 18))
   assert (low.degree, low.threshold) == (expect.degree, expect.threshold)
+  assert low.params.threat.counts(18) == (4, 2)
 
 
 def test_the_server_sees_uniform_ring_words_and_no_plane_of_any_client():
@@ -207,16 +214,52 @@ def test_a_network_straggler_has_no_part_in_the_low_instance():
   high_only = np.zeros(n, bool)
   high_only[[2, 5]] = True
   res = plane_sum.plane_sum(x, bits=BITS, high_bits=HIGH, high_only=high_only, protocol="secagg",
-                            seed=3)
+                            seed=3, dropouts=secagg.Dropouts(masked_input=[0, 5]),
+                            threat=secagg.ThreatModel(0.1, 0.25))
   np.testing.assert_array_equal(res.low_members, [0, 1, 3, 4, 6, 7])
   server = res.low.setup.server
   assert set(server.public_keys) == set(range(6))  # the low numbering: members only
-  assert set(server.masked_ids) == set(range(6))
+  assert set(server.masked_ids) == set(range(1, 6))  # member 0 (client 0) dropped
   for instance in (res.high, res.low):  # never both secrets of one client in one instance
     kinds = {}
     for _, owner, kind in instance.setup.server.revealed_shares:
       kinds.setdefault(owner, set()).add(kind)
+    assert {"self_seed", "mask_key"} == set().union(*kinds.values())  # both kinds were asked
     assert all(len(k) == 1 for k in kinds.values())
+
+
+def test_a_low_survivor_outside_the_high_sum_adds_a_residual_of_mean_zero_signed():
+  """Client 2 drops out of the high instance only: its residual (here -1 or 0) still enters
+  the low sum, and the decoded sum, negative, is not wrapped to a huge positive value."""
+  n, dim = 6, 64
+  x = np.full((n, dim), -1.0, np.float32)   # codes 0: high planes 0, residuals 0
+  levels = (1 << BITS) - 1
+  x[2] = (2 * ((1 << LOW) - 1) - levels) / levels  # code ~ 2^l - 1: high plane 1, residual -1
+  high = secagg.setup_round(n, protocol="secagg", seed=1,
+                            dropouts=secagg.Dropouts(masked_input=[2]))
+  low = secagg.setup_round(n, protocol="secagg", seed=2)
+  stream = plane_sum.PlaneSumStream(high, low, np.arange(n), dim=dim, bits=BITS, high_bits=HIGH,
+                                    rng=jax.random.key(1))
+  stream.add(np.arange(n), x)
+  res = stream.finish()
+  assert not res.survivors[2] and res.low_survivors[2]
+  want, _, _, _ = _oracle(x, None, res, 1, None)
+  assert (want < 0).any()  # the case this test is for
+  np.testing.assert_array_equal(res.total, quantize.decode(want, n - 1, 1.0, BITS))
+  np.testing.assert_allclose(res.total, -(n - 1.0), atol=2.0 / levels)  # the residual's bias: 0
+
+
+def test_the_low_instance_counts_every_colluder_of_the_cohort():
+  """Colluders choose to join the low instance: its (k, t) must withstand all of the cohort's,
+  so a small low instance gets a larger fraction, or does not run."""
+  threat = secagg.ThreatModel()  # 20% of 20: 4 colluders, 10%: 2 drop-outs
+  low = plane_sum.low_threat(threat, 20, 16)
+  assert low.counts(16) == (4, 2)
+  high = secagg.setup_round(20, protocol="secagg", seed=1, simulate="sum")
+  setup = plane_sum.low_setup(high, np.arange(16), seed=2, protocol="secagg")
+  assert setup.threshold > 4  # four colluders cannot rebuild an honest client's secrets
+  why = plane_sum.low_setup(high, np.arange(7), seed=2, protocol="secagg")
+  assert "fewer than 2 honest" in why
 
 
 def test_bad_planes_are_rejected_with_the_fix():
