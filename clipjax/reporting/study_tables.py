@@ -1,5 +1,5 @@
-"""Tables of the studies beyond the paper (`configs/studies/`): lying clients, churn and the
-invariance criteria.
+"""Tables of the studies beyond the paper (`configs/studies/`): lying clients, churn, the
+invariance criteria and method pairs (uploads that follow the link).
 
 Host side only. The runs are a sweep folder as `clipjax.reporting.sweep_tables` reads it
 (`<setting>/<method>/seed<s>`); these tables lay the settings out as a grid and measure every
@@ -295,10 +295,45 @@ def criteria_table(root: str | pathlib.Path, criteria: Sequence[str], contrast: 
   return "\n".join(out)
 
 
+def pairs_table(root: str | pathlib.Path, pairs: Sequence[Sequence[str]]) -> str:
+  """Each (method, reference) pair of every setting, paired by seed: the round-time cut
+  (1 - mean / mean over the seeds both finished, and per seed) and the accuracy delta with its
+  95% t-interval (issue 26: the bit-plane upload against fedavg and its padded counterpart).
+
+  Raises:
+    ValueError: if `root` holds no runs.
+  """
+  groups, partial = _finished_groups(root)
+  header = ["setting", "method", "against", "seeds", "mean round s", "reference round s",
+            "round-time cut", "cut per seed", "acc delta, points [95% CI, paired]"]
+  rows = []
+  for setting in sorted(groups):
+    by_method = groups[setting]
+    for method, ref in pairs:
+      if method not in by_method or ref not in by_method:
+        continue
+      per = lambda fn, m: sweep_tables._per_seed(by_method[m], fn)  # noqa: E731
+      mine, theirs = (per(summary_lib.mean_round_time, m) for m in (method, ref))
+      seeds = sorted(set(mine) & set(theirs))
+      if not seeds:
+        continue
+      delta = sweep_tables.paired_delta(per(summary_lib.final_accuracy, method),
+                                        per(summary_lib.final_accuracy, ref))
+      rows.append([setting, method, ref, len(seeds),
+                   f"{np.mean([mine[s] for s in seeds]):.4f}",
+                   f"{np.mean([theirs[s] for s in seeds]):.4f}",
+                   _pct(sweep_tables._cut(mine, theirs)),
+                   ", ".join(f"{100 * (1 - mine[s] / theirs[s]):+.1f}" for s in seeds),
+                   _delta(delta)])
+  return summary_lib.markdown_table(header, rows) + "\n" + (
+      "\n" + _partial_note(partial) if partial else "")
+
+
 def grid_table(table: Mapping, root: str | pathlib.Path, target: float) -> str:
   """The grid table a study's sweep file names in its `STUDY_TABLE` setting:
   `{"kind": "lying", "methods": [...], "rules": [...]}`, `{"kind": "churn", "methods": [...]}`
-  or `{"kind": "criteria", "criteria": [...], "contrast": "random"}`.
+  `{"kind": "criteria", "criteria": [...], "contrast": "random"}` or
+  `{"kind": "pairs", "pairs": [(method, reference), ...]}`.
 
   Raises:
     ValueError: for an unknown kind.
@@ -310,4 +345,7 @@ def grid_table(table: Mapping, root: str | pathlib.Path, target: float) -> str:
     return churn_table(root, table["methods"], target)
   if kind == "criteria":
     return criteria_table(root, table["criteria"], table.get("contrast", "random"))
-  raise ValueError(f"STUDY_TABLE kind {kind!r} is not one of 'lying', 'churn', 'criteria'")
+  if kind == "pairs":
+    return pairs_table(root, table["pairs"])
+  raise ValueError(f"STUDY_TABLE kind {kind!r} is not one of 'lying', 'churn', 'criteria', "
+                   "'pairs'")

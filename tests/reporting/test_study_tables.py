@@ -220,3 +220,43 @@ def test_criteria_table_pairs_each_criterion_with_fedavg_random_and_the_unscaled
   assert sorted(p.name for p in pngs) == ["criteria_accuracy.png", "threshold.png"]
   assert all(p.stat().st_size > 0 for p in pngs)
   assert sweep_report.study_figures(object(), tmp_path, tmp_path / "out") == []
+
+
+def test_pairs_table_measures_each_method_against_each_of_its_references(tmp_path):
+  from configs.studies import upload_planes, upload_planes_cifar10
+  for seed, (fed, pad, split) in enumerate([(2.0, 1.8, 1.5), (4.0, 3.0, 2.0)]):
+    _write_run(tmp_path, "compute_network", "fedavg", seed, [fed], [0.60 + seed / 10])
+    _write_run(tmp_path, "compute_network", "clip_network", seed, [pad], [0.58 + seed / 10])
+    _write_run(tmp_path, "compute_network", "clip_network+planes", seed, [split],
+               [0.57 + seed / 10 + seed / 100])
+  _write_run(tmp_path, "compute_network", "clip_network+planes", 2, [9.0], [0.1], finished=False)
+  table = study_tables.grid_table(upload_planes.STUDY_TABLE, tmp_path, 0.5)
+  row = lambda method, ref: [c.strip() for c in [  # noqa: E731
+      line for line in table.splitlines() if line.startswith(f"| compute_network | {method} | "
+                                                             f"{ref} |")][0].strip("|").split("|")]
+  planes = row("clip_network+planes", "fedavg")
+  assert planes[3] == "2" and planes[4] == "1.7500" and planes[5] == "3.0000"
+  assert planes[6] == "+41.7%"                 # 1 - 1.75 / 3.0
+  assert planes[7] == "+25.0, +50.0"           # 1 - 1.5/2, 1 - 2/4
+  assert planes[8].startswith("-2.50 [")       # (-3, -2) points
+  padded = row("clip_network+planes", "clip_network")
+  assert padded[6] == "+27.1%" and padded[7] == "+16.7, +33.3"  # 1 - 1.75 / 2.4
+  assert padded[8].startswith("-0.50 [")
+  assert "clip_compute+planes" not in table    # its runs are absent: the pair is left out
+  assert "Left out, not finished (1): compute_network/clip_network+planes/seed2" in table
+  assert upload_planes_cifar10.STUDY_TABLE == upload_planes.STUDY_TABLE
+
+
+def test_upload_planes_grid_is_the_paper_cell_with_the_bit_plane_arms():
+  from configs.studies import upload_planes, upload_planes_cifar10
+  runs = dict(upload_planes.get_sweep(seeds=[1]))
+  assert sorted(runs) == sorted(f"compute_network/{m}/seed1" for m in upload_planes.METHODS)
+  for name, c in runs.items():
+    arm = name.split("/")[1]
+    assert c.data.name == "femnist" and c.secagg.enabled and c.rounds == 30
+    assert (c.devices.compute_slow, c.devices.network_slow, c.devices.both_slow) == (2, 1, 1)
+    assert c.clip.upload == ("planes" if "+" in arm else "padded")
+  assert runs["compute_network/clip_network+planes/seed1"].clip.high_bits == 12
+  assert runs["compute_network/clip_network+planes8/seed1"].clip.high_bits == 8
+  cifar = dict(upload_planes_cifar10.get_sweep(seeds=[0]))
+  assert len(cifar) == 5 and all(c.data.name == "cifar10" for c in cifar.values())
