@@ -8,8 +8,8 @@ positions got the slow CPU, the slow link or both) and reads `metrics.jsonl`: in
 round, the survivor with the largest `client_time_s` paced it (the server's seconds come after
 every client's). Per scenario and method, over the seeds:
 
-  paced by a slow link   rounds whose slowest client has the slow network tier (`network` or
-                         `both` devices), %;
+  paced by a slow link   rounds whose slowest client has only the slow network tier, %;
+  paced by slow both     rounds whose slowest client has the slow CPU and the slow link, %;
   paced by a slow CPU    rounds whose slowest client has only the slow compute tier, %;
   paced by a fast device the rest, %;
   upload share           the pacing client's upload seconds / its time, mean over rounds.
@@ -37,17 +37,18 @@ from clipjax.reporting import summary as summary_lib, tables  # noqa: E402
 from clipjax.round import build  # noqa: E402
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Folder of a scripts/reproduce.py sweep.")
-KINDS = ("link", "cpu", "fast")
+KINDS = ("link", "both", "cpu", "fast")
 
 
 def device_kinds(config: dict) -> np.ndarray:
-  """str[K]: each population client's device, "link" (slow network tier, with or without the
-  slow CPU), "cpu" (slow CPU only) or "fast", rebuilt from a stored run config."""
+  """str[K]: each population client's device, "link" (slow network tier only), "both" (slow
+  link and slow CPU), "cpu" (slow CPU only) or "fast", rebuilt from a stored run config."""
   spec = config_types.ExperimentSpec.from_config(ml_collections.ConfigDict(config))
   population = build.device_population(spec)
   network = np.asarray(population.network_slow, bool)
   compute = np.asarray(population.compute_slow, bool)
-  return np.where(network, "link", np.where(compute, "cpu", "fast"))
+  return np.where(network & compute, "both",
+                  np.where(network, "link", np.where(compute, "cpu", "fast")))
 
 
 def pace(history: list[dict], kinds: np.ndarray) -> dict:
@@ -106,8 +107,9 @@ def main(argv):
     out.append({"scenario": scenario, "method": method, "seeds": m["seeds"], "rounds": rounds,
                 **{f"paced_by_{k}": pct[k] for k in KINDS}, "upload_share": share})
   print(summary_lib.markdown_table(["scenario", "method", "seeds", "rounds",
-                                    "paced by a slow link", "paced by a slow CPU",
-                                    "paced by a fast device", "upload share"], rows))
+                                    "paced by a slow link", "paced by slow both",
+                                    "paced by a slow CPU", "paced by a fast device",
+                                    "upload share"], rows))
   print(json.dumps({"sweep": str(sweep), "rows": out}))
 
 
