@@ -365,3 +365,24 @@ def test_planes_mean_nothing_to_a_method_that_decides_no_stragglers():
   c = tiny_config("fedavg")
   c.clip.upload = "planes"
   assert config_types.ExperimentSpec.from_config(c).clip.upload == "padded"
+
+
+def test_planes_under_verify_agree_with_the_protocol_through_dropouts_and_aborts(tmp_path):
+  """Every round runs both instances' protocol and its `sum` simulation (`verify_every=1`):
+  they agree bit for bit (else `SimulationMismatch` stops the run), through injected drop-outs
+  (a client that drops out drops out of both instances) and an aborted round."""
+  c = tiny_config("clip_network", protocol="secagg+", degree=4, threshold=3,
+                  allow_weak_parameters=True, verify_every=1, dropout_rate=0.2)
+  c.num_clients, c.rounds, c.eval_every = 8, 4, 0
+  c.devices.compute_slow, c.devices.network_slow = 0, 1
+  c.clip.straggler_info, c.clip.histogram_bins = "histogram", 96
+  c.clip.histogram_lo_s, c.clip.histogram_hi_s = 0.02, 4.0
+  c.clip.upload = "planes"
+  experiment.run(c, str(tmp_path))
+  rows = read_rows(tmp_path)
+  finished = [r for r in rows if "aborted" not in r]
+  assert len(finished) >= 2 and len(finished) < len(rows)  # this seed: one round aborts
+  assert all("verify" in r["secagg_seconds"] for r in finished)
+  dropped = [r for r in finished if r["secagg_dropped"] > 0]
+  assert dropped and all(r["secagg_low_survivors"] == sum(r["survivors"]) - len(
+      r.get("high_only", [])) for r in finished)
