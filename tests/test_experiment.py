@@ -301,10 +301,21 @@ def test_reports_inside_share_keys_need_secagg():
   assert config_types.ExperimentSpec.from_config(c).clip.broadcast == "own_message"
 
 
-def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path):
+def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path, monkeypatch):
   """`clip.upload=planes` (issue 26): the network straggler the histogram flags sends only the
-  high plane; every client is charged the bits it sends, against the same round padded."""
+  high plane; every client is charged the bits it sends, against the same round padded, and
+  reports its time at full precision."""
   from clipjax import models
+  from clipjax.clock import charges as charges_lib
+  reported = []  # (round's high-only flags, seconds added to each client's report)
+  full_net = charges_lib.PlaneCharges.full_precision_net
+
+  def spy(self, times, charge, num_params, histogram_words=0):
+    out = full_net(self, times, charge, num_params, histogram_words)
+    reported.append((~np.asarray(self.low, bool), out - times.report_net))
+    return out
+
+  monkeypatch.setattr(charges_lib.PlaneCharges, "full_precision_net", spy)
   from clipjax.clip import histogram as histogram_lib
   from clipjax.secagg import planes
 
@@ -343,6 +354,11 @@ def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path)
                                                       rel=1e-6)
   assert split[1]["round_time_s"] < padded[1]["round_time_s"]  # the straggler set the pace
   assert split[0]["stragglers"] == [] and "high_only" not in split[0]
+  # Each round's reports went through the full-precision time: the high-only client's report
+  # carries the low plane it skipped (seconds > 0), the others' nothing.
+  assert len(reported) == 3
+  for skipped, added in reported[1:]:
+    assert list(np.flatnonzero(skipped)) == [2] and added[2] > 0 and not added[skipped == 0].any()
 
 
 @pytest.mark.parametrize("change, match", [

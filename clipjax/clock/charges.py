@@ -72,12 +72,15 @@ class PlaneCharges:
     high_ring, low_ring: bits of each instance's ring (`secagg.planes.ring_bits`).
     low: bool[C] clients in the low instance (they send the low plane too).
     low_streams: int[C] their low-instance streams (1 + neighbours there; 0 elsewhere).
+    full_low_ring: the low ring were every client in it (a report's full-precision time;
+      default `low_ring`).
   """
 
   high_ring: int
   low_ring: int
   low: np.ndarray
   low_streams: np.ndarray
+  full_low_ring: int | None = None
 
   def upload_bytes(self, num_params: int, histogram_words: int = 0) -> np.ndarray:
     """f64[C] bytes each client uploads: its high plane, and its low plane if it sends one."""
@@ -103,7 +106,8 @@ class PlaneCharges:
     A time report ranks clients at full precision, as `fit_full` ranks them at full width."""
     skipped = ~np.asarray(self.low, bool)
     per_byte = times.upload / np.maximum(charge.upload_bytes, 1.0)
-    upload = per_byte * planes_lib.wire_bytes(num_params, self.low_ring)
+    ring = self.low_ring if self.full_low_ring is None else self.full_low_ring
+    upload = per_byte * planes_lib.wire_bytes(num_params, ring)
     masks = times.blinding * (num_params + 1) / (num_params + 1 + histogram_words)
     return times.report_net + np.where(skipped, upload + masks, 0.0)
 

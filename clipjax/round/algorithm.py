@@ -223,7 +223,9 @@ def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | Non
     streams[members] = [1 + len(low.neighbours(i)) for i in range(len(members))]
   rings = (planes_lib.ring_bits(num, "high", low_bits, secure.bits),
            planes_lib.ring_bits(max(len(members), 1), "low", low_bits, secure.bits))
-  charges = charges_lib.PlaneCharges(rings[0], rings[1], in_low, streams)
+  charges = charges_lib.PlaneCharges(
+      rings[0], rings[1], in_low, streams,
+      full_low_ring=planes_lib.ring_bits(num, "low", low_bits, secure.bits))
   return (low, members), charges
 
 

@@ -70,8 +70,9 @@ class Plane:
 
   @property
   def encoder_key(self) -> "Plane":
-    """This plane with the ring set aside (32): what the encoder depends on, so one compiled
-    encoder serves every ring (the low ring changes with the low instance's size)."""
+    """This plane with the ring set aside (32): what the encoder depends on, so the ring adds
+    no compilation of its own. (A low instance of another size still compiles its chunk shape
+    once: its chunks have as many rows as it has members.)"""
     return dataclasses.replace(self, ring=32)
 
   def __post_init__(self):

@@ -1,5 +1,7 @@
 """The virtual clock: per-method charges (DESIGN 2.1) and `ClockModel` against hand arithmetic."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -179,5 +181,26 @@ def test_a_high_only_client_reports_its_time_at_full_precision():
   np.testing.assert_allclose(got[[0, 2]], times.report_net[[0, 2]])  # they sent both planes
   low_s = 8.0 * -(-D * 18 // 8) / 8e5   # client 1's skipped low plane on its slow link
   np.testing.assert_allclose(got[1], times.report_net[1] + low_s + times.blinding[1])
+  # With 2 histogram words: its masks were over D + 3 words a stream, the skipped ones D + 1;
+  # the report counts the low ring of the whole cohort (19 bits, say), not this round's.
+  wide = dataclasses.replace(planes, full_low_ring=19)
+  charge = _charges(secure=True, prg_streams=np.array([4, 4, 4]), histogram_words=2,
+                    planes=wide)
+  times = devices.client_times(profile, fit_flops=np.full(3, 1e8), upload_bytes=charge.upload_bytes,
+                               download_bytes=charge.download_bytes,
+                               mask_expansion_flops=charge.mask_words * 64.0,
+                               protocol_messages=charge.messages)
+  got = wide.full_precision_net(times, charge, D, histogram_words=2)
+  low_s = 8.0 * -(-D * 19 // 8) / 8e5
+  np.testing.assert_allclose(got[1], times.report_net[1] + low_s
+                             + times.blinding[1] * (D + 1) / (D + 3))
+  # No low instance ran: everybody reports the low plane it did not send.
   gone = planes.without_low()
   assert not gone.low.any() and not gone.low_streams.any()
+  none = _charges(secure=True, prg_streams=np.array([4, 4, 4]), planes=gone)
+  times = devices.client_times(profile, fit_flops=np.full(3, 1e8), upload_bytes=none.upload_bytes,
+                               download_bytes=none.download_bytes,
+                               mask_expansion_flops=none.mask_words * 64.0,
+                               protocol_messages=none.messages)
+  added = gone.full_precision_net(times, none, D) - times.report_net
+  np.testing.assert_allclose(added, 8.0 * -(-D * 18 // 8) / profile.uplink_bps + times.blinding)
