@@ -44,6 +44,7 @@ References:
 """
 
 from clipjax.secagg.aggregate import MAX_DIM, SecAggStats, SecureSumResult, weight_codes
+from clipjax.secagg.chunk_input import ChunkKeys, masked_partial
 from clipjax.secagg.fast_sum import SimulationMismatch, check_same_fields
 from clipjax.secagg.host_crypto import sealed_size
 from clipjax.secagg.params import SecAggParameters, ThreatModel, choose_parameters, failure_bounds
@@ -51,8 +52,7 @@ from clipjax.secagg.protocol import (SIMULATE, SIMULATE_MODES, STAGES, Dropouts,
                                      RoundSetup, ServerTranscript, open_from_peer,
                                      seal_for_peer, setup_round)
 from clipjax.secagg.quantize import check_bits, max_safe_bits
-from clipjax.secagg.stream import (ChunkKeys, SecureSumStream, masked_partial, secure_sum,
-                                   secure_sum_tree)
+from clipjax.secagg.stream import SecureSumStream, secure_sum, secure_sum_tree
 
 __all__ = [
     "MAX_DIM", "SIMULATE", "SIMULATE_MODES", "STAGES", "ChunkKeys", "Dropouts", "RoundAborted",

@@ -9,8 +9,9 @@ fed chunk by chunk: client u's masked input depends only on its own seeds and it
 U2, not on whether its neighbours send, so the masked inputs of any group of clients can be
 computed and summed on their own, and the server's uint32 total is the same however the senders
 are split. Live memory is one chunk's ``[N, D + 1]`` words plus the keystream budget, never
-``C x D``. :func:`masked_partial` blinds a chunk from its :class:`ChunkKeys` alone (another
-process can run it); :func:`secure_sum` is the stream fed with all clients at once.
+``C x D``. A chunk's side (its :class:`ChunkKeys`, encoding, blinding and
+:func:`masked_partial`, which another process can run) is :mod:`clipjax.secagg.chunk_input`;
+:func:`secure_sum` is the stream fed with all clients at once.
 
 The setup's ``simulate`` mode (:data:`clipjax.secagg.SIMULATE_MODES`) picks what runs: under
 ``sum`` the stages make the protocol's public decisions without secrets and the chunks are
@@ -27,7 +28,6 @@ References:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
 import time
 from typing import Any
@@ -36,30 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clipjax.secagg import blinding, fast_sum, planes, quantize, stages
+from clipjax.secagg import blinding, chunk_input, fast_sum, planes, stages
 from clipjax.secagg import params as params_lib
-from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_budget, check_dim,
+from clipjax.secagg.aggregate import (SecAggStats, SecureSumResult, check_dim,
                                       check_options, check_rng, decode_sum, noise_keys,
                                       setup_for, updates_shape)
+from clipjax.secagg.chunk_input import ChunkKeys
 from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
 
 
-def _sent_encoded(updates: jax.Array, sent: jax.Array, *args, clip: float, bits: int,
-                  chunk_words: int, plane: planes.Plane | None = None) -> jax.Array:
-  """:func:`blinding.encode_rows` of a padded chunk; rows that send nothing encode zeros."""
-  x = jnp.where(sent[:, None], updates.astype(jnp.float32), jnp.zeros((), jnp.float32))
-  return blinding.encode_rows(x, *args, clip=clip, bits=bits, chunk_words=chunk_words,
-                              plane=plane)
-
-
-# The one encoder of every simulate mode: both call this jitted function with the same chunk
-# shapes, so they run one executable and their codes agree bit for bit.
-_encoded_rows = jax.jit(_sent_encoded, static_argnames=("clip", "bits", "chunk_words", "plane"))
-_to_ring = jax.jit(planes.to_ring, static_argnames=("ring", "dim"))
-_add_blinds = jax.jit(blinding.add_blinds, static_argnames=("chunk_words",), donate_argnums=0)
 _accumulate = jax.jit(lambda total, messages, sent: total + blinding.server_sum(messages, sent))
-_finite_rows = jax.jit(lambda x: jnp.all(jnp.isfinite(x), axis=1))
-_server_sum = jax.jit(blinding.server_sum)
 _unblind = jax.jit(blinding.unblind, static_argnames=("chunk_words",))
 
 
@@ -69,96 +55,6 @@ def _timer(seconds: dict[str, float], name: str):
   start = time.perf_counter()
   yield
   seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-@dataclasses.dataclass(frozen=True)
-class ChunkKeys:
-  """The key material one chunk of clients needs to blind its inputs.
-
-  Plain numpy arrays, so another process can receive them: made by
-  :meth:`SecureSumStream.client_keys`, used by :func:`masked_partial`.
-
-  Under ``simulate=sum`` (``blinded`` False) there is nothing to blind with: ``self_keys`` are
-  zeros and there are no edges.
-
-  Attributes:
-    ids: int64 ``[N]`` the chunk's client ids: row i of its updates is client ``ids[i]``.
-    sends: bool ``[N]``: the client is in U2 and did not drop before MaskedInputCollection; the
-      other rows get no keys and send nothing.
-    weight_codes: uint32 ``[N]`` public weight codes r.
-    noise_keys: uint32 ``[N, 8]`` stochastic-rounding keys (zeros where the row sends nothing).
-    self_keys: uint32 ``[N, 8]`` self-blind seeds ``b_u`` (zeros where the row sends nothing).
-    edge_keys: uint32 ``[E, 8]`` pairwise seeds ``s_uv`` of the graph edges inside U2 that touch
-      a sending row, then dummy edges (zero keys, both rows N) up to a count fixed by N and the
-      public graph, so chunks of one length share one compiled shape.
-    edge_lo, edge_hi: int32 ``[E]`` row of each edge's lower (upper) endpoint, or N where that
-      endpoint is not a sending row of this chunk.
-    blinded: the rows blind their codes (False under ``simulate=sum``: they send them as they
-      are, and the partial sum is already unmasked).
-    plane: the bit plane the stream sums (:mod:`clipjax.secagg.planes`), None: whole codes.
-  """
-  ids: np.ndarray
-  sends: np.ndarray
-  weight_codes: np.ndarray
-  noise_keys: np.ndarray
-  self_keys: np.ndarray
-  edge_keys: np.ndarray
-  edge_lo: np.ndarray
-  edge_hi: np.ndarray
-  blinded: bool = True
-  plane: planes.Plane | None = None
-
-
-def _edge_bound(setup: RoundSetup, rows: int) -> int:
-  """The most graph edges that N = ``rows`` clients can touch; a chunk's edges are padded to it.
-
-  It depends only on public parameters (C, k, the graph), so every chunk of N ids, in every
-  round of the same C and k, has one shape and compiles once. The dummy edges cost keystream
-  work where clients dropped out (about twice the drop-out fraction) or where the chunk's
-  clients are each other's neighbours.
-  """
-  c, k, total = setup.num_clients, setup.degree, len(setup.edges)
-  bound = min(rows * k, total)  # each edge touching the rows is one of their k per row
-  if k == c - 1:  # complete graph: the edges among the other C - N clients never touch them
-    bound = min(bound, total - (c - rows) * (c - rows - 1) // 2)
-  return bound
-
-
-def _chunk_messages(keys: ChunkKeys, updates: jax.Array, *, clip: float, bits: int,
-                    budget_words: int) -> tuple[jax.Array | None, np.ndarray, np.ndarray]:
-  """MaskedInputCollection of one chunk on the device.
-
-  Returns:
-    (uint32 ``[N, D + 1]`` masked messages (the codes themselves when ``keys.blinded`` is
-    False), or None if no row sends; bool ``[N]`` rows that send; bool ``[N]`` rows that would
-    send but whose update is not finite). Rows that send nothing hold junk and must never be
-    summed.
-  """
-  num, dim = updates.shape
-  if not keys.sends.any():
-    return None, np.zeros(num, bool), np.zeros(num, bool)
-  finite = np.asarray(_finite_rows(updates))
-  sent, nonfinite = keys.sends & finite, keys.sends & ~finite
-  if not sent.any():
-    return None, sent, nonfinite
-  scale_hi, scale_lo = quantize.scale_pair(keys.weight_codes, clip)
-  messages = _encoded_rows(
-      updates, jnp.asarray(sent), jnp.asarray(scale_hi), jnp.asarray(scale_lo),
-      jnp.asarray(keys.weight_codes), jnp.asarray(keys.noise_keys), clip=clip, bits=bits,
-      chunk_words=blinding.chunk_words_for(num, dim + 1, budget_words),
-      plane=None if keys.plane is None else keys.plane.encoder_key)
-  if keys.blinded:
-    messages = _add_blinds(
-        messages, jnp.asarray(keys.self_keys), jnp.asarray(keys.edge_keys),
-        jnp.asarray(keys.edge_lo), jnp.asarray(keys.edge_hi),
-        chunk_words=blinding.chunk_words_for(num + len(keys.edge_keys), dim + 1, budget_words))
-  if keys.plane is not None:  # a plane's masked words travel modulo its ring
-    messages = _to_ring(messages, ring=keys.plane.ring, dim=dim)
-  return messages.block_until_ready(), sent, nonfinite
-
-
-def _ids_where(ids: np.ndarray, which: np.ndarray) -> tuple[int, ...]:
-  return tuple(sorted(ids[which].tolist()))
 
 
 def _unmasked_sum(total: jax.Array, unmasking: stages.UnmaskingKeys,
@@ -180,47 +76,6 @@ def _dropped(setup: RoundSetup, shared: stages.SharedKeys, masked: stages.Masked
           "share_keys": tuple(sorted(setup.dropouts["share_keys"] & advertised)),
           "masked_input": tuple(sorted(setup.dropouts["masked_input"] & set(shared.clients))),
           "unmasking": tuple(sorted(set(masked.senders) - set(unmasking.revealers)))}
-
-
-def masked_partial(keys: ChunkKeys, updates, *, clip: float, bits: int,
-                   budget_words: int = blinding.DEFAULT_BUDGET_WORDS,
-                   ) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
-  """The sum of one chunk's masked inputs: what the server adds for these clients.
-
-  Pure: it needs only the chunk's keys, so it can run in another process; hand its result to
-  :meth:`SecureSumStream.add_partial`. ``clip`` and ``bits`` must be the stream's.
-
-  Args:
-    keys: the chunk's :class:`ChunkKeys` (:meth:`SecureSumStream.client_keys`).
-    updates: float ``[N, D]`` updates, row i of client ``keys.ids[i]``; rows that are not
-      finite send nothing (drop-outs), rows without keys are ignored.
-    clip: clipping bound c.
-    bits: quantisation bits b.
-    budget_words: live keystream words per chunk.
-
-  Returns:
-    (uint32 ``[D + 1]`` sum mod 2^32 of the senders' masked inputs, sorted ids of the senders,
-    sorted ids whose update was not finite).
-
-  Raises:
-    ValueError: on keys that are not a :class:`ChunkKeys`, a bad clip, bits or budget, or
-      updates that do not have one row per id.
-  """
-  if not isinstance(keys, ChunkKeys):
-    raise ValueError(f"keys must be the ChunkKeys of SecureSumStream.client_keys(ids), got "
-                     f"{type(keys).__name__}")
-  clip = quantize.check_clip(clip)
-  quantize.check_bits(1, bits)
-  check_budget(budget_words)
-  num, dim = updates_shape(updates)
-  if num != len(keys.ids):
-    raise ValueError(f"updates has {num} rows but the keys are for {len(keys.ids)} clients; "
-                     "pass one row per id of the keys, in their order")
-  messages, sent, nonfinite = _chunk_messages(keys, jnp.asarray(updates), clip=clip, bits=bits,
-                                              budget_words=budget_words)
-  total = (np.zeros(dim + 1, np.uint32) if messages is None
-           else np.asarray(_server_sum(messages, jnp.asarray(sent))))
-  return total, _ids_where(keys.ids, sent), _ids_where(keys.ids, nonfinite)
 
 
 class SecureSumStream:
@@ -371,7 +226,7 @@ class SecureSumStream:
                        edge_keys=np.zeros((0, 8), np.uint32), edge_lo=no_edges,
                        edge_hi=no_edges, blinded=False, plane=self._plane)
     keys = stages.blinding_keys(self.setup, self._shared, ids, sends, self._edges)
-    pad = _edge_bound(self.setup, len(ids)) - len(keys.edge_keys)  # dummies add nothing
+    pad = chunk_input.edge_bound(self.setup, len(ids)) - len(keys.edge_keys)  # dummies add nothing
     return ChunkKeys(ids=ids, sends=sends, weight_codes=self._codes[ids], noise_keys=noise,
                      self_keys=keys.self_keys,
                      edge_keys=np.concatenate([keys.edge_keys, np.zeros((pad, 8), np.uint32)]),
@@ -406,7 +261,7 @@ class SecureSumStream:
     with _timer(self._seconds, "masked_input_host"):
       keys = self.client_keys(ids)
     with _timer(self._seconds, "masked_input_device"):
-      messages, sent, nonfinite = _chunk_messages(keys, jnp.asarray(updates), clip=self._clip,
+      messages, sent, nonfinite = chunk_input.chunk_messages(keys, jnp.asarray(updates), clip=self._clip,
                                                   bits=self._bits, budget_words=self._budget)
     if messages is not None:
       with _timer(self._seconds, "server_sum"):
@@ -504,7 +359,7 @@ class SecureSumStream:
         total_f, weight_total, mean = decode_sum(encoded, len(masked.senders), self._clip,
                                                   self._bits, self._scale)
       else:  # the plane's exact sum; planes.combine decodes both instances together
-        encoded = np.asarray(_to_ring(jnp.asarray(encoded), ring=self._plane.ring,
+        encoded = np.asarray(chunk_input.to_ring(jnp.asarray(encoded), ring=self._plane.ring,
                                       dim=self.dim))
         total_f = mean = np.zeros(0)
         weight_total = int(encoded[self.dim]) / ((1 << self._bits) - 1) * self._scale

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from clipjax import secagg
-from clipjax.secagg import fast_sum, params
+from clipjax.secagg import chunk_input, fast_sum, params
 from clipjax.secagg import stream as stream_lib
 
 N, DIM = 15, 37  # the shapes of tests/secagg/test_stream.py
@@ -154,7 +154,7 @@ def test_sum_never_blinds(monkeypatch):
   def no_blinds(*args, **kwargs):
     raise AssertionError("simulate=sum must not blind")
 
-  monkeypatch.setattr(stream_lib, "_add_blinds", no_blinds)
+  monkeypatch.setattr(chunk_input, "add_blinds", no_blinds)
   x, w = _inputs(3)
   res = secagg.secure_sum(x, w, max_weight=100.0, seed=3, threat=THREAT, simulate="sum")
   assert res.survivors.sum() == N - 2  # all but the non-finite rows

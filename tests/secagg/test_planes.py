@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clipjax import secagg
-from clipjax.secagg import aggregate, blinding, chacha, plane_sum, planes, quantize
+from clipjax.secagg import aggregate, blinding, chacha, chunk_input, plane_sum, planes, quantize
 from clipjax.secagg import stream as stream_lib
 
 BITS, HIGH = 24, 12
@@ -194,7 +194,7 @@ def test_the_server_sees_uniform_ring_words_and_no_plane_of_any_client():
     setup = secagg.setup_round(n, protocol="secagg", seed=1)
     s = stream_lib.SecureSumStream(setup, dim=dim, bits=BITS, rng=jax.random.key(1),
                                    noise_ids=members, plane=planes.Plane(which, LOW, ring))
-    sent, _, _ = stream_lib.masked_partial(s.client_keys([0]), x[:1], clip=1.0, bits=BITS)
+    sent, _, _ = chunk_input.masked_partial(s.client_keys([0]), x[:1], clip=1.0, bits=BITS)
     y = sent[:dim].astype(np.int64)
     assert y.max() < 2 ** ring
     counts = np.bincount(y >> (ring - 4), minlength=16)  # top 4 bits of the ring word
@@ -203,7 +203,7 @@ def test_the_server_sees_uniform_ring_words_and_no_plane_of_any_client():
     unsent = secagg.setup_round(n, protocol="secagg", seed=1, simulate="sum")
     plain = stream_lib.SecureSumStream(unsent, dim=dim, bits=BITS, rng=jax.random.key(1),
                                        noise_ids=members, plane=planes.Plane(which, LOW, ring))
-    word, _, _ = stream_lib.masked_partial(plain.client_keys([0]), x[:1], clip=1.0, bits=BITS)
+    word, _, _ = chunk_input.masked_partial(plain.client_keys([0]), x[:1], clip=1.0, bits=BITS)
     assert np.mean(word[:dim] == sent[:dim]) < 1e-3  # the plane itself never shows
     assert abs(np.corrcoef(y.astype(np.float64), x[0])[0, 1]) < 0.05
 

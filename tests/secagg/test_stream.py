@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from clipjax import secagg
-from clipjax.secagg import aggregate, blinding, params, planes, quantize
-from clipjax.secagg import stream as stream_lib
+from clipjax.secagg import aggregate, blinding, chunk_input, params, planes, quantize
 
 DIM = 37
 _encode_inputs = jax.jit(blinding.encode_inputs, static_argnames=("clip", "bits"))
@@ -108,12 +107,12 @@ def test_chunked_sum_is_bit_identical_to_one_shot(protocol, seed):
   np.testing.assert_array_equal(one_shot.encoded_sum,
                                 _oracle(x, one_shot.survivors, seed, w, 100.0))
   for size in (1, 3, 7, N):
-    shapes, before = set(), stream_lib._add_blinds._cache_size()
+    shapes, before = set(), chunk_input.add_blinds._cache_size()
     res = _outcome(lambda: _streamed(x, w, drops, protocol, seed, size, shapes))
     # Chunks of one length have one shape (edges padded to a public bound): one compile at
     # most per run (none for size N: the one-shot path is the stream with all C rows).
     assert len(shapes) == 1, shapes
-    assert stream_lib._add_blinds._cache_size() - before <= (size != N)
+    assert chunk_input.add_blinds._cache_size() - before <= (size != N)
     _assert_same_result(res, one_shot)
     assert res.setup.server.masked_inputs is None  # the stream keeps no masked inputs
     assert res.setup.server.masked_ids == tuple(np.flatnonzero(res.survivors))
@@ -129,7 +128,7 @@ def test_masked_total_is_the_same_for_any_split_and_partials_equal_add():
     out = []
     for ids in _chunks(n, size, split_seed):
       keys = pickle.loads(pickle.dumps(stream.client_keys(ids)))  # as another process would
-      out.append(stream_lib.masked_partial(keys, x[ids], clip=1.0, bits=16))
+      out.append(chunk_input.masked_partial(keys, x[ids], clip=1.0, bits=16))
     return out
 
   def masked_total(parts):
@@ -238,7 +237,7 @@ def test_the_codes_do_not_depend_on_the_chunk_length():
   args = (jnp.asarray(x), jnp.ones(5, bool), jnp.asarray(hi), jnp.asarray(lo),
           jnp.asarray(codes), jnp.asarray(rng.integers(0, 2**32, (5, 8), dtype=np.uint32)))
   for plane in (None, planes.Plane("high", 6, 13), planes.Plane("low", 6, 11)):
-    outs = [np.asarray(stream_lib._encoded_rows(*args, clip=1.0, bits=16, chunk_words=w,
+    outs = [np.asarray(chunk_input.encoded_rows(*args, clip=1.0, bits=16, chunk_words=w,
                                                 plane=plane))
             for w in (blinding.chunk_words_for(5, 1_001, 5 * 16 * b) for b in (7, 20, 63))]
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
