@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _cli  # noqa: E402
 
 from clipjax import config_types  # noqa: E402
-from clipjax.reporting import summary as summary_lib, tables  # noqa: E402
+from clipjax.reporting import summary as summary_lib, sweep_tables  # noqa: E402
 from clipjax.round import build  # noqa: E402
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Folder of a scripts/reproduce.py sweep.")
@@ -70,30 +70,22 @@ def pace(history: list[dict], kinds: np.ndarray) -> dict:
   return {"counts": dict(counts), "upload_share": shares}
 
 
-def runs(sweep: pathlib.Path) -> list[tuple[str, str, pathlib.Path]]:
-  """(scenario, method, folder) of every run under the sweep with metrics and a config."""
-  out = []
-  for metrics in sorted(sweep.glob("*/*/seed*/metrics.jsonl")):
-    folder = metrics.parent
-    if (folder / "config.json").exists():
-      out.append((folder.parent.parent.name, folder.parent.name, folder))
-  return out
-
-
 def main(argv):
   if len(argv) > 1 or not _SWEEP.value:
     sys.exit("usage: pace_setters.py --sweep <folder of a scripts/reproduce.py sweep>")
   sweep = pathlib.Path(_SWEEP.value)
-  found = runs(sweep)
+  try:
+    found = [run for run in sweep_tables.load_sweep(sweep) if run.config]
+  except ValueError:
+    found = []
   if not found:
     sys.exit(f"error: no run folders (<scenario>/<method>/seed<s>/ with metrics.jsonl and "
              f"config.json) under {sweep}; run scripts/reproduce.py first.")
   merged: dict = {}
-  for scenario, method, folder in found:
-    _, history = tables.load_run(folder)
-    got = pace(history, device_kinds(json.loads((folder / "config.json").read_text())))
-    m = merged.setdefault((scenario, method), {"counts": collections.Counter(), "share": [],
-                                               "seeds": 0})
+  for run in found:
+    got = pace(run.history, device_kinds(run.config))
+    m = merged.setdefault((run.scenario, run.method), {"counts": collections.Counter(),
+                                                       "share": [], "seeds": 0})
     m["counts"].update(got["counts"])
     m["share"] += got["upload_share"]
     m["seeds"] += 1

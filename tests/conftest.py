@@ -34,14 +34,20 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 _SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 
 
+_LOADED_SCRIPTS: dict = {}
+
+
 @pytest.fixture
 def script():
-  """`script(name)`: `scripts/<name>.py` imported as a module (its flags are not parsed)."""
+  """`script(name)`: `scripts/<name>.py` imported as a module (its flags are not parsed), once
+  per process: absl defines a script's flags once."""
   def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    if str(_SCRIPTS) not in sys.path:
-      sys.path.insert(0, str(_SCRIPTS))  # the scripts import their _cli sibling
-    spec.loader.exec_module(module)
-    return module
+    if name not in _LOADED_SCRIPTS:
+      spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
+      module = importlib.util.module_from_spec(spec)
+      if str(_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(_SCRIPTS))  # the scripts import their _cli sibling
+      spec.loader.exec_module(module)
+      _LOADED_SCRIPTS[name] = module
+    return _LOADED_SCRIPTS[name]
   return load

@@ -310,8 +310,8 @@ def test_planes_upload_follows_the_link_and_is_charged_its_packed_bits(tmp_path,
   reported = []  # (round's high-only flags, seconds added to each client's report)
   full_net = charges_lib.PlaneCharges.full_precision_net
 
-  def spy(self, times, charge, num_params, histogram_words=0):
-    out = full_net(self, times, charge, num_params, histogram_words)
+  def spy(self, times, charge, num_params):
+    out = full_net(self, times, charge, num_params)
     reported.append((~np.asarray(self.low, bool), out - times.report_net))
     return out
 

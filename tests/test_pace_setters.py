@@ -6,23 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from configs import base
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def report():
-  """The script imported once (its absl flags may be defined once per process)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("pace_setters", ROOT / "scripts" /
-                                                "pace_setters.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(ROOT / "scripts"))  # it imports its _cli sibling
-  spec.loader.exec_module(module)
-  return module
 
 
 def _row(times, upload, survivors=None, **extra):
@@ -31,7 +18,8 @@ def _row(times, upload, survivors=None, **extra):
           "survivors": survivors or [True] * n, **extra}
 
 
-def test_the_slowest_survivor_paces_the_round_by_its_device(report):
+def test_the_slowest_survivor_paces_the_round_by_its_device(script):
+  report = script("pace_setters")
   kinds = np.array(["fast", "cpu", "link", "both"])
   history = [
       _row([1.0, 2.0, 3.0, 1.0], [0.1, 0.1, 1.5, 0.1]),                     # the slow link
@@ -45,7 +33,8 @@ def test_the_slowest_survivor_paces_the_round_by_its_device(report):
   np.testing.assert_allclose(got["upload_share"], [0.5, 0.25, 0.3 / 9.0])
 
 
-def test_device_kinds_follow_the_configured_counts(report):
+def test_device_kinds_follow_the_configured_counts(script):
+  report = script("pace_setters")
   c = base.get_config()
   c.num_clients = 20
   c.devices.compute_slow, c.devices.network_slow, c.devices.both_slow = 2, 1, 1

@@ -366,7 +366,7 @@ def decide_stragglers(method, *, setup, reported: np.ndarray, fit: np.ndarray, n
       raise ValueError("clip.upload='planes' decides from the summed time histograms: set "
                        "clip.straggler_info='histogram' (or 'auto' under SecAgg)")
     t_star, _ = histograms.stars(keep.straggler_fraction)
-    rho_min = keep.rho_min if keep.rho_min is not None else float(keep.table.rho[0])
+    rho_min = float(keep_lib.rho_floor(keep.rho_min, keep.table))
     high_only = (network_stragglers(is_straggler, fit, net, t_star, rho_min)
                  if np.isfinite(t_star) else np.zeros(num, bool))
     fields["high_only"] = np.flatnonzero(high_only).tolist()

@@ -185,6 +185,12 @@ def target_rho(
   return jnp.where(decision.is_straggler, rho, 1.0)
 
 
+def rho_floor(rho_min, table: FlopTable):
+  """The smallest kept-FLOP fraction a straggler may train: `rho_min`, or by default the
+  table's FLOP fraction at its smallest p."""
+  return table.rho[0] if rho_min is None else rho_min
+
+
 def keep_fraction(
     decision: StragglerDecision,
     own_fit,
@@ -208,7 +214,6 @@ def keep_fraction(
   Returns:
     f32[] keep fraction in [p_min, 1].
   """
-  if rho_min is None:
-    rho_min = table.rho[0]
+  rho_min = rho_floor(rho_min, table)
   rho = target_rho(decision, own_fit, own_net, method=method, rho_min=rho_min)
   return jnp.where(decision.is_straggler, keep_fraction_from_table(rho, table), 1.0)

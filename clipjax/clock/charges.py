@@ -74,6 +74,7 @@ class PlaneCharges:
     low_streams: int[C] their low-instance streams (1 + neighbours there; 0 elsewhere).
     full_low_ring: the low ring were every client in it (a report's full-precision time;
       default `low_ring`).
+    histogram_words: time-histogram words in the high plane (`RoundCharger.histogram_words`).
   """
 
   high_ring: int
@@ -81,10 +82,11 @@ class PlaneCharges:
   low: np.ndarray
   low_streams: np.ndarray
   full_low_ring: int | None = None
+  histogram_words: int = 0
 
-  def upload_bytes(self, num_params: int, histogram_words: int = 0) -> np.ndarray:
+  def upload_bytes(self, num_params: int) -> np.ndarray:
     """f64[C] bytes each client uploads: its high plane, and its low plane if it sends one."""
-    high = planes_lib.wire_bytes(num_params, self.high_ring, 1 + histogram_words)
+    high = planes_lib.wire_bytes(num_params, self.high_ring, 1 + self.histogram_words)
     low = planes_lib.wire_bytes(num_params, self.low_ring)
     return high + np.where(np.asarray(self.low, bool), float(low), 0.0)
 
@@ -98,8 +100,8 @@ class PlaneCharges:
     none = np.zeros_like(np.asarray(self.low, bool))
     return dataclasses.replace(self, low=none, low_streams=np.zeros_like(self.low_streams))
 
-  def full_precision_net(self, times: devices.ClientTimes, charge: "Charges", num_params: int,
-                         histogram_words: int = 0) -> np.ndarray:
+  def full_precision_net(self, times: devices.ClientTimes, charge: "Charges",
+                         num_params: int) -> np.ndarray:
     """f64[C] `times.report_net` as if every client had sent both planes: a client that sent
     only the high plane adds the seconds its low plane would have taken on its own link (its
     upload seconds per byte) and its masks (about its high instance's: D + 1 words a stream).
@@ -108,7 +110,7 @@ class PlaneCharges:
     per_byte = times.upload / np.maximum(charge.upload_bytes, 1.0)
     ring = self.low_ring if self.full_low_ring is None else self.full_low_ring
     upload = per_byte * planes_lib.wire_bytes(num_params, ring)
-    masks = times.blinding * (num_params + 1) / (num_params + 1 + histogram_words)
+    masks = times.blinding * (num_params + 1) / (num_params + 1 + self.histogram_words)
     return times.report_net + np.where(skipped, upload + masks, 0.0)
 
 
@@ -169,6 +171,10 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
   if planes is not None and (not secure or upload_vectors != 1):
     raise ValueError("planes split a SecAgg upload of one vector: they need secure=True and "
                      "upload_vectors=1")
+  if planes is not None and planes.histogram_words != histogram_words:
+    raise ValueError(f"planes.histogram_words={planes.histogram_words} differs from "
+                     f"histogram_words={histogram_words}: build the PlaneCharges with the "
+                     "round's histogram words")
   if secure:
     upload = WORD_BYTES * ((full + 1) * upload_vectors + histogram_words)
     download = WORD_BYTES * (full + histogram_words)
@@ -176,7 +182,7 @@ def charges(*, kept_units: Mapping[str, np.ndarray], kept_params: np.ndarray, nu
     mask_words = np.broadcast_to(np.asarray(prg_streams, np.float64), (num,)) * (
         (num_params + 1) * upload_vectors + histogram_words)
     if planes is not None:
-      upload = planes.upload_bytes(num_params, histogram_words)
+      upload = planes.upload_bytes(num_params)
       mask_words = mask_words + planes.low_mask_words(num_params)
   else:
     upload = WORD_BYTES * (kept_params + 1)  # the trained coordinates and the weight

@@ -136,17 +136,17 @@ def _open_round(setting: RoundSetting, state: RunState, r: int, ids: np.ndarray)
       sends_reference=setting.server_reference and int(state.server.round) > 0)
 
 
-def _report_net(times, charged, planes, num_params: int, charger) -> np.ndarray:
+def _report_net(times, charged, planes, num_params: int) -> np.ndarray:
   """The `net` each client reports (`ClientTimes.report_net`); under `clip.upload=planes` at
   full precision, as if it had sent both planes, so T* and each client's own test rank the
   same configuration every round (`PlaneCharges.full_precision_net`)."""
   if planes is None:
     return times.report_net
-  return planes.full_precision_net(times, charged, num_params, charger.histogram_words)
+  return planes.full_precision_net(times, charged, num_params)
 
 
 def _abort(setting: RoundSetting, state: RunState, rnd: _Round, err, charged, row: dict, *,
-           measured: bool, planes=None, charger=None) -> tuple[RunState, dict]:
+           measured: bool, planes=None) -> tuple[RunState, dict]:
   """Closes an aborted round; `measured`: the clients trained, so their times are known."""
   times = setting.clock.times(rnd.index, charged, rnd.ids)
   round_s = round_time.aborted_round_seconds(times, err.stage, err.participants,
@@ -154,7 +154,7 @@ def _abort(setting: RoundSetting, state: RunState, rnd: _Round, err, charged, ro
   row = record.aborted(row, err, times, charged, round_s, state.virtual_time,
                        setting.server.seconds)
   reports = (state.reports.update(rnd.ids, times.fit_full,
-                                  _report_net(times, charged, planes, rnd.num_params, charger))
+                                  _report_net(times, charged, planes, rnd.num_params))
              if measured else state.reports)
   return dataclasses.replace(state, reports=reports,
                              virtual_time=state.virtual_time + round_s), row
@@ -203,7 +203,8 @@ def _scores(setting: RoundSetting, state: RunState, rnd: _Round,
   return refs, scores
 
 
-def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | None):
+def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | None,
+                 histogram_words: int):
   """`clip.upload=planes`: (the low instance's `plane_sum.low_setup` result, its members'
   cohort ids), and the bit-plane charges' (ring bits, members) once the straggler decision
   is known. Its AdvertiseKeys and ShareKeys ride in the high instance's messages."""
@@ -221,11 +222,11 @@ def low_instance(setting: RoundSetting, rnd: _Round, high_only: np.ndarray | Non
   if isinstance(low, secagg.RoundSetup):  # else: no low instance this round (`low` says why)
     in_low[members] = True
     streams[members] = [1 + len(low.neighbours(i)) for i in range(len(members))]
-  rings = (planes_lib.ring_bits(num, "high", low_bits, secure.bits),
-           planes_lib.ring_bits(max(len(members), 1), "low", low_bits, secure.bits))
+  rings = planes_lib.rings(num, len(members), low_bits, secure.bits)
   charges = charges_lib.PlaneCharges(
       rings[0], rings[1], in_low, streams,
-      full_low_ring=planes_lib.ring_bits(num, "low", low_bits, secure.bits))
+      full_low_ring=planes_lib.ring_bits(num, "low", low_bits, secure.bits),
+      histogram_words=histogram_words)
   return (low, members), charges
 
 
@@ -290,7 +291,8 @@ def make_round(setting: RoundSetting) -> Algorithm:
     row.update(decision.fields)
     if len(ids) < population:
       row["unreported_clients"] = int(np.sum(~reported))
-    low, plane_charges = (low_instance(setting, rnd, decision.high_only)
+    low, plane_charges = (low_instance(setting, rnd, decision.high_only,
+                                       charger.histogram_words)
                           if setting.upload_planes else (None, None))
     if plane_charges is not None:
       row["plane_rings"] = [plane_charges.high_ring, plane_charges.low_ring]
@@ -309,8 +311,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
     try:
       agg = accumulator.finish()
     except secagg.RoundAborted as e:  # too few survivors: the model stays as it is
-      return _abort(setting, state, rnd, e, charged, row, measured=True, planes=plane_charges,
-                    charger=charger)
+      return _abort(setting, state, rnd, e, charged, row, measured=True, planes=plane_charges)
     mean_delta = jax.block_until_ready(agg.mean_delta)
     if setting.secagg_on:
       row["host_seconds_secagg"] = time.perf_counter() - tick
@@ -342,7 +343,7 @@ def make_round(setting: RoundSetting) -> Algorithm:
     return RunState(server=server, clip=state.clip, fluid=fluid_state,
                     reports=state.reports.update(ids, times.fit_full,
                                                  _report_net(times, charged, plane_charges,
-                                                             rnd.num_params, charger),
+                                                             rnd.num_params),
                                                  summed=agg.survivors),
                     refs=state.refs, virtual_time=state.virtual_time + round_s), row
 

@@ -30,7 +30,7 @@ from clipjax.secagg import params as params_lib
 from clipjax.secagg import planes, quantize
 from clipjax.secagg.blinding import DEFAULT_BUDGET_WORDS
 from clipjax.secagg import protocol as protocol_lib
-from clipjax.secagg.aggregate import SecureSumResult, check_options, weight_codes
+from clipjax.secagg.aggregate import SecureSumResult, check_options
 from clipjax.secagg.protocol import STAGES, Dropouts, RoundAborted, RoundSetup
 from clipjax.secagg.stream import SecureSumStream
 
@@ -147,11 +147,11 @@ class PlaneSumStream:
       RoundAborted: if the high instance aborts at ShareKeys (a low abort is recorded).
     """
     n = high_setup.num_clients
-    check_options(n, bits, clip, stream_kwargs.get("budget_words", DEFAULT_BUDGET_WORDS),
-                  weights, max_weight)
+    self._clip, _, self._scale = check_options(
+        n, bits, clip, stream_kwargs.get("budget_words", DEFAULT_BUDGET_WORDS), weights,
+        max_weight)
     self._low_bits = int(bits) - planes.check_high_bits(high_bits, int(bits))
-    self._bits, self._clip, self.dim = int(bits), quantize.check_clip(clip), int(dim)
-    _, self._scale = weight_codes(weights, n, bits, max_weight)
+    self._bits, self.dim = int(bits), int(dim)
     members = np.asarray(members, np.int64)
     if members.ndim != 1 or np.any(np.diff(members) <= 0) or np.any(members < 0) \
         or np.any(members >= n):
@@ -171,9 +171,9 @@ class PlaneSumStream:
     self._local = np.full(n, -1, np.int64)
     self._local[members] = np.arange(len(members))
     kw = dict(max_weight=max_weight, dim=dim, bits=bits, clip=clip, rng=rng, **stream_kwargs)
-    self._high = SecureSumStream(
-        high_setup, weights, plane=planes.Plane(
-            "high", self._low_bits, planes.ring_bits(n, "high", self._low_bits, bits)), **kw)
+    high_ring, low_ring = planes.rings(n, len(members), self._low_bits, self._bits)
+    self._high = SecureSumStream(high_setup, weights,
+                                 plane=planes.Plane("high", self._low_bits, high_ring), **kw)
     self.clients = self._high.clients
     self._low, self._low_aborted = None, ""
     if isinstance(low, str):
@@ -181,10 +181,8 @@ class PlaneSumStream:
       return
     low_weights = None if weights is None else np.asarray(weights)[members]
     try:
-      self._low = SecureSumStream(
-          low, low_weights, noise_ids=members, plane=planes.Plane(
-              "low", self._low_bits, planes.ring_bits(len(members), "low", self._low_bits,
-                                                      bits)), **kw)
+      self._low = SecureSumStream(low, low_weights, noise_ids=members,
+                                  plane=planes.Plane("low", self._low_bits, low_ring), **kw)
     except RoundAborted as e:
       self._low_aborted = str(e)
 

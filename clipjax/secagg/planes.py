@@ -111,6 +111,13 @@ def ring_bits(num_clients: int, which: str, low_bits: int, bits: int) -> int:
   return bits_needed
 
 
+def rings(num_clients: int, num_low: int, low_bits: int, bits: int) -> tuple[int, int]:
+  """(high ring bits over ``num_clients``, low ring bits over ``num_low``) of one round; a
+  low instance of no client gets one client's ring."""
+  return (ring_bits(num_clients, "high", low_bits, bits),
+          ring_bits(max(num_low, 1), "low", low_bits, bits))
+
+
 def split(q: jax.Array, noise: jax.Array, low_bits: int) -> tuple[jax.Array, jax.Array]:
   """(hi, lo) of uint32 b-bit codes ``q`` (see the module docstring); jnp, any shape.
 

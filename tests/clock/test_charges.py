@@ -154,7 +154,7 @@ def test_planes_charge_the_packed_bits_each_client_sends():
   # issue 26: 17-bit high plane with the weight word and 2 histogram words whole; the low
   # plane (18 bits) for clients 0 and 2 only; the low instance's masks D + 1 words a stream.
   planes = clock_lib.PlaneCharges(high_ring=17, low_ring=18, low=np.array([True, False, True]),
-                                  low_streams=np.array([3, 0, 2]))
+                                  low_streams=np.array([3, 0, 2]), histogram_words=2)
   got = _charges(secure=True, prg_streams=np.array([4, 4, 4]), histogram_words=2, planes=planes)
   high = -(-D * 17 // 8) + 4 * 3       # 2125 + the weight and histogram words
   low = -(-D * 18 // 8)                # 2250
@@ -165,6 +165,8 @@ def test_planes_charge_the_packed_bits_each_client_sends():
   np.testing.assert_array_equal(got.messages, padded.messages)  # both ride SecAgg's messages
   with pytest.raises(ValueError, match="need secure=True"):
     _charges(secure=False, planes=planes)
+  with pytest.raises(ValueError, match="planes.histogram_words=2 differs"):
+    _charges(secure=True, prg_streams=np.array([4, 4, 4]), planes=planes)
 
 
 def test_a_high_only_client_reports_its_time_at_full_precision():
@@ -183,14 +185,14 @@ def test_a_high_only_client_reports_its_time_at_full_precision():
   np.testing.assert_allclose(got[1], times.report_net[1] + low_s + times.blinding[1])
   # With 2 histogram words: its masks were over D + 3 words a stream, the skipped ones D + 1;
   # the report counts the low ring of the whole cohort (19 bits, say), not this round's.
-  wide = dataclasses.replace(planes, full_low_ring=19)
+  wide = dataclasses.replace(planes, full_low_ring=19, histogram_words=2)
   charge = _charges(secure=True, prg_streams=np.array([4, 4, 4]), histogram_words=2,
                     planes=wide)
   times = devices.client_times(profile, fit_flops=np.full(3, 1e8), upload_bytes=charge.upload_bytes,
                                download_bytes=charge.download_bytes,
                                mask_expansion_flops=charge.mask_words * 64.0,
                                protocol_messages=charge.messages)
-  got = wide.full_precision_net(times, charge, D, histogram_words=2)
+  got = wide.full_precision_net(times, charge, D)
   low_s = 8.0 * -(-D * 19 // 8) / 8e5
   np.testing.assert_allclose(got[1], times.report_net[1] + low_s
                              + times.blinding[1] * (D + 1) / (D + 3))
